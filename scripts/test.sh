@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up .venv with the development extras and runs every check the project has:
+# ruff (lint and format), mypy --strict, and the whole pytest suite, first without the optional
+# speed-ups and then again with them (the library must work both ways).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k engine`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip uninstall --quiet --yes orjson >/dev/null 2>&1 || true
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy --strict"
+.venv/bin/mypy
+echo "== pytest (no optional extras)"
+.venv/bin/pytest "$@"
+echo "== pytest (with the speed extra: orjson)"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,speed]'
+.venv/bin/pytest "$@"

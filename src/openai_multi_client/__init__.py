@@ -1,0 +1,91 @@
+"""openai-multi-client: very many concurrent requests to the OpenAI API and compatible servers,
+rate-limited, retried and accounted for.
+
+The public names are listed in ``__all__``; everything in modules whose names start with an
+underscore is private and may change.
+"""
+
+from ._clock import Clock, LoopClock
+from ._engine import AsyncMultiClient, Statistics
+from ._errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    CallbackError,
+    ClientClosedError,
+    ConfigurationError,
+    ConflictError,
+    ConnectError,
+    ConnectionClosedError,
+    CustomAPIError,
+    EndpointRemovedError,
+    InsufficientQuotaError,
+    InternalServerError,
+    InvalidResponseError,
+    NotFoundError,
+    NoUsableKeyError,
+    OpenAIMultiClientError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestError,
+    RequestTimeoutError,
+    RequestTimeoutStatusError,
+    TransportError,
+    UnprocessableEntityError,
+)
+from ._keys import Key
+from ._oneshot import arun_requests, run_requests
+from ._request import ENDPOINTS, Payload, Request, Result
+from ._retry import RetryBudget, RetryPolicy
+from ._sync import OpenAIMultiClient, OpenAIMultiOrderedClient
+from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, Timeout, Transport
+
+__version__ = "0.2.0.dev0"
+
+__all__ = [
+    "ENDPOINTS",
+    "APIStatusError",
+    "AiohttpTransport",
+    "AsyncMultiClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "CallbackError",
+    "ClientClosedError",
+    "Clock",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "CustomAPIError",
+    "EndpointRemovedError",
+    "HTTPRequest",
+    "HTTPResponse",
+    "InsufficientQuotaError",
+    "InternalServerError",
+    "InvalidResponseError",
+    "Key",
+    "LoopClock",
+    "NoUsableKeyError",
+    "NotFoundError",
+    "OpenAIMultiClient",
+    "OpenAIMultiClientError",
+    "OpenAIMultiOrderedClient",
+    "Payload",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "Request",
+    "RequestError",
+    "RequestTimeoutError",
+    "RequestTimeoutStatusError",
+    "Result",
+    "RetryBudget",
+    "RetryPolicy",
+    "Statistics",
+    "Timeout",
+    "Transport",
+    "TransportError",
+    "UnprocessableEntityError",
+    "__version__",
+    "arun_requests",
+    "run_requests",
+]

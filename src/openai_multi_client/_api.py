@@ -1,0 +1,192 @@
+"""One attempt at one request: from a :class:`Request` and a :class:`Key` to an
+:class:`Outcome`, or a :class:`RequestError`.
+
+Two backends share the :class:`Backend` protocol: :class:`HTTPBackend` speaks OpenAI's HTTP API
+through a :class:`Transport`; :class:`CustomAPIBackend` calls the seed's ``custom_api``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from . import _json
+from ._errors import (
+    ConfigurationError,
+    CustomAPIError,
+    InvalidResponseError,
+    RequestError,
+    status_error,
+)
+from ._keys import Key
+from ._request import Request
+from ._transport import HTTPRequest, Timeout, Transport
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A successful attempt."""
+
+    response: Any
+    status_code: int | None = None
+    request_id: str | None = None
+    headers: Mapping[str, str] | None = None
+
+
+class Backend(Protocol):
+    def prepare(self, request: Request) -> None:
+        """Check and encode a request at submission; raise ``ConfigurationError`` if unusable."""
+        ...
+
+    async def call(self, request: Request, key: Key) -> Outcome:
+        """Make one attempt; raise a :class:`RequestError` subclass on failure."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def join_url(base_url: str, path: str) -> str:
+    """``base_url`` + ``/`` + ``path``, keeping a query string of the base (Azure's
+    ``api-version``) at the end."""
+    parts = urlsplit(base_url)
+    return urlunsplit(
+        (parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path, parts.query, "")
+    )
+
+
+class HTTPBackend:
+    """OpenAI's HTTP API over a transport."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        base_url: str,
+        timeout: Timeout,
+        headers: Mapping[str, str] | None = None,
+        owns_transport: bool = True,
+    ) -> None:
+        self._transport = transport
+        self._base_url = base_url
+        self._timeout = timeout
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self._headers.update(headers or {})
+        self._owns_transport = owns_transport
+        self._urls: dict[tuple[str, str], str] = {}
+        self._key_headers: dict[Key, dict[str, str]] = {}
+
+    def _url(self, key: Key, path: str) -> str:
+        base = key.base_url or self._base_url
+        url = self._urls.get((base, path))
+        if url is None:
+            url = self._urls[(base, path)] = join_url(base, path)
+        return url
+
+    def prepare(self, request: Request) -> None:
+        try:
+            request.body = _json.dumps(request.data)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"data cannot be sent as JSON: {exc}") from exc
+
+    async def call(self, request: Request, key: Key) -> Outcome:
+        assert request.body is not None, "prepare() encodes the body at submission"
+        headers = self._key_headers.get(key)
+        if headers is None:
+            headers = self._key_headers[key] = {**self._headers, **key.auth_headers()}
+        response = await self._transport.handle(
+            HTTPRequest("POST", self._url(key, request.path), headers, request.body, self._timeout)
+        )
+        response_headers = response.headers
+        request_id = response_headers.get("x-request-id")
+        status = response.status_code
+        body: Any
+        try:
+            body = _json.loads(response.content) if response.content else None
+        except ValueError:
+            body = None
+            if 200 <= status < 300:
+                raise InvalidResponseError(
+                    f"HTTP {status} with a body that is not JSON "
+                    f"({len(response.content)} bytes: {response.content[:80]!r})"
+                ) from None
+        if 200 <= status < 300:
+            if not isinstance(body, dict):
+                raise InvalidResponseError(
+                    f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"
+                )
+            return Outcome(body, status, request_id, response_headers)
+        if body is None and response.content:
+            body = {
+                "error": {"message": key.redact(response.content[:200].decode(errors="replace"))}
+            }
+        error = status_error(status, body, response_headers, request_id)
+        if 300 <= status < 400:
+            error.args = (
+                f"HTTP {status}: the server redirected (to {response_headers.get('location')!r}); "
+                "redirects are not followed so the key is never sent elsewhere: set base_url to "
+                "the final address",
+            )
+        raise error
+
+    async def aclose(self) -> None:
+        close = getattr(self._transport, "aclose", None)
+        if self._owns_transport and close is not None:
+            await close()
+
+
+CustomAPI = Callable[[Request], Awaitable[Any] | Any]
+
+
+class CustomAPIBackend:
+    """The seed's ``custom_api``: an async callable (awaited in the loop) or a sync callable (run
+    in a worker thread, so it may block) that takes the :class:`Request` and returns the
+    response. Exceptions become :class:`CustomAPIError` (retried), unless they already are a
+    :class:`RequestError`, which is classified as it is."""
+
+    def __init__(self, function: CustomAPI, max_threads: int) -> None:
+        self._function = function
+        self._is_async = _is_async_callable(function)
+        self._executor: ThreadPoolExecutor | None = None
+        self._max_threads = max_threads
+
+    def prepare(self, request: Request) -> None:
+        pass
+
+    async def call(self, request: Request, key: Key) -> Outcome:
+        try:
+            if self._is_async:
+                response = self._function(request)
+                if inspect.isawaitable(response):
+                    response = await response
+            else:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(
+                        self._max_threads, thread_name_prefix="omc-custom-api"
+                    )
+                loop = asyncio.get_running_loop()
+                response = await loop.run_in_executor(self._executor, self._function, request)
+                if inspect.isawaitable(response):
+                    response = await response
+        except RequestError:
+            raise
+        except Exception as exc:
+            raise CustomAPIError(f"custom_api raised {type(exc).__name__}: {exc}") from exc
+        return Outcome(response)
+
+    async def aclose(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _is_async_callable(function: object) -> bool:
+    while hasattr(function, "func"):  # functools.partial
+        function = function.func
+    if inspect.iscoroutinefunction(function):
+        return True
+    call = getattr(function, "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(call)

@@ -1,0 +1,43 @@
+"""Time, as the library sees it.
+
+Every wait and every timestamp in the library goes through a :class:`Clock`, so tests can
+replace it (see :class:`openai_multi_client.testing.FakeClock`) and run limiter and retry logic
+instantly and exactly. Durations are float seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What the library needs of time: a monotonic ``now()`` and an awaitable ``sleep()``."""
+
+    def now(self) -> float:
+        """Monotonic seconds; only differences are meaningful."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (0 or less returns at the next turn of the event loop)."""
+        ...
+
+
+class LoopClock:
+    """The running event loop's clock (``loop.time()``, ``asyncio.sleep``).
+
+    Because it reads the loop's own clock, it follows a loop whose time is virtual, which is how
+    :class:`~openai_multi_client.testing.FakeClock` makes whole engine runs deterministic.
+    """
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+    def __repr__(self) -> str:
+        return "LoopClock()"

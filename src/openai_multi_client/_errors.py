@@ -1,0 +1,210 @@
+"""The one exception tree of openai-multi-client.
+
+Every error the library raises, or attaches to a failed :class:`Result`, derives from
+:class:`OpenAIMultiClientError`. Errors from aiohttp, asyncio and user code are translated into
+this tree at one boundary each (the transport, the engine), so callers never need to know
+which HTTP library is underneath.
+
+::
+
+    OpenAIMultiClientError
+    ├── ConfigurationError (also ValueError)       bad argument or setting, raised at once
+    │   └── EndpointRemovedError                    edits, fine-tunes: says what replaced them
+    ├── ClientClosedError                           request() after close()
+    ├── CallbackError                               a user callback raised; carries .result
+    └── RequestError                                why one request failed (on Result.error)
+        ├── TransportError                          no HTTP response
+        │   ├── ConnectError
+        │   ├── RequestTimeoutError                 connect or total timeout
+        │   └── ConnectionClosedError               reset or cut off mid-response
+        ├── InvalidResponseError                    a response we cannot parse
+        ├── APIStatusError                          an HTTP error status, with OpenAI's error body
+        │   ├── BadRequestError                 400
+        │   ├── AuthenticationError             401
+        │   ├── PermissionDeniedError           403
+        │   ├── NotFoundError                   404
+        │   ├── RequestTimeoutStatusError       408
+        │   ├── ConflictError                   409
+        │   ├── UnprocessableEntityError        422
+        │   ├── RateLimitError                  429 rate_limit_exceeded
+        │   │   └── InsufficientQuotaError      429 insufficient_quota (billing: key is done)
+        │   └── InternalServerError             5xx
+        ├── CustomAPIError                          the custom_api callable raised
+        └── NoUsableKeyError                        every key was retired for this run
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class OpenAIMultiClientError(Exception):
+    """Base class of every error raised by openai-multi-client."""
+
+
+class ConfigurationError(OpenAIMultiClientError, ValueError):
+    """An argument or setting is invalid. The message names it and says what would be valid."""
+
+
+class EndpointRemovedError(ConfigurationError):
+    """The endpoint existed in the seed library but OpenAI removed it; the message names the
+    replacement."""
+
+
+class ClientClosedError(OpenAIMultiClientError):
+    """A request was submitted after ``close()``."""
+
+
+class CallbackError(OpenAIMultiClientError):
+    """A user callback raised. The original exception is ``__cause__``; the result the callback
+    was given is kept in :attr:`result`, so nothing already done is lost."""
+
+    def __init__(self, message: str, result: Any) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class RequestError(OpenAIMultiClientError):
+    """Why a request failed. Found on ``Result.error``; never raised out of iteration."""
+
+
+class TransportError(RequestError):
+    """The request got no complete HTTP response."""
+
+
+class ConnectError(TransportError):
+    """The connection to the server could not be made."""
+
+
+class RequestTimeoutError(TransportError):
+    """The request did not complete within its timeout."""
+
+
+class ConnectionClosedError(TransportError):
+    """The connection was reset or closed before the whole response arrived."""
+
+
+class InvalidResponseError(RequestError):
+    """The server answered with a body that could not be parsed as the expected JSON."""
+
+
+class CustomAPIError(RequestError):
+    """The ``custom_api`` callable raised; the original exception is ``__cause__``."""
+
+
+class NoUsableKeyError(RequestError):
+    """Every API key of the client was retired during this run (invalid, forbidden or out of
+    quota), so no request can be sent. Add a working key and run again."""
+
+
+class APIStatusError(RequestError):
+    """The server answered with an HTTP error status.
+
+    ``body`` is the parsed JSON body when there was one; ``code``, ``type`` and ``param`` come
+    from OpenAI's error object ``{"error": {"message", "type", "param", "code"}}``.
+    """
+
+    status_code: int
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: object = None,
+        headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+        self.headers: Mapping[str, str] = headers or {}
+        self.request_id = request_id
+        error = body.get("error") if isinstance(body, dict) else None
+        details: dict[str, Any] = error if isinstance(error, dict) else {}
+        self.code: str | None = _str_or_none(details.get("code"))
+        self.type: str | None = _str_or_none(details.get("type"))
+        self.param: str | None = _str_or_none(details.get("param"))
+
+
+class BadRequestError(APIStatusError):
+    """400: the request is malformed; retrying will not help."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the key is invalid or revoked."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this resource."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such endpoint or model."""
+
+
+class RequestTimeoutStatusError(APIStatusError):
+    """408: the server timed out waiting for the request."""
+
+
+class ConflictError(APIStatusError):
+    """409: a conflicting operation was in progress."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request was well formed but cannot be processed."""
+
+
+class RateLimitError(APIStatusError):
+    """429 ``rate_limit_exceeded``: the key is over its requests or tokens per minute."""
+
+
+class InsufficientQuotaError(RateLimitError):
+    """429 ``insufficient_quota``: the key's account has no quota left. It will not work again
+    until billing changes, so the key is retired for the run."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the server failed."""
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: RequestTimeoutStatusError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error(
+    status_code: int,
+    body: object,
+    headers: Mapping[str, str] | None = None,
+    request_id: str | None = None,
+) -> APIStatusError:
+    """Build the right :class:`APIStatusError` subclass for an HTTP error response."""
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    cls: type[APIStatusError]
+    if status_code == 429 and code == "insufficient_quota":
+        cls = InsufficientQuotaError
+    elif status_code >= 500:
+        cls = InternalServerError
+    else:
+        cls = _STATUS_ERRORS.get(status_code, APIStatusError)
+    text = f"HTTP {status_code}"
+    if isinstance(code, str) and code:
+        text += f" ({code})"
+    if isinstance(message, str) and message:
+        text += f": {message}"
+    return cls(text, status_code=status_code, body=body, headers=headers, request_id=request_id)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,135 @@
+"""A portal from synchronous threads onto one event loop running in its own thread.
+
+Like anyio's BlockingPortal: synchronous code calls coroutines on the loop and blocks until they
+finish. The loop thread is a daemon, so a program that forgets to close a client still exits,
+and :func:`shutdown_all_at_exit` closes the portals still open when the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+logger = logging.getLogger("openai_multi_client")
+
+_open_portals: weakref.WeakSet[Portal] = weakref.WeakSet()
+
+
+class PortalClosedError(RuntimeError):
+    """The portal's loop has stopped."""
+
+
+class Portal:
+    """An event loop in a daemon thread, and blocking calls into it."""
+
+    def __init__(self, name: str = "omc-loop") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        _open_portals.add(self)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            try:
+                pending = asyncio.all_tasks(self._loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            finally:
+                self._loop.close()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self._thread.ident
+
+    def call(
+        self,
+        function: Callable[..., Awaitable[T]],
+        *args: Any,
+        slow_after: float | None = None,
+        on_slow: Callable[[], object] | None = None,
+    ) -> T:
+        """Run ``function(*args)`` on the loop and wait for its result (or exception).
+
+        If it takes longer than ``slow_after`` seconds, ``on_slow()`` is called once and the
+        wait goes on. If the waiting thread is interrupted (Ctrl-C), the call is cancelled and
+        the interrupt propagates.
+        """
+        if self.in_loop_thread():
+            raise RuntimeError("Portal.call from the loop's own thread would deadlock")
+        with self._lock:
+            if self._stopped:
+                raise PortalClosedError("the client's event loop has stopped")
+            future = asyncio.run_coroutine_threadsafe(_as_coroutine(function, args), self._loop)
+        try:
+            if slow_after is not None and on_slow is not None:
+                try:
+                    return future.result(timeout=slow_after)
+                except concurrent.futures.TimeoutError:
+                    on_slow()
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def call_soon(self, function: Callable[..., object], *args: Any) -> None:
+        """Schedule a plain function on the loop without waiting."""
+        with self._lock:
+            if self._stopped:
+                raise PortalClosedError("the client's event loop has stopped")
+            self._loop.call_soon_threadsafe(function, *args)
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop the loop (tasks still running are cancelled) and wait for its thread."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        _open_portals.discard(self)
+        if not self.in_loop_thread():
+            self._thread.join(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+
+async def _as_coroutine(function: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+    return await function(*args)
+
+
+_exit_hooks: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def on_exit(owner: Any) -> None:
+    """Ask for ``owner._shutdown_at_exit()`` at interpreter exit, if ``owner`` is still alive."""
+    _exit_hooks.add(owner)
+
+
+@atexit.register
+def shutdown_all_at_exit() -> None:
+    for owner in list(_exit_hooks):
+        try:
+            owner._shutdown_at_exit()
+        except Exception:  # pragma: no cover - best effort at exit
+            logger.debug("error while shutting down a client at exit", exc_info=True)
+    for portal in list(_open_portals):
+        portal.stop(timeout=1.0)

@@ -1,0 +1,164 @@
+"""Requests and results: the endpoint table, template merging, and the two records that flow
+through the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ._errors import ConfigurationError, EndpointRemovedError, RequestError
+
+if TYPE_CHECKING:
+    from ._retry import RetryPolicy
+
+# Seed and friendly names -> path below the base URL (which ends in /v1 for OpenAI).
+ENDPOINTS: Mapping[str, str] = {
+    "completions": "completions",
+    "chats": "chat/completions",
+    "chat.completions": "chat/completions",
+    "chat/completions": "chat/completions",
+    "embeddings": "embeddings",
+    "images": "images/generations",
+    "images.generations": "images/generations",
+    "moderations": "moderations",
+    "responses": "responses",
+}
+
+REMOVED_ENDPOINTS: Mapping[str, str] = {
+    "edits": "OpenAI removed the edits endpoint; use endpoint='chats' (/v1/chat/completions) "
+    "with an instruction in the messages instead",
+    "fine-tunes": "OpenAI replaced fine-tunes with /v1/fine_tuning/jobs, which starts a job "
+    "rather than answering a request, so it is not a bulk endpoint; create jobs with the "
+    "official openai package",
+}
+
+
+def resolve_endpoint(endpoint: object, argument: str = "endpoint") -> str:
+    """The path (relative to the base URL, no leading slash) for an endpoint name or raw path.
+
+    Raw paths start with ``/``; a leading ``/v1/`` is dropped because the base URL carries the
+    version (``https://api.openai.com/v1``). Absolute URLs are refused: the API key would be sent
+    to whatever host they name.
+    """
+    if not isinstance(endpoint, str) or not endpoint:
+        raise ConfigurationError(
+            f"{argument} must be an endpoint name such as 'chats' or a path such as "
+            f"'/v1/chat/completions', got {endpoint!r}"
+        )
+    path = ENDPOINTS.get(endpoint)
+    if path is not None:
+        return path
+    removed = REMOVED_ENDPOINTS.get(endpoint)
+    if removed is not None:
+        raise EndpointRemovedError(f"{argument}={endpoint!r}: {removed}")
+    if "://" in endpoint or endpoint.startswith("//"):
+        raise ConfigurationError(
+            f"{argument}={endpoint!r} is an absolute URL; give a path such as "
+            "'/v1/chat/completions' and set base_url for the host, so the API key is only ever "
+            "sent to the host you configured"
+        )
+    if endpoint.startswith("/"):
+        relative = endpoint.lstrip("/")
+        if relative.startswith("v1/"):
+            relative = relative[3:]
+        if not relative or any(part in ("", ".", "..") for part in relative.split("/")):
+            raise ConfigurationError(f"{argument}={endpoint!r} is not a usable path")
+        return relative
+    names = ", ".join(repr(name) for name in ENDPOINTS)
+    raise ConfigurationError(
+        f"unknown {argument} {endpoint!r}: use one of {names}, or a raw path starting with '/'"
+    )
+
+
+def merge_template(
+    template: Mapping[str, Any] | None, values: object, argument: str
+) -> dict[str, Any]:
+    """A new dict: the template's items overridden by ``values`` (a shallow merge, as the seed
+    did)."""
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigurationError(f"{argument} must be a dict, got {type(values).__name__}")
+    if template:
+        return {**template, **values}
+    return dict(values)
+
+
+Callback: TypeAlias = Callable[["Result"], object]
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One request as the engine carries it. ``custom_api`` receives this object.
+
+    ``index`` is the submission number (0, 1, 2, ...); ``attempt`` the number of the attempt
+    under way (1 for the first); ``key`` the redacted id of the key used for it.
+    """
+
+    index: int
+    endpoint: str
+    path: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    callback: Callback | None
+    policy: RetryPolicy
+    attempt: int = 0
+    key: str | None = None
+    # Bookkeeping for the engine, not part of the public surface.
+    retry_cost: int = 0
+    body: bytes | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Request(index={self.index}, endpoint={self.endpoint!r}, attempt={self.attempt}, "
+            f"metadata={self.metadata!r})"
+        )
+
+
+@dataclass(slots=True, eq=False)
+class Result:
+    """The outcome of one request. Iterating a client yields these.
+
+    ``response`` is the parsed JSON body as a plain dict (``result.response['choices'][0]``);
+    on failure it is ``None`` (or the error body, for an HTTP error status), ``failed`` is true
+    and ``error`` says why. ``attempt`` is how many attempts were made. ``key`` is the redacted
+    id of the key that produced the outcome, never the secret.
+    """
+
+    index: int
+    endpoint: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    response: Any = None
+    failed: bool = False
+    attempt: int = 0
+    error: RequestError | None = None
+    status_code: int | None = None
+    request_id: str | None = None
+    latency: float | None = None
+    key: str | None = None
+    callback: Callback | None = None
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The response's ``usage`` object (token counts), when it has one."""
+        response = self.response
+        if isinstance(response, dict):
+            usage = response.get("usage")
+            if isinstance(usage, dict):
+                return usage
+        return None
+
+    def __repr__(self) -> str:
+        outcome = f"error={self.error!r}" if self.failed else f"status_code={self.status_code}"
+        return (
+            f"Result(index={self.index}, endpoint={self.endpoint!r}, failed={self.failed}, "
+            f"{outcome}, attempt={self.attempt}, key={self.key!r}, metadata={self.metadata!r})"
+        )
+
+
+#: The seed's name for both the request handed to ``custom_api`` and the result yielded by
+#: iteration; kept so that ``from openai_multi_client import Payload`` and annotations using it
+#: keep working.
+Payload: TypeAlias = Request | Result

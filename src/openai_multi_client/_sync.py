@@ -1,0 +1,293 @@
+"""The seed's synchronous clients, as a portal onto one engine running in a loop thread.
+
+``OpenAIMultiClient`` and ``OpenAIMultiOrderedClient`` keep the seed's API: ``request()`` blocks
+while the intake is full (backpressure), ``run_request_function()`` feeds requests from a
+thread, iteration yields results, ``close()`` says no more requests will come, ``pull_all()``
+drains the results (running their callbacks). There is exactly one engine: the
+:class:`~openai_multi_client.AsyncMultiClient` on the loop thread; this module only carries calls
+to it and results back.
+
+Guarantees: nothing is pickled; no call here can hang on a closed or failed client; a script
+that never calls ``close()`` still exits; Ctrl-C while iterating interrupts at once; callbacks
+run in the iterating thread, as in the seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+from ._api import CustomAPI
+from ._clock import Clock
+from ._engine import AsyncMultiClient, KeysArgument, Statistics
+from ._errors import CallbackError, ClientClosedError
+from ._portal import Portal, PortalClosedError, on_exit
+from ._request import Callback, Request, Result
+from ._retry import RetryBudget
+from ._transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Transport
+
+logger = logging.getLogger("openai_multi_client")
+
+# Results fetched from the loop per crossing: amortises the thread hand-off.
+_BATCH = 256
+# After this long blocked in request() with no consumer, warn about the likely mistake.
+_SLOW_SUBMIT = 10.0
+
+
+class OpenAIMultiClient:
+    """Concurrent requests from synchronous code; results in completion order.
+
+    The positional parameters and their defaults are the seed's. ``max_retries`` counts
+    attempts in total (the seed's meaning): 10 means one try and up to nine retries.
+    Keyword-only extras: ``api_key`` (a key, a :class:`Key`, or a list of them), ``base_url``,
+    ``organization``, ``queue_size`` (requests waiting before ``request()`` blocks; default
+    ``concurrency``), ``timeout`` and ``connect_timeout`` in seconds, ``headers``,
+    ``transport``, ``retry_budget``.
+    """
+
+    _ordered = False
+
+    def __init__(
+        self,
+        concurrency: int = 10,
+        max_retries: int = 10,
+        wait_interval: float = 0,
+        retry_multiplier: float = 1,
+        retry_max: float = 60,
+        endpoint: str | None = None,
+        data_template: Mapping[str, Any] | None = None,
+        metadata_template: Mapping[str, Any] | None = None,
+        custom_api: CustomAPI | None = None,
+        *,
+        api_key: KeysArgument = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        queue_size: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+        transport: Transport | None = None,
+        retry_budget: RetryBudget | int | None = 500,
+        clock: Clock | None = None,
+    ) -> None:
+        # Built here, so bad arguments raise in the caller's thread before any thread starts.
+        self._engine = AsyncMultiClient(
+            concurrency,
+            max_retries,
+            wait_interval,
+            retry_multiplier,
+            retry_max,
+            endpoint,
+            data_template,
+            metadata_template,
+            custom_api,
+            ordered=self._ordered,
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            queue_size=queue_size,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            headers=headers,
+            transport=transport,
+            retry_budget=retry_budget,
+            clock=clock,
+        )
+        self._portal = Portal(name=f"omc-loop-{id(self):x}")
+        self._buffer: deque[Result] = deque()
+        self._exhausted = False
+        self._shut_down = False
+        self._lock = threading.Lock()
+        self._consumer_threads: set[int] = set()
+        self._producers: list[threading.Thread] = []
+        on_exit(self)
+
+    # ----------------------------------------------------------------- producing
+
+    def request(
+        self,
+        data: Mapping[str, Any],
+        endpoint: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        callback: Callback | None = None,
+        max_retries: int | None = None,
+        retry_multiplier: float | None = None,
+        retry_max: float | None = None,
+    ) -> None:
+        """Queue one request; blocks while the intake is full (the seed's backpressure).
+
+        Called from the thread that iterates the client, it never blocks (so a loop over
+        results can queue follow-up requests).
+        """
+        engine = self._engine
+        request = engine.build_request(
+            data, endpoint, metadata, callback, max_retries, retry_multiplier, retry_max
+        )
+        if self._shut_down:
+            raise ClientClosedError("the client was shut down")
+        try:
+            if self._portal.in_loop_thread():
+                engine.submit_nowait(request)
+            elif threading.get_ident() in self._consumer_threads:
+                self._portal.call(_submit_nowait, engine, request)
+            else:
+                self._portal.call(
+                    _submit, engine, request, slow_after=_SLOW_SUBMIT, on_slow=self._warn_stuck
+                )
+        except PortalClosedError:
+            raise ClientClosedError("the client was shut down") from None
+
+    def _warn_stuck(self) -> None:
+        if not self._consumer_threads:
+            logger.warning(
+                "request() has waited %.0f s for room and nothing is iterating the client: "
+                "finished results hold back new requests until they are taken. Iterate the "
+                "client while requests are added (run_request_function does that), or this "
+                "waits forever",
+                _SLOW_SUBMIT,
+            )
+
+    def run_request_function(
+        self,
+        input_function: Callable[..., object],
+        *args: Any,
+        stop_at_end: bool = True,
+        **kwargs: Any,
+    ) -> threading.Thread:
+        """Run ``input_function(*args, **kwargs)`` in a daemon thread to feed requests while
+        this thread iterates. With ``stop_at_end`` (the default) the client is closed when the
+        function returns. If the function raises, the client is closed and iteration re-raises
+        that exception after yielding the results of the requests it had queued."""
+
+        def produce() -> None:
+            try:
+                input_function(*args, **kwargs)
+            except BaseException as exc:
+                logger.debug("request function raised %r", exc)
+                self._close(exc)
+                return
+            if stop_at_end:
+                self._close(None)
+
+        thread = threading.Thread(target=produce, name="omc-request-function", daemon=True)
+        self._producers.append(thread)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """No more requests will come: iteration ends after the last result. Idempotent;
+        returns at once."""
+        self._close(None)
+
+    def _close(self, reason: BaseException | None) -> None:
+        with contextlib.suppress(PortalClosedError):  # already shut down: nothing to close
+            self._portal.call_soon(self._engine.close, reason)
+
+    # ----------------------------------------------------------------- consuming
+
+    def __iter__(self) -> Iterator[Result]:
+        return self
+
+    def __next__(self) -> Result:
+        if not self._buffer:
+            self._fill_buffer()
+        result = self._buffer.popleft()
+        if result.callback is not None:
+            try:
+                result.callback(result)
+            except Exception as exc:
+                raise CallbackError(
+                    f"the callback of request {result.index} raised {type(exc).__name__}: {exc}",
+                    result,
+                ) from exc
+        return result
+
+    def _fill_buffer(self) -> None:
+        if self._exhausted:
+            raise StopIteration
+        self._consumer_threads.add(threading.get_ident())
+        try:
+            batch = self._portal.call(self._engine.take, _BATCH)
+        except PortalClosedError:
+            self._exhausted = True
+            raise StopIteration from None
+        except KeyboardInterrupt:
+            self._abort()
+            raise
+        except BaseException:
+            self._exhausted = True
+            self._shutdown()
+            raise
+        if not batch:
+            self._exhausted = True
+            self._shutdown()
+            raise StopIteration
+        self._buffer.extend(batch)
+
+    def pull_all(self) -> None:
+        """Consume every result, running callbacks (for callback-driven code)."""
+        for _ in self:
+            pass
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> OpenAIMultiClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is KeyboardInterrupt:
+            self._abort()
+        else:
+            self._shutdown()
+
+    def _shutdown(self, timeout: float = 5.0) -> None:
+        """Cancel what is unfinished, release connections, stop the loop thread."""
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+        try:
+            self._portal.call(self._engine.aclose)
+        except (PortalClosedError, RuntimeError):
+            pass
+        finally:
+            self._portal.stop(timeout)
+
+    def _abort(self) -> None:
+        # After Ctrl-C: do not wait long for anything.
+        self._shutdown(timeout=1.0)
+
+    def _shutdown_at_exit(self) -> None:
+        self._shutdown(timeout=1.0)
+
+    def statistics(self) -> Statistics:
+        """A snapshot of the engine's counters."""
+        return self._engine.statistics()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} engine={self._engine!r}>"
+
+
+class OpenAIMultiOrderedClient(OpenAIMultiClient):
+    """As :class:`OpenAIMultiClient`, with results yielded in the order requests were queued.
+    Memory stays bounded: a slow request at the head holds back the intake, not memory."""
+
+    _ordered = True
+
+
+async def _submit(engine: AsyncMultiClient, request: Request) -> None:
+    await engine.submit(request)
+
+
+async def _submit_nowait(engine: AsyncMultiClient, request: Request) -> None:
+    engine.submit_nowait(request)

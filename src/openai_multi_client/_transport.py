@@ -1,0 +1,152 @@
+"""Moving bytes: the one-method :class:`Transport` protocol and its aiohttp implementation.
+
+The transport knows nothing of OpenAI: it sends one :class:`HTTPRequest` and returns one
+:class:`HTTPResponse`, whatever its status. aiohttp's and asyncio's exceptions are translated to
+:class:`~openai_multi_client.TransportError` subclasses here and nowhere else. Redirects are
+never followed, so credentials cannot be carried to another origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ._errors import (
+    ConfigurationError,
+    ConnectError,
+    ConnectionClosedError,
+    RequestTimeoutError,
+    TransportError,
+)
+
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Per-request limits in seconds: ``total`` for the whole exchange, ``connect`` for
+    establishing the connection. Defaults match the official SDK."""
+
+    total: float = DEFAULT_TIMEOUT
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name, value in (("timeout", self.total), ("connect_timeout", self.connect)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+
+
+@dataclass(slots=True)
+class HTTPRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes
+    timeout: Timeout = field(default_factory=Timeout)
+
+    def __repr__(self) -> str:
+        # Headers carry the key: never show them.
+        return f"HTTPRequest({self.method} {self.url}, {len(self.content)} bytes)"
+
+
+@dataclass(slots=True)
+class HTTPResponse:
+    """A complete response. ``headers`` look up case-insensitively."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @classmethod
+    def build(
+        cls, status_code: int, headers: Mapping[str, str] | None = None, content: bytes = b""
+    ) -> HTTPResponse:
+        """A response with headers made case-insensitive (for mock transports and tests)."""
+        return cls(status_code, CIMultiDictProxy(CIMultiDict(headers or {})), content)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Sends one request and returns its response, or raises a ``TransportError``."""
+
+    async def handle(self, request: HTTPRequest) -> HTTPResponse: ...
+
+
+class AiohttpTransport:
+    """The default transport: one aiohttp connection pool, created on first use in the running
+    loop. Concurrency is limited by the engine, not by the pool."""
+
+    def __init__(self, *, limit_per_host: int = 0) -> None:
+        self._limit_per_host = limit_per_host
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=self._limit_per_host, ttl_dns_cache=300
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=True,
+            # The engine sets every header it needs; no cookies between requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self._session
+
+    async def handle(self, request: HTTPRequest) -> HTTPResponse:
+        session = self._session or self._open()
+        timeout = self._timeouts.get(request.timeout)
+        if timeout is None:
+            timeout = self._timeouts[request.timeout] = aiohttp.ClientTimeout(
+                total=request.timeout.total, connect=request.timeout.connect
+            )
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                data=request.content,
+                headers=request.headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                content = await response.read()
+                return HTTPResponse(response.status, response.headers, content)
+        except asyncio.TimeoutError as exc:
+            raise RequestTimeoutError(
+                f"no complete response within {request.timeout.total:g} s "
+                f"(connect limit {request.timeout.connect:g} s)"
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectError(f"cannot connect to {_origin(request.url)}: {exc.os_error}") from exc
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientOSError,
+        ) as exc:
+            raise ConnectionClosedError(
+                f"connection to {_origin(request.url)} closed mid-request: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self._session is not None else "idle"
+        return f"AiohttpTransport({state})"
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"

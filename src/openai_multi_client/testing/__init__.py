@@ -1,0 +1,37 @@
+"""Test helpers: a mock OpenAI server, a virtual clock, a mock transport.
+
+Nothing here talks to the real API, so pipelines can be tested without spending money. The
+pytest fixtures ``mock_openai`` and ``mock_openai_factory`` are available in any project that
+installs this package (they come from :mod:`openai_multi_client.testing.pytest_plugin`).
+The server (and aiohttp.web with it) is imported only when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._fake_clock import FakeClock
+from ._mock_transport import MockTransport, error_response, json_response
+
+if TYPE_CHECKING:
+    from ._mock_server import Faults, KeyLimits, MockOpenAIServer
+
+__all__ = [
+    "FakeClock",
+    "Faults",
+    "KeyLimits",
+    "MockOpenAIServer",
+    "MockTransport",
+    "error_response",
+    "json_response",
+]
+
+_SERVER_NAMES = frozenset({"Faults", "KeyLimits", "MockOpenAIServer"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVER_NAMES:
+        from . import _mock_server
+
+        return getattr(_mock_server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

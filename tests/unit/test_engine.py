@@ -1,0 +1,488 @@
+"""The engine on a mock transport and virtual time: every schedule is exact and instant."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from openai_multi_client import (
+    AsyncMultiClient,
+    AuthenticationError,
+    CallbackError,
+    ClientClosedError,
+    ConfigurationError,
+    ConnectError,
+    EndpointRemovedError,
+    HTTPRequest,
+    HTTPResponse,
+    InternalServerError,
+    NoUsableKeyError,
+    Result,
+    _json,
+)
+from openai_multi_client.testing import FakeClock, MockTransport, error_response, json_response
+
+KEY = "sk-test-0123456789abcdef"
+
+
+def chat_reply(request: HTTPRequest) -> HTTPResponse:
+    body = _json.loads(request.content)
+    text = body["messages"][-1]["content"]
+    return json_response(
+        200,
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"re: {text}"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        },
+        {"x-request-id": "req_1"},
+    )
+
+
+def make_client(handler: Callable[[HTTPRequest], Any], **options: Any) -> AsyncMultiClient:
+    options.setdefault("api_key", KEY)
+    options.setdefault("endpoint", "chats")
+    options.setdefault("base_url", "http://mock.invalid/v1")
+    return AsyncMultiClient(transport=MockTransport(handler), **options)
+
+
+def message(text: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+async def run_all(client: AsyncMultiClient, count: int) -> list[Result]:
+    async def produce() -> None:
+        for n in range(count):
+            await client.request(message(str(n)), metadata={"n": n})
+        client.close()
+
+    producer = asyncio.ensure_future(produce())
+    results = [result async for result in client]
+    await producer
+    return results
+
+
+async def test_results_carry_the_seed_fields_and_more(fake_clock: FakeClock) -> None:
+    seen: list[HTTPRequest] = []
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        seen.append(request)
+        return chat_reply(request)
+
+    async with make_client(handler, data_template={"model": "gpt-x"}) as client:
+        results = await run_all(client, 3)
+    assert sorted(r.metadata["n"] for r in results) == [0, 1, 2]
+    result = results[0]
+    assert result.response["choices"][0]["message"]["content"].startswith("re: ")
+    assert not result.failed
+    assert result.error is None
+    assert result.attempt == 1
+    assert result.endpoint == "chats"
+    assert result.data["model"] == "gpt-x"
+    assert result.status_code == 200
+    assert result.request_id == "req_1"
+    assert result.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert result.latency is not None
+    assert result.key is not None
+    assert KEY not in repr(result)
+    assert KEY not in result.key
+    request = seen[0]
+    assert request.url == "http://mock.invalid/v1/chat/completions"
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert KEY not in repr(request)
+
+
+async def test_ordered_results_come_in_submission_order(fake_clock: FakeClock) -> None:
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        n = int(_json.loads(request.content)["messages"][0]["content"])
+        await asyncio.sleep((n * 7919) % 13 / 10)  # finish in a scrambled order
+        return chat_reply(request)
+
+    async with make_client(handler, concurrency=8, ordered=True) as client:
+        results = await run_all(client, 60)
+    assert [r.metadata["n"] for r in results] == list(range(60))
+    assert [r.index for r in results] == list(range(60))
+
+
+async def test_concurrency_is_never_exceeded(fake_clock: FakeClock) -> None:
+    in_flight = 0
+    peak = 0
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(1.0)
+        in_flight -= 1
+        return chat_reply(request)
+
+    async with make_client(handler, concurrency=5) as client:
+        results = await run_all(client, 50)
+    assert len(results) == 50
+    assert peak == 5
+    assert fake_clock.now() == pytest.approx(10.0)  # 50 requests, 5 at a time, 1 s each
+
+
+async def test_producer_waits_when_the_intake_is_full(fake_clock: FakeClock) -> None:
+    release = asyncio.Event()
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        await release.wait()
+        return chat_reply(request)
+
+    async with make_client(handler, concurrency=2, queue_size=3) as client:
+        accepted = 0
+
+        async def produce() -> None:
+            nonlocal accepted
+            for n in range(20):
+                await client.request(message(str(n)))
+                accepted += 1
+
+        producer = asyncio.ensure_future(produce())
+        await asyncio.sleep(5)
+        # 2 in flight, 3 waiting in the intake; the producer blocks on the 6th.
+        assert accepted == 5
+        assert client.statistics().queued == 3
+        assert not producer.done()
+        release.set()
+        results = []
+        async for result in client:
+            results.append(result)
+            if len(results) == 20:
+                break
+        await producer
+
+
+async def test_ordered_memory_is_bounded_by_a_slow_head(fake_clock: FakeClock) -> None:
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        n = int(_json.loads(request.content)["messages"][0]["content"])
+        await asyncio.sleep(1000.0 if n == 0 else 0.01)
+        return chat_reply(request)
+
+    concurrency, queue_size = 4, 6
+    async with make_client(
+        handler, concurrency=concurrency, queue_size=queue_size, ordered=True
+    ) as client:
+
+        async def produce() -> None:
+            for n in range(200):
+                await client.request(message(str(n)))
+            client.close()
+
+        producer = asyncio.ensure_future(produce())
+        await asyncio.sleep(500.0)
+        stats = client.statistics()
+        # Admitted but unconsumed requests never exceed concurrency + queue_size; the rest
+        # wait in the bounded intake, and the producer waits behind it.
+        assert stats.succeeded <= concurrency + queue_size - 1
+        assert stats.submitted <= concurrency + 2 * queue_size
+        results = [result async for result in client]
+        await producer
+    assert [r.index for r in results] == list(range(200))
+
+
+async def test_retry_schedule_follows_retry_after(fake_clock: FakeClock) -> None:
+    times: list[float] = []
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        times.append(fake_clock.now())
+        if len(times) < 3:
+            return error_response(503, "busy", headers={"retry-after-ms": "2000"})
+        return chat_reply(request)
+
+    async with make_client(handler) as client:
+        results = await run_all(client, 1)
+    assert results[0].attempt == 3
+    assert not results[0].failed
+    assert 2.0 <= times[1] - times[0] <= 2.2
+    assert 2.0 <= times[2] - times[1] <= 2.2
+
+
+async def test_max_retries_counts_attempts_and_zero_is_honoured(fake_clock: FakeClock) -> None:
+    transport_calls = 0
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        nonlocal transport_calls
+        transport_calls += 1
+        return error_response(500, "boom")
+
+    async with make_client(handler, max_retries=4, retry_multiplier=0.5, retry_max=2) as client:
+        await client.request(message("a"))
+        await client.request(message("b"), max_retries=0)
+        await client.request(message("c"), max_retries=2, retry_multiplier=0)
+        client.close()
+        results = {r.data["messages"][0]["content"]: r async for r in client}
+    assert results["a"].attempt == 4
+    assert results["b"].attempt == 1
+    assert results["c"].attempt == 2
+    assert transport_calls == 7
+    for result in results.values():
+        assert result.failed
+        assert isinstance(result.error, InternalServerError)
+        assert result.status_code == 500
+        assert result.response["error"]["message"] == "boom"
+
+
+async def test_a_waiting_retry_holds_no_slot(fake_clock: FakeClock) -> None:
+    finished: dict[str, float] = {}
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        text = _json.loads(request.content)["messages"][0]["content"]
+        if text == "slow" and "slow-1" not in finished:
+            finished["slow-1"] = fake_clock.now()
+            return error_response(503, "later", headers={"retry-after": "60"})
+        finished[text] = fake_clock.now()
+        return chat_reply(request)
+
+    async with make_client(handler, concurrency=1, queue_size=10) as client:
+        await client.request(message("slow"))
+        for n in range(5):
+            await client.request(message(f"fast-{n}"))
+        client.close()
+        results = [r async for r in client]
+    assert len(results) == 6
+    assert all(finished[f"fast-{n}"] < 1.0 for n in range(5))
+    assert finished["slow"] >= 60.0
+
+
+async def test_not_retried_statuses_fail_at_once(fake_clock: FakeClock) -> None:
+    calls = 0
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        nonlocal calls
+        calls += 1
+        return error_response(400, "bad param", "invalid_value", "invalid_request_error")
+
+    async with make_client(handler) as client:
+        results = await run_all(client, 3)
+    assert calls == 3
+    assert all(r.failed and r.attempt == 1 for r in results)
+
+
+async def test_transport_errors_are_retried(fake_clock: FakeClock) -> None:
+    calls = 0
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        nonlocal calls
+        calls += 1
+        if calls % 2:
+            raise ConnectError("refused")
+        return chat_reply(request)
+
+    async with make_client(handler) as client:
+        results = await run_all(client, 10)
+    assert all(not r.failed for r in results)
+    assert calls == 20
+
+
+async def test_retry_budget_limits_traffic_in_a_total_outage(fake_clock: FakeClock) -> None:
+    calls = 0
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        nonlocal calls
+        calls += 1
+        return error_response(503, "down")
+
+    requests = 1000
+    async with make_client(handler, concurrency=50, queue_size=50) as client:
+        results = await run_all(client, requests)
+    assert len(results) == requests
+    assert all(r.failed for r in results)
+    assert calls <= requests * 1.1  # at most capacity / cost = 100 retries
+    assert calls >= requests + 90
+
+
+async def test_invalid_key_fails_everything_at_once(fake_clock: FakeClock) -> None:
+    calls = 0
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        nonlocal calls
+        calls += 1
+        # A careless proxy echoes the key: it must not reach the caller.
+        return error_response(401, f"Incorrect API key provided: {KEY}", "invalid_api_key")
+
+    async with make_client(handler, concurrency=1) as client:
+        results = await run_all(client, 30)
+    assert calls == 1
+    assert fake_clock.now() < 1.0
+    assert isinstance(results[0].error, AuthenticationError)
+    assert all(isinstance(r.error, NoUsableKeyError) for r in results[1:])
+    for result in results:
+        assert KEY not in str(result.error)
+        assert KEY not in repr(result)
+
+
+async def test_dead_key_moves_request_to_the_next_key(fake_clock: FakeClock) -> None:
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        if request.headers["Authorization"].endswith("dead"):
+            return error_response(429, "quota", "insufficient_quota", "insufficient_quota")
+        return chat_reply(request)
+
+    async with make_client(handler, api_key=["sk-dead", "sk-live"]) as client:
+        results = await run_all(client, 10)
+    assert all(not r.failed for r in results)
+    assert all(r.attempt == 1 for r in results)  # the dead key cost no attempt
+
+
+async def test_exception_in_async_callback_reaches_the_consumer(fake_clock: FakeClock) -> None:
+    def callback(result: Result) -> None:
+        if result.metadata["n"] == 1:
+            raise RuntimeError("callback bug")
+
+    async with make_client(chat_reply, ordered=True) as client:
+        for n in range(3):
+            await client.request(message(str(n)), metadata={"n": n}, callback=callback)
+        client.close()
+        first = await client.__anext__()
+        with pytest.raises(CallbackError) as caught:
+            await client.__anext__()
+        assert caught.value.result.metadata["n"] == 1
+        assert isinstance(caught.value.__cause__, RuntimeError)
+        rest = [r async for r in client]
+    assert first.metadata["n"] == 0
+    assert [r.metadata["n"] for r in rest] == [2]
+
+
+async def test_consumer_can_queue_follow_ups_without_deadlock(fake_clock: FakeClock) -> None:
+    async with make_client(chat_reply, concurrency=1, queue_size=1) as client:
+        await client.request(message("seed"), metadata={"depth": 0})
+        seen = 0
+        async for result in client:
+            seen += 1
+            depth = result.metadata["depth"]
+            if depth < 3:
+                for _ in range(3):  # more than queue_size: must not block this task
+                    await client.request(message("child"), metadata={"depth": depth + 1})
+            if seen == 1 + 3 + 9 + 27:
+                break
+    assert seen == 40
+
+
+async def test_request_after_close_raises(fake_clock: FakeClock) -> None:
+    async with make_client(chat_reply) as client:
+        client.close()
+        client.close()
+        with pytest.raises(ClientClosedError):
+            await client.request(message("late"))
+
+
+async def test_custom_api_async_and_sync(fake_clock: FakeClock) -> None:
+    async def async_api(request: Any) -> dict[str, Any]:
+        if request.attempt == 1:
+            raise ValueError("flaky")
+        return {"echo": request.data["x"], "id": request.metadata["id"]}
+
+    async with AsyncMultiClient(custom_api=async_api, endpoint="completions") as client:
+        for n in range(5):
+            await client.request({"x": n}, metadata={"id": n})
+        client.close()
+        results = [r async for r in client]
+    assert sorted(r.response["echo"] for r in results) == list(range(5))
+    assert all(r.attempt == 2 for r in results)
+
+
+def test_sync_custom_api_runs_in_a_thread() -> None:
+    import threading
+
+    threads: set[str] = set()
+
+    def sync_api(request: Any) -> dict[str, Any]:
+        threads.add(threading.current_thread().name)
+        return {"ok": request.data["x"]}
+
+    async def main() -> list[Result]:
+        async with AsyncMultiClient(custom_api=sync_api, endpoint="completions") as client:
+            for n in range(5):
+                await client.request({"x": n})
+            client.close()
+            return [r async for r in client]
+
+    results = asyncio.run(main())
+    assert sorted(r.response["ok"] for r in results) == list(range(5))
+    assert all(name.startswith("omc-custom-api") for name in threads)
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"concurrency": -1}, "concurrency"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": 2.5}, "concurrency"),
+        ({"queue_size": 0}, "queue_size"),
+        ({"max_retries": -3}, "max_retries"),
+        ({"retry_max": -1}, "retry_max"),
+        ({"wait_interval": float("nan")}, "wait_interval"),
+        ({"timeout": 0}, "timeout"),
+        ({"connect_timeout": -1}, "connect_timeout"),
+        ({"endpoint": "nonsense"}, "endpoint"),
+        ({"data_template": [1, 2]}, "data_template"),
+        ({"base_url": "ftp://x"}, "base_url"),
+        ({"base_url": "https://user:pw@host/v1"}, "base_url"),
+        ({"api_key": 42}, "api_key"),
+        ({"retry_budget": "lots"}, "retry_budget"),
+    ],
+)
+def test_bad_arguments_raise_at_once_naming_the_argument(
+    options: dict[str, Any], name: str
+) -> None:
+    options.setdefault("api_key", KEY)
+    with pytest.raises(ConfigurationError, match=name):
+        AsyncMultiClient(**options)
+
+
+async def test_bad_request_arguments_raise_at_once(fake_clock: FakeClock) -> None:
+    async with make_client(chat_reply) as client:
+        with pytest.raises(ConfigurationError, match="data must be a dict"):
+            await client.request("hello")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="metadata must be a dict"):
+            await client.request({}, metadata=5)  # type: ignore[arg-type]
+        with pytest.raises(EndpointRemovedError, match="chats"):
+            await client.request({}, endpoint="edits")
+        with pytest.raises(ConfigurationError, match="JSON"):
+            await client.request({"x": {1, 2}})
+        with pytest.raises(ConfigurationError, match="max_retries"):
+            await client.request({}, max_retries=-1)
+        with pytest.raises(ConfigurationError, match="callback"):
+            await client.request({}, callback=3)  # type: ignore[arg-type]
+        assert client.statistics().submitted == 0
+
+
+def test_no_key_for_openai_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
+        AsyncMultiClient(endpoint="chats")
+
+
+async def test_engine_bug_reaches_the_consumer(fake_clock: FakeClock) -> None:
+    client = make_client(chat_reply)
+
+    def broken_choose(now: float) -> None:
+        raise RuntimeError("bug in key choice")
+
+    client._pool.choose = broken_choose  # type: ignore[method-assign]
+    async with client:
+        await client.request(message("x"))
+        with pytest.raises(RuntimeError, match="bug in key choice"):
+            async for _ in client:
+                pass
+
+
+async def test_keys_never_reach_logs(
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="openai_multi_client")
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        return error_response(401, f"bad key {KEY}", "invalid_api_key")
+
+    async with make_client(handler) as client:
+        await run_all(client, 2)
+    assert caplog.records
+    assert all(KEY not in record.getMessage() for record in caplog.records)

@@ -1,0 +1,72 @@
+"""The public surface is deliberate: adding or removing a name must be done here too."""
+
+from __future__ import annotations
+
+import inspect
+
+import openai_multi_client
+import openai_multi_client.testing
+from openai_multi_client import OpenAIMultiClient, OpenAIMultiOrderedClient
+
+PUBLIC = {
+    "ENDPOINTS", "APIStatusError", "AiohttpTransport", "AsyncMultiClient", "AuthenticationError",
+    "BadRequestError", "CallbackError", "ClientClosedError", "Clock", "ConfigurationError",
+    "ConflictError", "ConnectError", "ConnectionClosedError", "CustomAPIError",
+    "EndpointRemovedError", "HTTPRequest", "HTTPResponse", "InsufficientQuotaError",
+    "InternalServerError", "InvalidResponseError", "Key", "LoopClock", "NoUsableKeyError",
+    "NotFoundError", "OpenAIMultiClient", "OpenAIMultiClientError", "OpenAIMultiOrderedClient",
+    "Payload", "PermissionDeniedError", "RateLimitError", "Request", "RequestError",
+    "RequestTimeoutError", "RequestTimeoutStatusError", "Result", "RetryBudget", "RetryPolicy",
+    "Statistics", "Timeout", "Transport", "TransportError", "UnprocessableEntityError",
+    "__version__", "arun_requests", "run_requests",
+}  # fmt: skip
+
+TESTING = {
+    "FakeClock", "Faults", "KeyLimits", "MockOpenAIServer", "MockTransport", "error_response",
+    "json_response",
+}  # fmt: skip
+
+
+def test_public_names_do_not_drift() -> None:
+    assert set(openai_multi_client.__all__) == PUBLIC
+    assert len(openai_multi_client.__all__) == len(PUBLIC)  # no duplicates
+    for name in PUBLIC:
+        assert getattr(openai_multi_client, name) is not None
+
+
+def test_testing_names_do_not_drift() -> None:
+    assert set(openai_multi_client.testing.__all__) == TESTING
+    for name in TESTING:
+        assert getattr(openai_multi_client.testing, name) is not None
+
+
+def test_every_error_derives_from_the_one_base() -> None:
+    for name in PUBLIC:
+        value = getattr(openai_multi_client, name)
+        if inspect.isclass(value) and issubclass(value, BaseException):
+            assert issubclass(value, openai_multi_client.OpenAIMultiClientError), name
+
+
+def test_seed_signatures_are_kept() -> None:
+    expected = [
+        ("concurrency", 10),
+        ("max_retries", 10),
+        ("wait_interval", 0),
+        ("retry_multiplier", 1),
+        ("retry_max", 60),
+        ("endpoint", None),
+        ("data_template", None),
+        ("metadata_template", None),
+        ("custom_api", None),
+    ]
+    for cls in (OpenAIMultiClient, OpenAIMultiOrderedClient):
+        parameters = list(inspect.signature(cls).parameters.values())
+        positional = [(p.name, p.default) for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+        assert positional == expected
+    request = inspect.signature(OpenAIMultiClient.request).parameters
+    assert list(request)[1:] == [
+        "data", "endpoint", "metadata", "callback", "max_retries", "retry_multiplier", "retry_max",
+    ]  # fmt: skip
+    run = inspect.signature(OpenAIMultiClient.run_request_function).parameters
+    assert run["stop_at_end"].default is True
+    assert issubclass(OpenAIMultiOrderedClient, OpenAIMultiClient)

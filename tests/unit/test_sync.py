@@ -1,0 +1,286 @@
+"""The seed's synchronous clients: none of these may hang (each test has a timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from openai_multi_client import (
+    CallbackError,
+    ClientClosedError,
+    ConfigurationError,
+    OpenAIMultiClient,
+    OpenAIMultiOrderedClient,
+    Payload,
+    Request,
+    Result,
+    run_requests,
+)
+
+pytestmark = pytest.mark.timeout(20)
+
+
+async def echo(payload: Payload) -> dict[str, Any]:
+    return {"echo": payload.data, "id": payload.metadata.get("id")}
+
+
+def test_seed_style_usage_ordered_and_unordered() -> None:
+    for cls in (OpenAIMultiClient, OpenAIMultiOrderedClient):
+        api = cls(custom_api=echo, max_retries=3, retry_multiplier=2, endpoint="completions")
+
+        def put_data(api: OpenAIMultiClient = api) -> None:
+            for pid in range(1, 101):
+                api.request({"prompt": f"test {pid}"}, metadata={"id": pid})
+
+        api.run_request_function(put_data)
+        ids = [result.metadata["id"] for result in api]
+        assert sorted(ids) == list(range(1, 101))
+        if cls is OpenAIMultiOrderedClient:
+            assert ids == list(range(1, 101))
+
+
+def test_request_from_the_iterating_thread_does_not_deadlock() -> None:
+    api = OpenAIMultiClient(custom_api=echo, endpoint="completions", concurrency=2, queue_size=1)
+    api.request({"n": 0}, metadata={"id": 0})
+    seen = 0
+    for result in api:
+        seen += 1
+        if result.metadata["id"] < 5:
+            for _ in range(2):  # more than the intake holds
+                api.request({}, metadata={"id": result.metadata["id"] + 1})
+        if seen == 63:  # a binary tree of depth 5
+            api.close()
+    assert seen == 63
+
+
+def test_exception_in_request_function_reaches_the_iterating_thread() -> None:
+    api = OpenAIMultiClient(custom_api=echo, endpoint="completions")
+
+    def make_requests() -> None:
+        for n in range(5):
+            api.request({"n": n})
+        raise KeyError("database went away")
+
+    api.run_request_function(make_requests)
+    results: list[Result] = []
+    with pytest.raises(KeyError, match="database went away"):
+        for result in api:
+            results.append(result)
+    assert len(results) == 5  # nothing already done is lost
+    assert list(api) == []
+    with pytest.raises(ClientClosedError):
+        api.request({"n": 99})
+
+
+def test_exception_in_callback_keeps_the_result_and_iteration_goes_on() -> None:
+    def callback(result: Result) -> None:
+        if result.metadata["id"] == 2:
+            raise ValueError("callback bug")
+
+    api = OpenAIMultiOrderedClient(custom_api=echo, endpoint="completions")
+
+    def make_requests() -> None:
+        for n in range(4):
+            api.request({}, metadata={"id": n}, callback=callback)
+
+    api.run_request_function(make_requests)
+    ids = []
+    with pytest.raises(CallbackError) as caught:
+        for result in api:
+            ids.append(result.metadata["id"])
+    assert ids == [0, 1]
+    assert caught.value.result.metadata["id"] == 2
+    assert [r.metadata["id"] for r in api] == [3]
+
+
+def test_unpicklable_callback_and_response_are_fine() -> None:
+    lock = threading.Lock()
+    calls: list[int] = []
+
+    async def api_returning_a_lock(request: Request) -> dict[str, Any]:
+        return {"lock": lock, "n": request.data["n"]}
+
+    api = OpenAIMultiClient(custom_api=api_returning_a_lock, endpoint="completions")
+
+    def make_requests() -> None:
+        for n in range(10):
+            api.request({"n": n}, callback=lambda result: calls.append(result.response["n"]))
+
+    api.run_request_function(make_requests)
+    api.pull_all()
+    assert sorted(calls) == list(range(10))
+
+
+def test_close_twice_and_iterate_twice() -> None:
+    api = OpenAIMultiClient(custom_api=echo, endpoint="completions")
+    for n in range(3):
+        api.request({"n": n})
+    api.close()
+    api.close()
+    assert len(list(api)) == 3
+    assert list(api) == []
+    api.close()
+
+
+def test_several_producer_threads_feed_the_ordered_client() -> None:
+    api = OpenAIMultiOrderedClient(
+        custom_api=echo, endpoint="completions", concurrency=7, queue_size=3
+    )
+    threads = 6
+    per_thread = 150
+
+    def produce(thread_id: int) -> None:
+        for i in range(per_thread):
+            api.request({}, metadata={"thread": thread_id, "i": i})
+
+    producers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
+
+    def run_producers() -> None:
+        for thread in producers:
+            thread.start()
+        for thread in producers:
+            thread.join()
+
+    api.run_request_function(run_producers)
+    results = list(api)
+    assert len(results) == threads * per_thread
+    assert [r.index for r in results] == list(range(threads * per_thread))
+    for thread_id in range(threads):
+        mine = [r.metadata["i"] for r in results if r.metadata["thread"] == thread_id]
+        assert mine == list(range(per_thread))
+
+
+def test_works_when_the_calling_thread_runs_an_event_loop() -> None:
+    async def notebook_cell() -> list[int]:
+        api = OpenAIMultiOrderedClient(custom_api=echo, endpoint="completions")
+        for n in range(5):
+            api.request({}, metadata={"id": n})
+        api.close()
+        return [r.metadata["id"] for r in api]
+
+    assert asyncio.run(notebook_cell()) == list(range(5))
+
+
+def test_with_block_releases_everything() -> None:
+    before = threading.active_count()
+    with OpenAIMultiClient(custom_api=echo, endpoint="completions") as api:
+        api.request({})
+        api.close()
+        assert len(list(api)) == 1
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
+
+
+def test_leaving_early_cancels_the_rest() -> None:
+    async def slow(request: Request) -> dict[str, Any]:
+        await asyncio.sleep(0.01 if request.data["n"] < 3 else 3600)
+        return {}
+
+    with OpenAIMultiOrderedClient(custom_api=slow, endpoint="completions") as api:
+        for n in range(6):
+            api.request({"n": n})
+        api.close()
+        for result in api:
+            if result.data["n"] == 2:
+                break
+    with pytest.raises(ClientClosedError):
+        api.request({"n": 7})
+
+
+def test_bad_arguments_raise_in_the_callers_thread() -> None:
+    with pytest.raises(ConfigurationError, match="concurrency"):
+        OpenAIMultiClient(concurrency=-1, custom_api=echo)
+    api = OpenAIMultiClient(custom_api=echo)
+    with pytest.raises(ConfigurationError, match="endpoint"):
+        api.request({})
+    with pytest.raises(ConfigurationError, match="endpoint"):
+        api.request({}, endpoint="chat")
+    api.close()
+    assert list(api) == []
+
+
+def test_run_requests_one_call_form() -> None:
+    bodies = ({"n": n} for n in range(50))
+    results = list(run_requests(bodies, endpoint="completions", custom_api=echo, concurrency=4))
+    assert [r.response["echo"]["n"] for r in results] == list(range(50))
+
+
+def _run_script(code: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+        check=False,
+    )
+
+
+def test_a_script_that_never_closes_exits() -> None:
+    done = _run_script(
+        """
+        import asyncio
+        from openai_multi_client import OpenAIMultiClient
+
+        async def hang(payload):
+            await asyncio.sleep(3600)
+
+        api = OpenAIMultiClient(custom_api=hang, endpoint="completions")
+        for n in range(5):
+            api.request({"n": n})
+        print("queued")
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert "queued" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_while_iterating_exits_quickly() -> None:
+    code = textwrap.dedent(
+        """
+        import asyncio, sys
+        from openai_multi_client import OpenAIMultiClient
+
+        async def hang(payload):
+            await asyncio.sleep(3600)
+
+        api = OpenAIMultiClient(custom_api=hang, endpoint="completions")
+        api.request({})
+        print("iterating", flush=True)
+        try:
+            for result in api:
+                pass
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(130)
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "iterating"
+    time.sleep(0.2)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=2)
+    finally:
+        process.kill()
+    elapsed = time.monotonic() - sent
+    out, err = process.communicate()
+    assert process.returncode == 130, err
+    assert "interrupted" in out
+    assert elapsed < 2
