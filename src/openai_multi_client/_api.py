@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from . import _json
 from ._errors import (
@@ -50,13 +50,15 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def join_url(base_url: str, path: str) -> str:
-    """``base_url`` + ``/`` + ``path``, keeping a query string of the base (Azure's
-    ``api-version``) at the end."""
+def join_url(base_url: str, path: str, api_version: str | None = None) -> str:
+    """``base_url`` + ``/`` + ``path``, keeping a query string of the base at the end, with
+    Azure's ``api-version`` added when given."""
     parts = urlsplit(base_url)
-    return urlunsplit(
-        (parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path, parts.query, "")
-    )
+    query = parts.query
+    if api_version is not None:
+        pairs = [pair for pair in query.split("&") if pair and not pair.startswith("api-version=")]
+        query = "&".join([*pairs, urlencode({"api-version": api_version})])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path, query, ""))
 
 
 class HTTPBackend:
@@ -76,14 +78,15 @@ class HTTPBackend:
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         self._headers.update(headers or {})
         self._owns_transport = owns_transport
-        self._urls: dict[tuple[str, str], str] = {}
+        self._urls: dict[tuple[Key, str], str] = {}
         self._key_headers: dict[Key, dict[str, str]] = {}
 
     def _url(self, key: Key, path: str) -> str:
-        base = key.base_url or self._base_url
-        url = self._urls.get((base, path))
+        cache_key = (key, path)
+        url = self._urls.get(cache_key)
         if url is None:
-            url = self._urls[(base, path)] = join_url(base, path)
+            base = key.base_url or self._base_url
+            url = self._urls[cache_key] = join_url(base, path, key.api_version)
         return url
 
     def prepare(self, request: Request) -> None:

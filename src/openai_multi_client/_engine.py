@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -42,17 +43,20 @@ from ._errors import (
     NoUsableKeyError,
     RateLimitError,
     RequestError,
+    RequestTooLargeError,
     TransportError,
 )
-from ._keys import Key, KeyPool, as_keys
+from ._keys import Key, KeyPool, Reservation, as_keys
 from ._request import Callback, Request, Result, merge_template, resolve_endpoint
 from ._retry import (
     Action,
     RetryBudget,
     RetryPolicy,
     classify,
+    is_overload,
     server_requested_delay,
 )
+from ._tokens import TokenEstimator, default_estimator
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -64,7 +68,7 @@ from ._validate import check_positive, check_seconds
 
 logger = logging.getLogger("openai_multi_client")
 
-KeysArgument = str | Key | Sequence[str | Key] | None
+KeysArgument = str | Key | Sequence[str | Key] | KeyPool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,7 @@ class AsyncMultiClient:
         headers: Mapping[str, str] | None = None,
         transport: Transport | None = None,
         retry_budget: RetryBudget | int | None = 500,
+        token_estimator: TokenEstimator | None = None,
         max_server_delay: float = 120.0,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -153,38 +158,42 @@ class AsyncMultiClient:
         self._clock: Clock = clock or LoopClock()
         self._rng = rng or random.Random()
         self._backend: Backend
+        shared_pool = api_key if isinstance(api_key, KeyPool) else None
+        self._estimator: TokenEstimator | None = None
         if custom_api is not None:
             if not callable(custom_api):
                 raise ConfigurationError("custom_api must be a callable taking the request")
             self._backend = CustomAPIBackend(custom_api, concurrency)
-            keys = as_keys(_key_list(api_key)) or [Key("", name="custom-api")]
+            self._pool = shared_pool or KeyPool(
+                as_keys(_key_list(api_key)) or [Key("", name="custom-api")]
+            )
         else:
-            timeouts = Timeout(timeout, connect_timeout)
-            explicit = _key_list(api_key)
+            explicit = [] if shared_pool is not None else _key_list(api_key)
             settings = resolve_settings(
                 explicit[0] if len(explicit) == 1 and isinstance(explicit[0], str) else None,
                 base_url,
                 organization,
             )
-            keys = as_keys(explicit) if explicit else []
-            if not keys:
+            keys = as_keys(explicit)
+            if not keys and shared_pool is None:
                 if settings.api_key is None and is_openai_host(settings.base_url):
                     raise ConfigurationError(
                         "no API key: pass api_key=..., set the OPENAI_API_KEY environment "
                         "variable, or set openai.api_key"
                     )
                 keys = [Key(settings.api_key or "")]
+            default_headers = dict(headers or {})
             if settings.organization:
-                for key in keys:
-                    key.organization = key.organization or settings.organization
+                default_headers.setdefault("OpenAI-Organization", settings.organization)
             self._backend = HTTPBackend(
                 transport or AiohttpTransport(),
                 settings.base_url,
-                timeouts,
-                headers,
+                Timeout(timeout, connect_timeout),
+                default_headers,
                 owns_transport=transport is None,
             )
-        self._pool = KeyPool(keys)
+            self._pool = shared_pool or KeyPool(keys, concurrency=concurrency)
+            self._estimator = token_estimator or default_estimator()
 
         # Engine state; touched only from the event loop's thread.
         self._intake: deque[Request] = deque()
@@ -277,6 +286,8 @@ class AsyncMultiClient:
             self._policy_for(max_retries, retry_multiplier, retry_max),
         )
         self._backend.prepare(request)
+        if self._estimator is not None:
+            request.tokens = self._estimator(merged)
         return request
 
     def submit_nowait(self, request: Request) -> int:
@@ -430,34 +441,49 @@ class AsyncMultiClient:
     async def _dispatch(self) -> None:
         try:
             while True:
-                if not self._has_admissible_request():
+                request = self._peek_request()
+                if request is None:
                     await self._wait_for_wakeup(None)
                     continue
-                if self._pool.exhausted:
-                    request = self._next_request()
-                    assert request is not None
+                if request.tokens > self._pool.largest_cost():
+                    self._take_request()
+                    self._finish(request, None, self._too_large_error(request), None)
+                    continue
+                reservation = self._pool.reserve(request.tokens, self._clock.now())
+                if reservation is None:  # every key is retired
+                    self._take_request()
                     self._finish(request, None, self._no_key_error(), None)
                     continue
-                key = self._pool.choose(self._clock.now())
-                if key is None:  # every key is cooling down after a 429
-                    await self._wait_for_wakeup(self._pool.ready_at())
+                if isinstance(reservation, float):  # no key has room yet: wait for one
+                    await self._wait_for_wakeup(reservation)
                     continue
-                request = self._next_request()
-                assert request is not None
+                self._take_request()
                 self._in_flight += 1
-                self._spawn(self._attempt(request, key))
+                self._spawn(self._attempt(request, reservation))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a bug: make sure the caller hears of it
             self._die(exc)
             raise
 
-    def _has_admissible_request(self) -> bool:
+    def _peek_request(self) -> Request | None:
+        """The request to dispatch next, if a slot and the admission window allow one."""
         if self._in_flight >= self._concurrency:
-            return False
+            return None
         if self._ready_retries:
-            return True
-        return bool(self._intake) and self._taken - self._consumed < self._window
+            return self._ready_retries[0]
+        if self._intake and self._taken - self._consumed < self._window:
+            return self._intake[0]
+        return None
+
+    def _take_request(self) -> None:
+        """Remove the request :meth:`_peek_request` returned from its queue."""
+        if self._ready_retries:
+            self._ready_retries.popleft()
+        else:
+            self._intake.popleft()
+            self._taken += 1
+            self._space_wakeup.set()
 
     async def _wait_for_wakeup(self, deadline: float | None) -> None:
         """Wait until something changes, or until ``deadline`` (clock time) if given."""
@@ -469,6 +495,9 @@ class AsyncMultiClient:
         delay = deadline - self._clock.now()
         if delay <= 0:
             return
+        if math.isinf(delay):
+            await wakeup.wait()
+            return
         loop = asyncio.get_running_loop()
         waiters = {loop.create_task(wakeup.wait()), loop.create_task(self._clock.sleep(delay))}
         try:
@@ -477,18 +506,6 @@ class AsyncMultiClient:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
-
-    def _next_request(self) -> Request | None:
-        if self._in_flight >= self._concurrency:
-            return None
-        if self._ready_retries:
-            return self._ready_retries.popleft()
-        if self._intake and self._taken - self._consumed < self._window:
-            self._taken += 1
-            request = self._intake.popleft()
-            self._space_wakeup.set()
-            return request
-        return None
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
@@ -500,7 +517,8 @@ class AsyncMultiClient:
         if not task.cancelled() and task.exception() is not None:
             self._die(task.exception())  # type: ignore[arg-type]
 
-    async def _attempt(self, request: Request, key: Key) -> None:
+    async def _attempt(self, request: Request, reservation: Reservation) -> None:
+        key = reservation.key
         request.attempt += 1
         request.key = key.id
         self._attempts += 1
@@ -509,29 +527,42 @@ class AsyncMultiClient:
         try:
             outcome = await self._backend.call(request, key)
         except RequestError as exc:
-            self._failed_attempt(request, key, exc, clock.now() - started)
+            self._failed_attempt(request, reservation, exc, clock.now() - started)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a user-supplied transport that broke its contract
             error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
             error.__cause__ = exc
-            self._failed_attempt(request, key, error, clock.now() - started)
+            self._failed_attempt(request, reservation, error, clock.now() - started)
         else:
+            now = clock.now()
+            self._pool.release(
+                reservation, now, headers=outcome.headers, used_tokens=_used_tokens(outcome)
+            )
             if self._budget is not None:
                 self._budget.on_success(request.retry_cost)
-            self._finish(request, outcome, None, clock.now() - started)
+            self._finish(request, outcome, None, now - started)
         if self._wait_interval:
             await clock.sleep(self._wait_interval)
         self._in_flight -= 1
         self._dispatch_wakeup.set()
 
     def _failed_attempt(
-        self, request: Request, key: Key, error: RequestError, latency: float
+        self, request: Request, reservation: Reservation, error: RequestError, latency: float
     ) -> None:
+        key = reservation.key
         message = str(error)
         redacted = self._pool.redact(message)
         if redacted != message:
             error.args = (redacted,)
+        now = self._clock.now()
+        self._pool.release(
+            reservation,
+            now,
+            headers=getattr(error, "headers", None),
+            overloaded=is_overload(error),
+            failed=True,
+        )
         action = classify(error)
         if action is Action.RETIRE_KEY:
             self._pool.retire(key, redacted)
@@ -549,7 +580,7 @@ class AsyncMultiClient:
             # The key is over its limit: only this key pauses, for as long as the server said.
             hint = server_requested_delay(error)
             pause = min(hint if hint is not None else 1.0, request.policy.max_server_delay)
-            self._pool.cool_down(key, self._clock.now() + pause)
+            self._pool.cool_down(key, now + pause)
         if action is Action.RETRY and request.policy.should_retry(request.attempt):
             # Pacing signals (429 rate_limit_exceeded) are not failures of the service, so
             # they do not spend the retry budget that guards against outages.
@@ -591,6 +622,13 @@ class AsyncMultiClient:
             self._finish(request, None, error, None)
         while self._ready_retries:
             self._finish(self._ready_retries.popleft(), None, error, None)
+
+    def _too_large_error(self, request: Request) -> RequestTooLargeError:
+        return RequestTooLargeError(
+            f"request {request.index} would be charged {request.tokens} tokens, more than any "
+            f"key allows per minute ({self._pool.largest_cost():g}); shorten it or lower "
+            "max_tokens"
+        )
 
     def _no_key_error(self) -> NoUsableKeyError:
         reasons = "; ".join(f"{key}: {why}" for key, why in self._pool.retired_reasons().items())
@@ -680,6 +718,15 @@ async def run_callback(result: Result) -> None:
         raise CallbackError(
             f"the callback of request {result.index} raised {type(exc).__name__}: {exc}", result
         ) from exc
+
+
+def _used_tokens(outcome: Outcome) -> int | None:
+    usage = outcome.response.get("usage") if isinstance(outcome.response, dict) else None
+    if isinstance(usage, dict):
+        total = usage.get("total_tokens")
+        if isinstance(total, int) and not isinstance(total, bool):
+            return total
+    return None
 
 
 def _key_list(api_key: KeysArgument) -> list[str | Key]:

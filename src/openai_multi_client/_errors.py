@@ -30,6 +30,7 @@ which HTTP library is underneath.
         │   │   └── InsufficientQuotaError      429 insufficient_quota (billing: key is done)
         │   └── InternalServerError             5xx
         ├── CustomAPIError                          the custom_api callable raised
+        ├── RequestTooLargeError                    more tokens than any key allows a minute
         └── NoUsableKeyError                        every key was retired for this run
 """
 
@@ -96,6 +97,11 @@ class CustomAPIError(RequestError):
 class NoUsableKeyError(RequestError):
     """Every API key of the client was retired during this run (invalid, forbidden or out of
     quota), so no request can be sent. Add a working key and run again."""
+
+
+class RequestTooLargeError(RequestError):
+    """The request would be charged more tokens than any key's tokens-per-minute limit, so it
+    could never be admitted; it fails at once instead of waiting forever."""
 
 
 class APIStatusError(RequestError):

@@ -1,16 +1,26 @@
-"""API keys and the pool that hands them out.
+"""API keys, and the pool that hands them out within their limits.
 
-A :class:`Key` holds its secret privately: its repr, its ``id`` and every message the library
-writes show only a redacted id (``key-3f9a1c2b``, a hash prefix, or the name the user gave).
+A :class:`Key` is configuration: its secret (held privately: its repr, its ``id`` and every
+message the library writes show only a redacted id such as ``key-3f9a1c2b`` or the name the
+user gave), where to send it, and its limits. A :class:`KeyPool` is the run-time side: for each
+key, its limiters (requests and tokens per minute, configured or learned from the
+``x-ratelimit-*`` headers), its adaptive concurrency for servers without such headers, its
+cool-down after a 429, its retirement, and its counters. Pools are thread-safe, so one pool (a
+:class:`~openai_multi_client.KeyManager`) can be shared by several clients and threads, which
+then share the keys' limits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+import math
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from ._errors import ConfigurationError
+from ._limits import AdaptiveConcurrency, RateLimiter, RateLimitHeaders
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -21,14 +31,27 @@ def redacted_id(secret: str) -> str:
 
 
 class Key:
-    """One API key and where and how to send it.
+    """One API key, where and how to send it, and its limits.
 
-    ``base_url`` overrides the client's; ``azure=True`` sends the key as Azure's ``api-key``
-    header instead of ``Authorization: Bearer``; ``organization`` is sent as
-    ``OpenAI-Organization``. ``name`` replaces the hash in the redacted id.
+    ``base_url`` overrides the client's. ``azure=True`` sends the key as Azure's ``api-key``
+    header instead of ``Authorization: Bearer``, and ``api_version`` is added as the
+    ``api-version`` query parameter. ``organization`` is sent as ``OpenAI-Organization``.
+    ``requests_per_minute`` and ``tokens_per_minute`` are enforced by the client (otherwise they
+    are learned from the server's headers); ``weight`` scales the key's share of traffic when
+    several keys have headroom. ``name`` replaces the hash in the redacted id.
     """
 
-    __slots__ = ("_secret", "azure", "base_url", "id", "organization")
+    __slots__ = (
+        "_secret",
+        "api_version",
+        "azure",
+        "base_url",
+        "id",
+        "organization",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "weight",
+    )
 
     def __init__(
         self,
@@ -38,18 +61,39 @@ class Key:
         base_url: str | None = None,
         organization: str | None = None,
         azure: bool = False,
+        api_version: str | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        weight: float = 1.0,
     ) -> None:
         if not isinstance(secret, str):
             raise ConfigurationError(
                 f"a key's secret must be a string, got {type(secret).__name__}"
             )
-        self._secret = secret
         if name is not None and secret and secret in name:
             raise ConfigurationError("a key's name must not contain its secret")
+        for argument, limit in (
+            ("requests_per_minute", requests_per_minute),
+            ("tokens_per_minute", tokens_per_minute),
+        ):
+            if limit is not None and (
+                isinstance(limit, bool)
+                or not isinstance(limit, int | float)
+                or not limit > 0
+                or math.isinf(limit)
+            ):
+                raise ConfigurationError(f"{argument} must be a positive number, got {limit!r}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+            raise ConfigurationError(f"weight must be a positive number, got {weight!r}")
+        self._secret = secret
         self.id = name if name is not None else redacted_id(secret)
         self.base_url = base_url
         self.organization = organization
         self.azure = azure
+        self.api_version = api_version
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.weight = float(weight)
 
     @property
     def secret(self) -> str:
@@ -80,89 +124,6 @@ class Key:
     __str__ = __repr__
 
 
-class KeyPool:
-    """The keys of one client; hands out usable keys, cools down limited ones, retires dead
-    ones.
-
-    Keys are used in turn. A key that got a 429 ``rate_limit_exceeded`` cools down until the
-    time the server gave and is skipped meanwhile; only that key is affected. A retired key
-    (invalid, forbidden, out of quota) is never handed out again in this run; when every key is
-    retired, :attr:`exhausted` is true and the engine fails what is pending at once.
-    """
-
-    def __init__(self, keys: Sequence[Key]) -> None:
-        if not keys:
-            raise ConfigurationError("a key pool needs at least one key")
-        self._keys = list(keys)
-        self._active = list(keys)
-        self._retired: dict[str, str] = {}
-        self._cooling_until: dict[Key, float] = {}
-        self._turn = 0
-
-    @property
-    def keys(self) -> Sequence[Key]:
-        return tuple(self._keys)
-
-    @property
-    def exhausted(self) -> bool:
-        """Every key is retired."""
-        return not self._active
-
-    def choose(self, now: float) -> Key | None:
-        """The next usable key that is not cooling down at ``now``, or ``None``."""
-        active = self._active
-        for _ in range(len(active)):
-            self._turn = (self._turn + 1) % len(active)
-            key = active[self._turn]
-            until = self._cooling_until.get(key)
-            if until is None:
-                return key
-            if until <= now:
-                del self._cooling_until[key]
-                return key
-        return None
-
-    def ready_at(self) -> float | None:
-        """When the first cooling key becomes usable again (``None`` if none is cooling)."""
-        return min(self._cooling_until.values(), default=None)
-
-    def cool_down(self, key: Key, until: float) -> None:
-        """Skip ``key`` until ``until`` (a 429 told us it is over its limit)."""
-        if key in self._active and self._cooling_until.get(key, until - 1) < until:
-            self._cooling_until[key] = until
-
-    def retire(self, key: Key, reason: str) -> None:
-        """Stop using ``key`` for the rest of the run (warns once, with the redacted id)."""
-        if key.id in self._retired or key not in self._active:
-            return
-        self._active.remove(key)
-        self._cooling_until.pop(key, None)
-        self._retired[key.id] = reason
-        logger.warning(
-            "retired API key %s for this run: %s (%d of %d keys left)",
-            key.id,
-            key.redact(reason),
-            len(self._active),
-            len(self._keys),
-        )
-
-    def retired_reasons(self) -> dict[str, str]:
-        """Redacted key id -> why it was retired."""
-        return dict(self._retired)
-
-    def redact(self, text: str) -> str:
-        """``text`` with every key's secret replaced by its redacted id."""
-        for key in self._keys:
-            text = key.redact(text)
-        return text
-
-    def __repr__(self) -> str:
-        return (
-            f"KeyPool(active={len(self._active)}, cooling={len(self._cooling_until)}, "
-            f"retired={len(self._retired)})"
-        )
-
-
 def as_keys(keys: Iterable[str | Key]) -> list[Key]:
     """Normalise a list of secrets or :class:`Key` objects."""
     result: list[Key] = []
@@ -175,4 +136,333 @@ def as_keys(keys: Iterable[str | Key]) -> list[Key]:
             raise ConfigurationError(
                 f"api_key entry {position} must be a string or a Key, got {type(item).__name__}"
             )
+    if len({key.id for key in result}) != len(result):
+        raise ConfigurationError("the same API key (or key name) is listed twice")
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Capacity taken on one key for one attempt; hand it back with :meth:`KeyPool.release`."""
+
+    key: Key
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatistics:
+    """A snapshot of one key. ``state`` is ``active``, ``cooling`` (until ``cooling_until``,
+    on the pool's clock) or ``retired`` (``retired_reason`` says why)."""
+
+    key: str
+    state: str
+    requests: int
+    tokens: int
+    rate_limited: int
+    failures: int
+    in_flight: int
+    requests_per_minute: float | None
+    tokens_per_minute: float | None
+    limits_learned: bool
+    concurrency_limit: int | None
+    cooling_until: float | None
+    retired_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    keys: tuple[KeyStatistics, ...]
+    active: int
+    cooling: int
+    retired: int
+    requests: int
+    tokens: int
+    rate_limited: int
+
+
+class _KeyState:
+    __slots__ = (
+        "adaptive",
+        "cooling_until",
+        "failures",
+        "headers_seen",
+        "in_flight",
+        "key",
+        "probing",
+        "rate_limited",
+        "requests",
+        "requests_limiter",
+        "retired_reason",
+        "tokens",
+        "tokens_limiter",
+    )
+
+    def __init__(self, key: Key, concurrency: int | None) -> None:
+        self.key = key
+        self.requests_limiter = (
+            RateLimiter(key.requests_per_minute) if key.requests_per_minute else None
+        )
+        self.tokens_limiter = RateLimiter(key.tokens_per_minute) if key.tokens_per_minute else None
+        self.adaptive = AdaptiveConcurrency(concurrency) if concurrency else None
+        # With no configured limit and a server to learn from, the first request goes alone:
+        # its response headers tell the limits before a burst can overrun them.
+        self.probing = concurrency is not None and not (
+            key.requests_per_minute or key.tokens_per_minute
+        )
+        self.headers_seen = False
+        self.in_flight = 0
+        self.cooling_until: float | None = None
+        self.retired_reason: str | None = None
+        self.requests = 0
+        self.tokens = 0
+        self.rate_limited = 0
+        self.failures = 0
+
+    def delay(self, tokens: int, now: float) -> float:
+        """Seconds until this key could take a request of ``tokens`` (inf: not by time)."""
+        if self.cooling_until is not None:
+            if self.cooling_until > now:
+                return self.cooling_until - now
+            self.cooling_until = None
+        if self.in_flight and (
+            self.probing or (self.adaptive is not None and self.in_flight >= self.adaptive.allowed)
+        ):
+            return math.inf  # wait for a release, not for time
+        delay = 0.0
+        if self.requests_limiter is not None:
+            delay = self.requests_limiter.delay(1, now)
+        if self.tokens_limiter is not None and tokens:
+            delay = max(delay, self.tokens_limiter.delay(tokens, now))
+        return delay
+
+    def headroom(self, now: float) -> float:
+        room = 1.0
+        if self.requests_limiter is not None:
+            room = min(room, self.requests_limiter.headroom(now))
+        if self.tokens_limiter is not None:
+            room = min(room, self.tokens_limiter.headroom(now))
+        if self.adaptive is not None:
+            room = min(room, 1.0 - self.in_flight / self.adaptive.allowed)
+        return room * self.key.weight
+
+    def fits_ever(self, tokens: int) -> bool:
+        return self.tokens_limiter is None or self.tokens_limiter.fits_ever(tokens)
+
+
+class KeyPool:
+    """The keys of a run: picks the key with the most headroom for each request, paces every
+    key to its limits, cools down a key that got a 429, retires dead keys.
+
+    ``concurrency`` (the client's) turns on learning: a key without configured limits first
+    sends one request alone, then paces by the limits its response headers publish, or, when the
+    server publishes none, by adaptive concurrency (AIMD) up to ``concurrency``. ``None`` turns
+    learning off (for ``custom_api``). All methods are thread-safe.
+    """
+
+    def __init__(self, keys: Sequence[Key], concurrency: int | None = None) -> None:
+        if not keys:
+            raise ConfigurationError("a key pool needs at least one key")
+        self._states = [_KeyState(key, concurrency) for key in keys]
+        self._by_key = {id(state.key): state for state in self._states}
+        self._lock = threading.Lock()
+        self._turn = 0
+
+    @property
+    def keys(self) -> Sequence[Key]:
+        return tuple(state.key for state in self._states)
+
+    @property
+    def exhausted(self) -> bool:
+        """Every key is retired."""
+        return all(state.retired_reason is not None for state in self._states)
+
+    def largest_cost(self) -> float:
+        """The largest token cost any usable key could ever admit (inf when unknown)."""
+        with self._lock:
+            limits = [
+                math.inf if state.tokens_limiter is None else state.tokens_limiter.limit_per_minute
+                for state in self._states
+                if state.retired_reason is None
+            ]
+        return max(limits, default=math.inf)
+
+    def reserve(self, tokens: int, now: float) -> Reservation | float | None:
+        """Take capacity for one request of ``tokens`` on the usable key with the most headroom.
+
+        Returns the :class:`Reservation`; or, when no key can take it now, the time (on the
+        same clock as ``now``) worth trying again at, ``math.inf`` meaning "after a release";
+        or ``None`` when every key is retired.
+        """
+        with self._lock:
+            best: _KeyState | None = None
+            best_room = -1.0
+            soonest = math.inf
+            usable = False
+            count = len(self._states)
+            for offset in range(count):
+                # Rotate the starting point so equal keys share the load.
+                state = self._states[(self._turn + offset) % count]
+                if state.retired_reason is not None or not state.fits_ever(tokens):
+                    continue
+                usable = True
+                delay = state.delay(tokens, now)
+                if delay > 0:
+                    soonest = min(soonest, now + delay)
+                    continue
+                room = state.headroom(now)
+                if room > best_room:
+                    best, best_room = state, room
+            if not usable:
+                return None
+            if best is None:
+                return soonest
+            self._turn = (self._turn + 1) % count
+            if best.requests_limiter is not None:
+                best.requests_limiter.acquire(1, now)
+            if best.tokens_limiter is not None and tokens:
+                best.tokens_limiter.acquire(tokens, now)
+            best.in_flight += 1
+            best.requests += 1
+            best.tokens += tokens
+            return Reservation(best.key, tokens)
+
+    def release(
+        self,
+        reservation: Reservation,
+        now: float,
+        *,
+        headers: Mapping[str, str] | None = None,
+        used_tokens: int | None = None,
+        overloaded: bool = False,
+        failed: bool = False,
+    ) -> None:
+        """Hand back a reservation after the attempt: learn from the response ``headers``,
+        refund tokens reserved beyond ``used_tokens``, and feed the adaptive concurrency
+        (``overloaded``: a 429, 503 or timeout)."""
+        with self._lock:
+            state = self._by_key[id(reservation.key)]
+            state.in_flight -= 1
+            state.probing = False
+            if failed:
+                state.failures += 1
+            if headers is not None:
+                self._learn(state, RateLimitHeaders.parse(headers), now)
+            if used_tokens is not None and used_tokens < reservation.tokens:
+                refund = reservation.tokens - used_tokens
+                state.tokens -= refund
+                if state.tokens_limiter is not None:
+                    state.tokens_limiter.refund(refund, now)
+            if state.adaptive is not None:
+                if overloaded:
+                    state.adaptive.on_overload(now)
+                elif not failed:
+                    state.adaptive.on_success()
+
+    def _learn(self, state: _KeyState, seen: RateLimitHeaders, now: float) -> None:
+        if not seen.present:
+            return
+        if not state.headers_seen:
+            state.headers_seen = True
+            state.adaptive = None  # the server publishes its limits: pace by them instead
+        key = state.key
+        if seen.limit_requests is not None and key.requests_per_minute is None:
+            if state.requests_limiter is None:
+                state.requests_limiter = RateLimiter(seen.limit_requests)
+            state.requests_limiter.observe(seen.limit_requests, seen.remaining_requests, now)
+        elif state.requests_limiter is not None:
+            state.requests_limiter.observe(None, seen.remaining_requests, now)
+        if seen.limit_tokens is not None and key.tokens_per_minute is None:
+            if state.tokens_limiter is None:
+                state.tokens_limiter = RateLimiter(seen.limit_tokens)
+            state.tokens_limiter.observe(seen.limit_tokens, seen.remaining_tokens, now)
+        elif state.tokens_limiter is not None:
+            state.tokens_limiter.observe(None, seen.remaining_tokens, now)
+
+    def cool_down(self, key: Key, until: float) -> None:
+        """Skip ``key`` until ``until``: a 429 told us it is over its limit. Other keys go on."""
+        with self._lock:
+            state = self._by_key[id(key)]
+            state.rate_limited += 1
+            if state.retired_reason is None and (
+                state.cooling_until is None or state.cooling_until < until
+            ):
+                state.cooling_until = until
+
+    def retire(self, key: Key, reason: str) -> None:
+        """Stop using ``key`` for the rest of the run (warns once, with the redacted id)."""
+        with self._lock:
+            state = self._by_key[id(key)]
+            if state.retired_reason is not None:
+                return
+            state.retired_reason = key.redact(reason)
+            state.cooling_until = None
+            left = sum(1 for other in self._states if other.retired_reason is None)
+        logger.warning(
+            "retired API key %s for this run: %s (%d of %d keys left)",
+            key.id,
+            state.retired_reason,
+            left,
+            len(self._states),
+        )
+
+    def retired_reasons(self) -> dict[str, str]:
+        """Redacted key id -> why it was retired."""
+        with self._lock:
+            return {
+                state.key.id: state.retired_reason
+                for state in self._states
+                if state.retired_reason is not None
+            }
+
+    def redact(self, text: str) -> str:
+        """``text`` with every key's secret replaced by its redacted id."""
+        for state in self._states:
+            text = state.key.redact(text)
+        return text
+
+    def statistics(self, now: float) -> PoolStatistics:
+        """Counters and state of every key, and their totals."""
+        with self._lock:
+            keys = tuple(self._key_statistics(state, now) for state in self._states)
+        return PoolStatistics(
+            keys=keys,
+            active=sum(1 for k in keys if k.state == "active"),
+            cooling=sum(1 for k in keys if k.state == "cooling"),
+            retired=sum(1 for k in keys if k.state == "retired"),
+            requests=sum(k.requests for k in keys),
+            tokens=sum(k.tokens for k in keys),
+            rate_limited=sum(k.rate_limited for k in keys),
+        )
+
+    @staticmethod
+    def _key_statistics(state: _KeyState, now: float) -> KeyStatistics:
+        if state.retired_reason is not None:
+            status = "retired"
+        elif state.cooling_until is not None and state.cooling_until > now:
+            status = "cooling"
+        else:
+            status = "active"
+        requests_limiter, tokens_limiter = state.requests_limiter, state.tokens_limiter
+        requests_per_minute = (
+            None if requests_limiter is None else requests_limiter.limit_per_minute
+        )
+        tokens_per_minute = None if tokens_limiter is None else tokens_limiter.limit_per_minute
+        return KeyStatistics(
+            key=state.key.id,
+            state=status,
+            requests=state.requests,
+            tokens=state.tokens,
+            rate_limited=state.rate_limited,
+            failures=state.failures,
+            in_flight=state.in_flight,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            limits_learned=state.headers_seen,
+            concurrency_limit=None if state.adaptive is None else state.adaptive.allowed,
+            cooling_until=state.cooling_until if status == "cooling" else None,
+            retired_reason=state.retired_reason,
+        )
+
+    def __repr__(self) -> str:
+        retired = sum(1 for state in self._states if state.retired_reason is not None)
+        return f"KeyPool(keys={len(self._states)}, retired={retired})"

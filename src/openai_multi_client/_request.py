@@ -106,6 +106,7 @@ class Request:
     attempt: int = 0
     key: str | None = None
     # Bookkeeping for the engine, not part of the public surface.
+    tokens: int = 0
     retry_cost: int = 0
     body: bytes | None = None
 

@@ -78,6 +78,16 @@ def classify(error: RequestError) -> Action:
     return Action.FAIL
 
 
+def is_overload(error: RequestError) -> bool:
+    """Whether the failure says the server is overloaded (429, 503, timeout): the signal that
+    makes adaptive concurrency back off."""
+    if isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError):
+        return True
+    if isinstance(error, APIStatusError):
+        return error.status_code == 503
+    return isinstance(error, RequestTimeoutError)
+
+
 def server_requested_delay(error: RequestError) -> float | None:
     """The wait the server asked for, in seconds, or ``None`` when it said nothing usable."""
     if not isinstance(error, APIStatusError):

@@ -442,24 +442,34 @@ async def test_rejected_requests_need_not_count(session: aiohttp.ClientSession) 
 async def test_token_limit(session: aiohttp.ClientSession) -> None:
     clock = FakeTime()
     limits = {KEY: KeyLimits(tokens_per_minute=600)}  # 10 tokens a second, burst 10
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9}
     async with MockOpenAIServer(keys=limits, clock=clock) as server:
         url = f"{server.base_url}/chat/completions"
-        first = await post(session, url, body)  # costs 1 prompt token + 5 = 6
+        # Admission charges max(max_tokens, prompt estimate) = 9; the answer uses fewer
+        # (usage.total_tokens) and the rest is given back.
+        first = await post(session, url, body)
         assert first.status == 200
-        assert first.headers["x-ratelimit-remaining-tokens"] == "594"
-        assert first.headers["x-ratelimit-reset-tokens"] == "600ms"
+        used = first.json()["usage"]["total_tokens"]
+        assert used < 9
+        assert first.headers["x-ratelimit-remaining-tokens"] == str(600 - used)
+        assert first.headers["x-ratelimit-reset-tokens"] == f"{used * 100}ms"
         assert int(first.headers["x-ratelimit-limit-requests"]) >= 10**8
 
         second = await post(session, url, body)
         assert second.status == 429
         error = second.error()
         assert (error["type"], error["code"]) == ("tokens", "rate_limit_exceeded")
-        assert "Limit 600, Used 6, Requested 6. Please try again in 600ms." in error["message"]
-        assert second.headers["retry-after-ms"] == "600"
+        # The refused request is charged too (failed requests count), emptying the bucket, so
+        # the wait is for all 9 tokens.
+        wait_ms = 900
+        assert (
+            f"Limit 600, Used {used}, Requested 9. Please try again in {wait_ms}ms."
+            in (error["message"])
+        )
+        assert second.headers["retry-after-ms"] == str(wait_ms)
         assert second.headers["retry-after"] == "1"
 
-        clock.advance(0.6)
+        clock.advance(wait_ms / 1000)
         assert (await post(session, url, body)).status == 200
 
         too_large = await post(session, url, {**body, "max_tokens": 1000})

@@ -125,7 +125,9 @@ async def test_concurrency_is_never_exceeded(fake_clock: FakeClock) -> None:
         results = await run_all(client, 50)
     assert len(results) == 50
     assert peak == 5
-    assert fake_clock.now() == pytest.approx(10.0)  # 50 requests, 5 at a time, 1 s each
+    # The first request goes alone (its response would publish the key's limits), then the
+    # other 49 go 5 at a time, 1 s each.
+    assert fake_clock.now() == pytest.approx(11.0)
 
 
 async def test_producer_waits_when_the_intake_is_full(fake_clock: FakeClock) -> None:
@@ -146,8 +148,9 @@ async def test_producer_waits_when_the_intake_is_full(fake_clock: FakeClock) -> 
 
         producer = asyncio.ensure_future(produce())
         await asyncio.sleep(5)
-        # 2 in flight, 3 waiting in the intake; the producer blocks on the 6th.
-        assert accepted == 5
+        # 1 in flight (the key's first request goes alone, to learn its limits), 3 waiting in
+        # the intake; the producer blocks on the 5th.
+        assert accepted == 4
         assert client.statistics().queued == 3
         assert not producer.done()
         release.set()
@@ -463,10 +466,10 @@ def test_no_key_for_openai_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 async def test_engine_bug_reaches_the_consumer(fake_clock: FakeClock) -> None:
     client = make_client(chat_reply)
 
-    def broken_choose(now: float) -> None:
+    def broken_reserve(tokens: int, now: float) -> None:
         raise RuntimeError("bug in key choice")
 
-    client._pool.choose = broken_choose  # type: ignore[method-assign]
+    client._pool.reserve = broken_reserve  # type: ignore[method-assign]
     async with client:
         await client.request(message("x"))
         with pytest.raises(RuntimeError, match="bug in key choice"):

@@ -292,6 +292,13 @@ class TokenBucket:
         self._level = max(self._level - cost, min(self._level, 0.0))
         self._minute = max(0.0, self._minute - cost)
 
+    def refund(self, amount: float, now: float) -> None:
+        """Give back what an answered request reserved but did not use."""
+        if amount > 0:
+            self._refill(now)
+            self._level = min(self.capacity, self._level + amount)
+            self._minute = min(float(self.limit), self._minute + amount)
+
     def remaining(self, now: float) -> int:
         """What is left of the per-minute view."""
         self._refill(now)
@@ -496,8 +503,9 @@ def _reply(prefix: str, text: str, max_tokens: int | None) -> tuple[str, int, bo
 
 
 def _generation_cost(prompt_tokens: int, max_tokens: int | None, outputs: int) -> int:
+    """What OpenAI charges at admission: max(max_tokens * n, estimate of the prompt)."""
     reserved = max_tokens if max_tokens is not None else _DEFAULT_MAX_TOKENS
-    return prompt_tokens + reserved * outputs
+    return max(prompt_tokens, reserved * outputs)
 
 
 def _no_stream(body: Mapping[str, Any]) -> None:
@@ -1301,6 +1309,12 @@ class MockOpenAIServer:
             malformed = False
 
         answer = self._answer(endpoint, body, model, plan, sequence)
+        if state.tokens is not None:
+            # Reserved at admission, settled at the answer: unused tokens are given back.
+            usage = answer.get("usage")
+            used = usage.get("total_tokens") if isinstance(usage, dict) else None
+            if isinstance(used, int) and used < plan.cost:
+                state.tokens.refund(plan.cost - used, self._clock())
         payload = _json.dumps(answer)
         headers = self._headers(request_id, state)
         if malformed:
