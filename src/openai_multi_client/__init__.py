@@ -30,14 +30,16 @@ from ._errors import (
     RequestError,
     RequestTimeoutError,
     RequestTimeoutStatusError,
+    RequestTooLargeError,
     TransportError,
     UnprocessableEntityError,
 )
-from ._keys import Key
+from ._keys import Key, KeyPool, KeyStatistics, PoolStatistics
 from ._oneshot import arun_requests, run_requests
 from ._request import ENDPOINTS, Payload, Request, Result
 from ._retry import RetryBudget, RetryPolicy
 from ._sync import OpenAIMultiClient, OpenAIMultiOrderedClient
+from ._tokens import CharacterEstimator, TokenEstimator
 from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, Timeout, Transport
 
 __version__ = "0.2.0.dev0"
@@ -50,6 +52,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CallbackError",
+    "CharacterEstimator",
     "ClientClosedError",
     "Clock",
     "ConfigurationError",
@@ -64,6 +67,8 @@ __all__ = [
     "InternalServerError",
     "InvalidResponseError",
     "Key",
+    "KeyPool",
+    "KeyStatistics",
     "LoopClock",
     "NoUsableKeyError",
     "NotFoundError",
@@ -72,16 +77,19 @@ __all__ = [
     "OpenAIMultiOrderedClient",
     "Payload",
     "PermissionDeniedError",
+    "PoolStatistics",
     "RateLimitError",
     "Request",
     "RequestError",
     "RequestTimeoutError",
     "RequestTimeoutStatusError",
+    "RequestTooLargeError",
     "Result",
     "RetryBudget",
     "RetryPolicy",
     "Statistics",
     "Timeout",
+    "TokenEstimator",
     "Transport",
     "TransportError",
     "UnprocessableEntityError",

@@ -8,6 +8,7 @@ instantly and exactly. Durations are float seconds.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol, runtime_checkable
 
 
@@ -34,7 +35,10 @@ class LoopClock:
     __slots__ = ()
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:  # outside the loop (a statistics() call from another thread)
+            return time.monotonic()  # what the default event loops' time() reads
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))

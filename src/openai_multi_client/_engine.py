@@ -46,7 +46,7 @@ from ._errors import (
     RequestTooLargeError,
     TransportError,
 )
-from ._keys import Key, KeyPool, Reservation, as_keys
+from ._keys import Key, KeyPool, PoolStatistics, Reservation, as_keys
 from ._request import Callback, Request, Result, merge_template, resolve_endpoint
 from ._retry import (
     Action,
@@ -68,6 +68,9 @@ from ._validate import check_positive, check_seconds
 
 logger = logging.getLogger("openai_multi_client")
 
+# 429 rate_limit_exceeded answers one request may get before they count as failed attempts.
+_MAX_PACED_ATTEMPTS = 100
+
 KeysArgument = str | Key | Sequence[str | Key] | KeyPool | None
 
 
@@ -85,6 +88,7 @@ class Statistics:
     retries: int
     consumed: int
     retry_budget_level: int | None
+    keys: PoolStatistics
 
 
 class AsyncMultiClient:
@@ -575,17 +579,23 @@ class AsyncMultiClient:
             self._ready_retries.append(request)
             self._dispatch_wakeup.set()
             return
-        rate_limited = isinstance(error, RateLimitError)
-        if rate_limited:
-            # The key is over its limit: only this key pauses, for as long as the server said.
+        if isinstance(error, RateLimitError) and action is Action.RETRY:
+            # The key is over its limit: only this key pauses, for as long as the server said,
+            # and the request waits for a key with room, in the dispatcher, like any request.
+            # Such a pacing signal is not a failure of the request: it spends neither an
+            # attempt nor the outage budget (up to a cap, so a key that always refuses cannot
+            # keep a request forever).
             hint = server_requested_delay(error)
             pause = min(hint if hint is not None else 1.0, request.policy.max_server_delay)
             self._pool.cool_down(key, now + pause)
-        if action is Action.RETRY and request.policy.should_retry(request.attempt):
-            # Pacing signals (429 rate_limit_exceeded) are not failures of the service, so
-            # they do not spend the retry budget that guards against outages.
-            budget = None if rate_limited else self._budget
-            cost = 0 if budget is None else budget.try_spend(error)
+            if request.paced < _MAX_PACED_ATTEMPTS:
+                request.paced += 1
+                self._retries += 1
+                self._ready_retries.append(request)
+                self._dispatch_wakeup.set()
+                return
+        if action is Action.RETRY and request.policy.should_retry(request.attempt - request.paced):
+            cost = 0 if self._budget is None else self._budget.try_spend(error)
             if cost is not None:
                 request.retry_cost += cost
                 self._retries += 1
@@ -692,6 +702,7 @@ class AsyncMultiClient:
             retries=self._retries,
             consumed=self._consumed,
             retry_budget_level=None if self._budget is None else self._budget.level,
+            keys=self._pool.statistics(self._clock.now()),
         )
 
     @property

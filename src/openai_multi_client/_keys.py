@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError
-from ._limits import AdaptiveConcurrency, RateLimiter, RateLimitHeaders
+from ._limits import AdaptiveConcurrency, Admission, RateLimiter, RateLimitHeaders
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -147,6 +147,7 @@ class Reservation:
 
     key: Key
     tokens: int
+    admission: Admission | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,12 +320,13 @@ class KeyPool:
             self._turn = (self._turn + 1) % count
             if best.requests_limiter is not None:
                 best.requests_limiter.acquire(1, now)
+            admission = None
             if best.tokens_limiter is not None and tokens:
-                best.tokens_limiter.acquire(tokens, now)
+                admission = best.tokens_limiter.acquire(tokens, now)
             best.in_flight += 1
             best.requests += 1
             best.tokens += tokens
-            return Reservation(best.key, tokens)
+            return Reservation(best.key, tokens, admission)
 
     def release(
         self,
@@ -346,19 +348,23 @@ class KeyPool:
             if failed:
                 state.failures += 1
             if headers is not None:
-                self._learn(state, RateLimitHeaders.parse(headers), now)
+                seen = RateLimitHeaders.parse(headers)
+                spent = reservation.tokens if used_tokens is None else used_tokens
+                self._learn(state, seen, spent, now)
             if used_tokens is not None and used_tokens < reservation.tokens:
                 refund = reservation.tokens - used_tokens
                 state.tokens -= refund
-                if state.tokens_limiter is not None:
-                    state.tokens_limiter.refund(refund, now)
+                if state.tokens_limiter is not None and reservation.admission is not None:
+                    state.tokens_limiter.refund(reservation.admission, refund, now)
             if state.adaptive is not None:
                 if overloaded:
                     state.adaptive.on_overload(now)
                 elif not failed:
                     state.adaptive.on_success()
 
-    def _learn(self, state: _KeyState, seen: RateLimitHeaders, now: float) -> None:
+    def _learn(
+        self, state: _KeyState, seen: RateLimitHeaders, used_tokens: int, now: float
+    ) -> None:
         if not seen.present:
             return
         if not state.headers_seen:
@@ -368,12 +374,15 @@ class KeyPool:
         if seen.limit_requests is not None and key.requests_per_minute is None:
             if state.requests_limiter is None:
                 state.requests_limiter = RateLimiter(seen.limit_requests)
+                # What went out before the limit was known counts as sent just now.
+                state.requests_limiter.acquire(state.in_flight + 1, now)
             state.requests_limiter.observe(seen.limit_requests, seen.remaining_requests, now)
         elif state.requests_limiter is not None:
             state.requests_limiter.observe(None, seen.remaining_requests, now)
         if seen.limit_tokens is not None and key.tokens_per_minute is None:
             if state.tokens_limiter is None:
                 state.tokens_limiter = RateLimiter(seen.limit_tokens)
+                state.tokens_limiter.acquire(used_tokens, now)
             state.tokens_limiter.observe(seen.limit_tokens, seen.remaining_tokens, now)
         elif state.tokens_limiter is not None:
             state.tokens_limiter.observe(None, seen.remaining_tokens, now)

@@ -1,14 +1,17 @@
 """Per-key rate limiters: requests per minute and tokens per minute, and adaptive concurrency for
 servers that publish no limits.
 
-Algorithm: GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp). A limit
-of ``L`` per minute admits ``L / 60`` units per second with a burst tolerance of
-``burst_seconds`` (default 1 s), because OpenAI enforces per-minute limits over about one second
-(600 RPM behaves as 10 per second). The state is the *theoretical arrival time* ``tat``: the
-moment the bucket would be full again. A cost ``c`` is admitted at ``now`` when
-``max(tat, now) + c / rate - now <= burst_seconds``; a cost larger than the burst is admitted
-when the bucket is full and leaves it in debt (so large requests still pass, at the average
-rate). Only a cost above the whole per-minute limit can never pass.
+Algorithm: a sliding-window log over one second. OpenAI enforces per-minute limits over short
+periods ("60,000 RPM may be enforced as 1,000 per second"), so a limit of ``L`` per minute
+admits at most ``L / 60`` units in *any* window of one second (``window`` seconds in general):
+each admission is logged with its cost and gives its capacity back exactly one window later.
+That is a burst of one second's worth, then the steady rate, and it is the strictest reading of
+"per second": a server enforcing a token bucket of one second's size, a sliding window or a
+fixed window accepts every pattern it admits. (A token bucket or GCRA with one second of burst
+can admit twice the per-second amount within one second, right after an idle spell.) A cost
+larger than the window's capacity is admitted when the window is empty and then holds the
+window for ``cost / rate`` seconds, so big requests still pass, at the average rate. Only a
+cost above the whole per-minute limit can never pass.
 
 Every method takes ``now`` explicitly, so the limiters are pure state machines: tests drive them
 with any clock, and the engine passes its :class:`~openai_multi_client.Clock`'s time.
@@ -17,31 +20,43 @@ with any clock, and the engine passes its :class:`~openai_multi_client.Clock`'s 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError
 from ._headers import parse_go_duration
 
-BURST_SECONDS = 1.0
+WINDOW_SECONDS = 1.0
+
+
+class Admission:
+    """One logged admission: ``cost`` units held until ``until``. Refunds shrink ``cost``."""
+
+    __slots__ = ("cost", "until")
+
+    def __init__(self, until: float, cost: float) -> None:
+        self.until = until
+        self.cost = cost
 
 
 class RateLimiter:
-    """One per-minute limit (requests or tokens) of one key, as GCRA with ~1 s of burst."""
+    """One per-minute limit (requests or tokens) of one key: a sliding-window log, at most
+    ``limit / 60 * window`` units in any ``window`` seconds."""
 
-    __slots__ = ("_interval", "_tat", "burst_seconds", "limit_per_minute")
+    __slots__ = ("_log", "_used", "limit_per_minute", "window")
 
-    def __init__(self, limit_per_minute: float, burst_seconds: float = BURST_SECONDS) -> None:
+    def __init__(self, limit_per_minute: float, window: float = WINDOW_SECONDS) -> None:
         if not limit_per_minute > 0 or math.isinf(limit_per_minute):
             raise ConfigurationError(
                 f"a per-minute limit must be a positive number, got {limit_per_minute!r}"
             )
-        if not burst_seconds > 0:
-            raise ConfigurationError(f"burst_seconds must be > 0, got {burst_seconds!r}")
+        if not window > 0:
+            raise ConfigurationError(f"window must be > 0 seconds, got {window!r}")
         self.limit_per_minute = float(limit_per_minute)
-        self.burst_seconds = float(burst_seconds)
-        self._interval = 60.0 / self.limit_per_minute  # seconds per unit
-        self._tat = -math.inf
+        self.window = float(window)
+        self._log: deque[Admission] = deque()
+        self._used = 0.0
 
     @property
     def rate(self) -> float:
@@ -50,76 +65,108 @@ class RateLimiter:
 
     @property
     def capacity(self) -> float:
-        """Units the full bucket holds (the burst)."""
-        return self.burst_seconds * self.rate
+        """Units one window holds."""
+        return self.rate * self.window
 
     def fits_ever(self, cost: float) -> bool:
         """Whether ``cost`` can ever be admitted (not above the per-minute limit)."""
         return cost <= self.limit_per_minute
 
+    def _expire(self, now: float) -> None:
+        log = self._log
+        while log and log[0].until <= now:
+            self._used -= log.popleft().cost
+        if not log:
+            self._used = 0.0  # no float drift across long runs
+
     def delay(self, cost: float, now: float) -> float:
         """Seconds from ``now`` until ``cost`` would be admitted (0.0: now)."""
-        tat = max(self._tat, now)
-        if cost * self._interval > self.burst_seconds:
-            # Larger than the burst: wait for a full bucket, then go into debt.
-            return max(0.0, tat - now)
-        return max(0.0, tat + cost * self._interval - now - self.burst_seconds)
+        self._expire(now)
+        capacity = self.capacity
+        if cost > capacity:
+            # Larger than a window: wait until the window is empty.
+            return self._log[-1].until - now if self._log else 0.0
+        excess = self._used + cost - capacity
+        if excess <= 1e-9:
+            return 0.0
+        # Log entries expire in order of admission, each giving its cost back.
+        for admission in self._log:
+            excess -= admission.cost
+            if excess <= 1e-9:
+                return admission.until - now
+        return self._log[-1].until - now  # pragma: no cover - excess < the log's total
 
-    def acquire(self, cost: float, now: float) -> None:
-        """Take ``cost`` (the caller checked :meth:`delay` is 0)."""
-        self._tat = max(self._tat, now) + cost * self._interval
+    def acquire(self, cost: float, now: float) -> Admission:
+        """Log ``cost`` (the caller checked :meth:`delay` is 0); the admission can be refunded."""
+        return self._log_admission(now + max(self.window, cost / self.rate), cost)
 
-    def refund(self, amount: float, now: float) -> None:
-        """Give back ``amount`` reserved but not used (never more than the bucket can hold)."""
-        if amount > 0:
-            self._tat = max(now, self._tat - amount * self._interval)
+    def _log_admission(self, until: float, cost: float) -> Admission:
+        # The log stays ordered by expiry: an admission never returns before an earlier one.
+        if self._log:
+            until = max(until, self._log[-1].until)
+        admission = Admission(until, cost)
+        self._log.append(admission)
+        self._used += cost
+        return admission
+
+    def refund(self, admission: Admission, amount: float, now: float) -> None:
+        """Give back ``amount`` of an admission that used less than it reserved."""
+        amount = min(amount, admission.cost)
+        if amount > 0 and admission.until > now and admission in self._log:
+            admission.cost -= amount
+            self._used -= amount
 
     def headroom(self, now: float) -> float:
-        """The fraction of the burst available at ``now``, from 0.0 (empty) to 1.0 (full)."""
-        used = max(0.0, self._tat - now)
-        return max(0.0, 1.0 - used / self.burst_seconds)
+        """The fraction of the window available at ``now``, from 0.0 (full) to 1.0 (empty)."""
+        self._expire(now)
+        return max(0.0, 1.0 - self._used / self.capacity)
 
     def available(self, now: float) -> float:
         """Units available at ``now``."""
         return self.headroom(now) * self.capacity
 
     def observe(self, limit: float | None, remaining: float | None, now: float) -> None:
-        """Learn from the server: adopt its per-minute ``limit``; if it reports fewer
-        ``remaining`` than we think are available (other clients share the key), believe it."""
-        if (
-            limit is not None
-            and limit > 0
-            and not math.isinf(limit)
-            and limit != self.limit_per_minute
-        ):
-            used = max(0.0, self._tat - now) / self._interval  # units in the bucket
+        """Learn from the server: adopt its per-minute ``limit``; if it reports fewer units
+        ``remaining`` than this window has free (others use the key too), log the difference
+        as used for one window."""
+        if limit is not None and limit > 0 and not math.isinf(limit):
             self.limit_per_minute = float(limit)
-            self._interval = 60.0 / self.limit_per_minute
-            self._tat = now + used * self._interval if used else self._tat
-        if remaining is not None and remaining >= 0 and remaining < self.available(now):
-            self._tat = now + self.burst_seconds - remaining * self._interval
+        if remaining is not None and remaining >= 0:
+            missing = self.available(now) - remaining
+            if missing > 0:
+                self._log_admission(now + self.window, missing)
 
-    def block_until(self, when: float) -> None:
-        """Admit nothing before ``when`` (the server said the bucket is empty until then)."""
-        self._tat = max(self._tat, when + self.burst_seconds - self._interval)
+    def block_until(self, when: float, now: float) -> None:
+        """Admit nothing before ``when`` (the server said the key is exhausted until then)."""
+        self._expire(now)
+        if when <= now:
+            return
+        for admission in self._log:
+            admission.until = max(admission.until, when)
+        free = self.capacity - self._used
+        if free > 0:
+            self._log.appendleft(Admission(when, free))
+            self._used += free
 
     def __repr__(self) -> str:
-        return f"RateLimiter({self.limit_per_minute:g}/min, burst {self.burst_seconds:g} s)"
+        return f"RateLimiter({self.limit_per_minute:g}/min over {self.window:g} s)"
 
 
 class AdaptiveConcurrency:
     """Concurrency found by AIMD for servers that publish no limits (vLLM, Ollama, ...).
 
-    Starts at ``maximum``; each success adds ``1 / limit`` (about +1 per round trip of a full
-    window); a 429, 503 or timeout halves the limit, at most once per ``cooldown`` seconds so a
-    burst of failures from one overload counts once. Never below 1.
+    Like TCP: a slow start from 1 doubles the limit every round trip (+1 per success) until the
+    first overload; from then on each success adds ``1 / limit`` (about +1 per round trip) and a
+    429, 503 or timeout halves the limit, at most once per ``cooldown`` seconds so that a burst
+    of failures from one overload counts once. Between 1 and ``maximum``.
     """
 
-    __slots__ = ("_last_decrease", "cooldown", "limit", "maximum")
+    __slots__ = ("_last_decrease", "cooldown", "limit", "maximum", "slow_start")
 
     def __init__(self, maximum: int, cooldown: float = 1.0) -> None:
         self.maximum = maximum
-        self.limit = float(maximum)
+        self.limit = 1.0
+        self.slow_start = True
         self.cooldown = cooldown
         self._last_decrease = -math.inf
 
@@ -128,15 +175,18 @@ class AdaptiveConcurrency:
         return max(1, int(self.limit))
 
     def on_success(self) -> None:
-        self.limit = min(float(self.maximum), self.limit + 1.0 / max(1.0, self.limit))
+        step = 1.0 if self.slow_start else 1.0 / max(1.0, self.limit)
+        self.limit = min(float(self.maximum), self.limit + step)
 
     def on_overload(self, now: float) -> None:
+        self.slow_start = False
         if now - self._last_decrease >= self.cooldown:
             self.limit = max(1.0, self.limit / 2.0)
             self._last_decrease = now
 
     def __repr__(self) -> str:
-        return f"AdaptiveConcurrency({self.limit:.1f} of {self.maximum})"
+        phase = "slow start" if self.slow_start else "AIMD"
+        return f"AdaptiveConcurrency({self.limit:.1f} of {self.maximum}, {phase})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,7 @@ class Request:
     key: str | None = None
     # Bookkeeping for the engine, not part of the public surface.
     tokens: int = 0
+    paced: int = 0  # attempts a key's rate limit turned away (429 rate_limit_exceeded)
     retry_cost: int = 0
     body: bytes | None = None
 

@@ -151,20 +151,39 @@ def test_only_quota_less_key_fails_fast(mock_openai_factory: Factory) -> None:
     assert isinstance(result.error, InsufficientQuotaError)
 
 
-def test_rate_limited_key_cools_down_and_requests_go_through(mock_openai_factory: Factory) -> None:
-    # Pacing a key to its limit is the limiter's job (key pools, a later layer); without it the
-    # client still has to obey the 429s: cool the key for the time the server gives, retry,
-    # and never spend the outage retry budget on pacing signals.
+def test_limits_are_learned_from_headers_and_kept(mock_openai_factory: Factory) -> None:
     server = mock_openai_factory(keys={"sk-slow": KeyLimits(requests_per_minute=600)})
     with OpenAIMultiClient(
-        5, max_retries=50, endpoint="chats", api_key="sk-slow", base_url=server.base_url
+        20, endpoint="chats", api_key="sk-slow", base_url=server.base_url
+    ) as api:
+        api.run_request_function(feed, api, 40)
+        results = list(api)
+        key = api.statistics().keys.keys[0]
+    assert all(not r.failed for r in results), [r.error for r in results if r.failed]
+    assert key.requests_per_minute == 600
+    assert key.limits_learned
+    # At most the odd 429 from timing at a window's edge.
+    assert server.stats.status_counts.get(429, 0) <= 1
+
+
+def test_without_headers_429s_cool_the_key_and_back_off(mock_openai_factory: Factory) -> None:
+    # A server that enforces a limit but does not publish it (some proxies): the client learns
+    # only from 429s, cooling the key for the time the server gives and backing off its
+    # concurrency, and every request still gets through.
+    server = mock_openai_factory(
+        keys={"sk-slow": KeyLimits(requests_per_minute=600)},
+        rate_limit_headers=False,
+        latency=0.05,
+    )
+    with OpenAIMultiClient(
+        20, endpoint="chats", api_key="sk-slow", base_url=server.base_url
     ) as api:
         api.run_request_function(feed, api, 40)
         results = list(api)
         statistics = api.statistics()
     assert all(not r.failed for r in results), [r.error for r in results if r.failed]
-    assert server.stats.status_counts.get(429, 0) > 0
-    assert statistics.retry_budget_level == 500
+    assert statistics.keys.rate_limited == server.stats.status_counts.get(429, 0)
+    assert statistics.retry_budget_level == 500  # pacing signals never spend the budget
 
 
 def test_connection_refused_is_a_connect_error() -> None:

@@ -18,7 +18,8 @@ PUBLIC = {
     "Payload", "PermissionDeniedError", "RateLimitError", "Request", "RequestError",
     "RequestTimeoutError", "RequestTimeoutStatusError", "Result", "RetryBudget", "RetryPolicy",
     "Statistics", "Timeout", "Transport", "TransportError", "UnprocessableEntityError",
-    "__version__", "arun_requests", "run_requests",
+    "__version__", "arun_requests", "run_requests", "RequestTooLargeError", "KeyPool",
+    "KeyStatistics", "PoolStatistics", "CharacterEstimator", "TokenEstimator",
 }  # fmt: skip
 
 TESTING = {
