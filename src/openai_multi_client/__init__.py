@@ -38,6 +38,7 @@ from ._keys import Key, KeyPool, KeyStatistics, PoolStatistics
 from ._oneshot import arun_requests, run_requests
 from ._request import ENDPOINTS, Payload, Request, Result
 from ._retry import RetryBudget, RetryPolicy
+from ._stable import KeyManager, stable
 from ._sync import OpenAIMultiClient, OpenAIMultiOrderedClient
 from ._tokens import CharacterEstimator, TokenEstimator
 from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, Timeout, Transport
@@ -67,6 +68,7 @@ __all__ = [
     "InternalServerError",
     "InvalidResponseError",
     "Key",
+    "KeyManager",
     "KeyPool",
     "KeyStatistics",
     "LoopClock",
@@ -96,4 +98,5 @@ __all__ = [
     "__version__",
     "arun_requests",
     "run_requests",
+    "stable",
 ]

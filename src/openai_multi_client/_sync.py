@@ -29,6 +29,7 @@ from ._errors import CallbackError, ClientClosedError
 from ._portal import Portal, PortalClosedError, on_exit
 from ._request import Callback, Request, Result
 from ._retry import RetryBudget
+from ._tokens import TokenEstimator
 from ._transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Transport
 
 logger = logging.getLogger("openai_multi_client")
@@ -47,7 +48,7 @@ class OpenAIMultiClient:
     Keyword-only extras: ``api_key`` (a key, a :class:`Key`, or a list of them), ``base_url``,
     ``organization``, ``queue_size`` (requests waiting before ``request()`` blocks; default
     ``concurrency``), ``timeout`` and ``connect_timeout`` in seconds, ``headers``,
-    ``transport``, ``retry_budget``.
+    ``transport``, ``retry_budget``, ``token_estimator``.
     """
 
     _ordered = False
@@ -73,6 +74,7 @@ class OpenAIMultiClient:
         headers: Mapping[str, str] | None = None,
         transport: Transport | None = None,
         retry_budget: RetryBudget | int | None = 500,
+        token_estimator: TokenEstimator | None = None,
         clock: Clock | None = None,
     ) -> None:
         # Built here, so bad arguments raise in the caller's thread before any thread starts.
@@ -96,6 +98,7 @@ class OpenAIMultiClient:
             headers=headers,
             transport=transport,
             retry_budget=retry_budget,
+            token_estimator=token_estimator,
             clock=clock,
         )
         self._portal = Portal(name=f"omc-loop-{id(self):x}")

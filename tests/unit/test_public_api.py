@@ -19,7 +19,8 @@ PUBLIC = {
     "RequestTimeoutError", "RequestTimeoutStatusError", "Result", "RetryBudget", "RetryPolicy",
     "Statistics", "Timeout", "Transport", "TransportError", "UnprocessableEntityError",
     "__version__", "arun_requests", "run_requests", "RequestTooLargeError", "KeyPool",
-    "KeyStatistics", "PoolStatistics", "CharacterEstimator", "TokenEstimator",
+    "KeyStatistics", "PoolStatistics", "CharacterEstimator", "TokenEstimator", "KeyManager",
+    "stable",
 }  # fmt: skip
 
 TESTING = {
