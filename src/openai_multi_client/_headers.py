@@ -63,13 +63,13 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """The server's requested wait in seconds, from ``retry-after-ms`` (preferred) or
     ``retry-after`` (seconds, or an HTTP date measured against the response's own ``date``
     header, so no wall clock is read)."""
-    milliseconds = _parse_float(headers.get("retry-after-ms"))
+    milliseconds = parse_float(headers.get("retry-after-ms"))
     if milliseconds is not None:
         return _sane(milliseconds / 1000.0)
     value = headers.get("retry-after")
     if value is None:
         return None
-    seconds = _parse_float(value)
+    seconds = parse_float(value)
     if seconds is not None:
         return _sane(seconds)
     return _http_date_delta(value, headers.get("date"))
@@ -107,13 +107,14 @@ def parse_rate_limit_reset(headers: Mapping[str, str]) -> float | None:
         reset = parse_go_duration(headers.get(f"x-ratelimit-reset-{kind}"))
         if reset is None:
             continue
-        remaining = _parse_float(headers.get(f"x-ratelimit-remaining-{kind}"))
+        remaining = parse_float(headers.get(f"x-ratelimit-remaining-{kind}"))
         if remaining is None or remaining <= 0:
             resets.append(reset)
     return max(resets) if resets else None
 
 
-def _parse_float(value: str | None) -> float | None:
+def parse_float(value: str | None) -> float | None:
+    """A finite float from a header value, or ``None``."""
     if value is None:
         return None
     try:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError
-from ._headers import parse_go_duration
+from ._headers import parse_float, parse_go_duration
 
 WINDOW_SECONDS = 1.0
 
@@ -217,12 +217,5 @@ class RateLimitHeaders:
 
 
 def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    if math.isnan(number) or math.isinf(number) or number < 0:
-        return None
-    return number
+    number = parse_float(value)
+    return None if number is None or number < 0 else number
