@@ -8,9 +8,11 @@ through a :class:`Transport`; :class:`CustomAPIBackend` calls the seed's ``custo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import queue
+import threading
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -106,15 +108,19 @@ class HTTPBackend:
         response_headers = response.headers
         request_id = response_headers.get("x-request-id")
         status = response.status_code
+        content = response.content
+        secret = key.secret_bytes
+        if secret and secret in content:  # a server that echoes the key: never keep it
+            content = content.replace(secret, key.id.encode())
         body: Any
         try:
-            body = _json.loads(response.content) if response.content else None
+            body = _json.loads(content) if content else None
         except ValueError:
             body = None
             if 200 <= status < 300:
                 raise InvalidResponseError(
                     f"HTTP {status} with a body that is not JSON "
-                    f"({len(response.content)} bytes: {response.content[:80]!r})"
+                    f"({len(content)} bytes: {content[:80]!r})"
                 ) from None
         if 200 <= status < 300:
             if not isinstance(body, dict):
@@ -122,10 +128,8 @@ class HTTPBackend:
                     f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"
                 )
             return Outcome(body, status, request_id, response_headers)
-        if body is None and response.content:
-            body = {
-                "error": {"message": key.redact(response.content[:200].decode(errors="replace"))}
-            }
+        if body is None and content:
+            body = {"error": {"message": content[:200].decode(errors="replace")}}
         error = status_error(status, body, response_headers, request_id)
         if 300 <= status < 400:
             error.args = (
@@ -153,7 +157,7 @@ class CustomAPIBackend:
     def __init__(self, function: CustomAPI, max_threads: int) -> None:
         self._function = function
         self._is_async = _is_async_callable(function)
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: DaemonThreadPool | None = None
         self._max_threads = max_threads
 
     def prepare(self, request: Request) -> None:
@@ -163,17 +167,12 @@ class CustomAPIBackend:
         try:
             if self._is_async:
                 response = self._function(request)
-                if inspect.isawaitable(response):
-                    response = await response
             else:
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(
-                        self._max_threads, thread_name_prefix="omc-custom-api"
-                    )
-                loop = asyncio.get_running_loop()
-                response = await loop.run_in_executor(self._executor, self._function, request)
-                if inspect.isawaitable(response):
-                    response = await response
+                if self._threads is None:
+                    self._threads = DaemonThreadPool(self._max_threads, "omc-custom-api")
+                response = await self._threads.run(self._function, request)
+            if inspect.isawaitable(response):
+                response = await response
         except RequestError:
             raise
         except Exception as exc:
@@ -181,9 +180,75 @@ class CustomAPIBackend:
         return Outcome(response)
 
     async def aclose(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown()
+
+
+class DaemonThreadPool:
+    """Worker threads for blocking user code that never hold up the interpreter's exit.
+
+    ``concurrent.futures.ThreadPoolExecutor`` joins its threads at exit, so one blocking call in
+    a sync ``custom_api`` would keep a finished (or Ctrl-C'd) program alive. These threads are
+    daemons: the process exits without waiting for them.
+    """
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._max_threads = max_threads
+        self._name = name
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    async def run(self, function: Callable[[Request], Any], request: Request) -> Any:
+        """Run ``function(request)`` in a worker thread and await its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(outcome: Callable[[], None]) -> None:
+            if not future.done():
+                outcome()
+
+        def job() -> None:
+            try:
+                value = function(request)
+            except BaseException as exc:
+                error = exc
+                loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
+            else:
+                loop.call_soon_threadsafe(settle, lambda: future.set_result(value))
+
+        self._submit(job)
+        return await future
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self._max_threads:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._idle -= 1 if self._idle else 0
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            # RuntimeError: the loop closed before the result could be delivered.
+            with contextlib.suppress(RuntimeError):
+                job()
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """Let idle workers end; busy ones end after their call (without being waited for)."""
+        for _ in self._threads:
+            self._jobs.put(None)
 
 
 def _is_async_callable(function: object) -> bool:

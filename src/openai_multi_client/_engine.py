@@ -70,6 +70,8 @@ logger = logging.getLogger("openai_multi_client")
 
 # 429 rate_limit_exceeded answers one request may get before they count as failed attempts.
 _MAX_PACED_ATTEMPTS = 100
+# How often a client waiting for capacity on a pool shared with other clients looks again.
+_SHARED_POOL_POLL = 0.05
 
 KeysArgument = str | Key | Sequence[str | Key] | KeyPool | None
 
@@ -163,6 +165,7 @@ class AsyncMultiClient:
         self._rng = rng or random.Random()
         self._backend: Backend
         shared_pool = api_key if isinstance(api_key, KeyPool) else None
+        self._shares_pool = shared_pool is not None
         self._estimator: TokenEstimator | None = None
         if custom_api is not None:
             if not callable(custom_api):
@@ -216,6 +219,7 @@ class AsyncMultiClient:
         self._retries = 0
         self._closed = False
         self._close_reason: BaseException | None = None
+        self._reason_raised = False
         self._shut_down = False
         self._fatal: BaseException | None = None
         self._consumer_task: asyncio.Task[Any] | None = None
@@ -311,6 +315,11 @@ class AsyncMultiClient:
         after yielding every result of the requests already queued.
         """
         if self._closed:
+            if reason is not None and self._close_reason is None and not self._reason_raised:
+                self._close_reason = reason  # a producer failed after close(): still heard
+                self._wake_all()
+            elif reason is not None:
+                logger.warning("ignored after close(): %r", reason)
             return
         self._closed = True
         self._close_reason = reason
@@ -372,6 +381,7 @@ class AsyncMultiClient:
             if self._closed and self._consumed >= self._submitted:
                 reason, self._close_reason = self._close_reason, None
                 if reason is not None:
+                    self._reason_raised = True
                     raise reason
                 return []
             if self._shut_down:
@@ -499,9 +509,12 @@ class AsyncMultiClient:
         delay = deadline - self._clock.now()
         if delay <= 0:
             return
-        if math.isinf(delay):
-            await wakeup.wait()
-            return
+        if math.isinf(delay):  # "after a release"
+            if not self._shares_pool:
+                await wakeup.wait()  # releases on our own pool wake us
+                return
+            # Another client sharing the pool may release: look again shortly.
+            delay = _SHARED_POOL_POLL
         loop = asyncio.get_running_loop()
         waiters = {loop.create_task(wakeup.wait()), loop.create_task(self._clock.sleep(delay))}
         try:
@@ -532,12 +545,13 @@ class AsyncMultiClient:
             outcome = await self._backend.call(request, key)
         except RequestError as exc:
             self._failed_attempt(request, reservation, exc, clock.now() - started)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
         except Exception as exc:  # a user-supplied transport that broke its contract
+            # Not chained: the original may carry a secret; its text is redacted below.
             error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
-            error.__cause__ = exc
             self._failed_attempt(request, reservation, error, clock.now() - started)
+        except BaseException:  # cancelled (shutdown) or interrupted: hand the key back
+            self._pool.release(reservation, clock.now(), failed=True)
+            raise
         else:
             now = clock.now()
             self._pool.release(
@@ -599,7 +613,8 @@ class AsyncMultiClient:
             if cost is not None:
                 request.retry_cost += cost
                 self._retries += 1
-                delay = request.policy.next_delay(request.attempt, error, self._rng)
+                failures = request.attempt - request.paced
+                delay = request.policy.next_delay(failures, error, self._rng)
                 logger.debug(
                     "request %d attempt %d failed (%s); retrying in %.3f s",
                     request.index,

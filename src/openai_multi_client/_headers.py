@@ -100,17 +100,26 @@ def parse_should_retry(headers: Mapping[str, str]) -> bool | None:
 
 
 def parse_rate_limit_reset(headers: Mapping[str, str]) -> float | None:
-    """The longer of ``x-ratelimit-reset-requests`` and ``x-ratelimit-reset-tokens``, but only
-    for the buckets that are exhausted (remaining 0), or either when neither says."""
-    resets: list[float] = []
+    """How long until an exhausted bucket takes one more request, from the ``x-ratelimit-*``
+    headers.
+
+    ``x-ratelimit-reset-*`` is the time until the bucket is *full* again, up to a minute; one
+    more unit is back after ``reset / (limit - remaining)`` of that. Only buckets with nothing
+    remaining count (either, when neither says); the longer wait wins.
+    """
+    waits: list[float] = []
     for kind in ("requests", "tokens"):
         reset = parse_go_duration(headers.get(f"x-ratelimit-reset-{kind}"))
         if reset is None:
             continue
         remaining = parse_float(headers.get(f"x-ratelimit-remaining-{kind}"))
-        if remaining is None or remaining <= 0:
-            resets.append(reset)
-    return max(resets) if resets else None
+        if remaining is not None and remaining > 0:
+            continue
+        limit = parse_float(headers.get(f"x-ratelimit-limit-{kind}"))
+        if limit is not None and limit >= 1:
+            reset = reset / limit
+        waits.append(reset)
+    return max(waits) if waits else None
 
 
 def parse_float(value: str | None) -> float | None:

@@ -43,6 +43,7 @@ class Key:
 
     __slots__ = (
         "_secret",
+        "_secret_bytes",
         "api_version",
         "azure",
         "base_url",
@@ -86,6 +87,7 @@ class Key:
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
             raise ConfigurationError(f"weight must be a positive number, got {weight!r}")
         self._secret = secret
+        self._secret_bytes = secret.encode("utf-8")
         self.id = name if name is not None else redacted_id(secret)
         self.base_url = base_url
         self.organization = organization
@@ -99,6 +101,11 @@ class Key:
     def secret(self) -> str:
         """The secret itself; only the transport should read this."""
         return self._secret
+
+    @property
+    def secret_bytes(self) -> bytes:
+        """The secret as UTF-8 bytes (to scrub it from response bodies)."""
+        return self._secret_bytes
 
     def auth_headers(self) -> dict[str, str]:
         """The headers that carry this key (none for an empty key, as local servers need none)."""

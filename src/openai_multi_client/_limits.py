@@ -112,7 +112,7 @@ class RateLimiter:
     def refund(self, admission: Admission, amount: float, now: float) -> None:
         """Give back ``amount`` of an admission that used less than it reserved."""
         amount = min(amount, admission.cost)
-        if amount > 0 and admission.until > now and admission in self._log:
+        if amount > 0 and admission.until > now:  # still in the window
             admission.cost -= amount
             self._used -= amount
 
@@ -135,18 +135,6 @@ class RateLimiter:
             missing = self.available(now) - remaining
             if missing > 0:
                 self._log_admission(now + self.window, missing)
-
-    def block_until(self, when: float, now: float) -> None:
-        """Admit nothing before ``when`` (the server said the key is exhausted until then)."""
-        self._expire(now)
-        if when <= now:
-            return
-        for admission in self._log:
-            admission.until = max(admission.until, when)
-        free = self.capacity - self._used
-        if free > 0:
-            self._log.appendleft(Admission(when, free))
-            self._used += free
 
     def __repr__(self) -> str:
         return f"RateLimiter({self.limit_per_minute:g}/min over {self.window:g} s)"

@@ -52,10 +52,6 @@ class Portal:
             finally:
                 self._loop.close()
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
     def in_loop_thread(self) -> bool:
         return threading.get_ident() == self._thread.ident
 
@@ -65,12 +61,14 @@ class Portal:
         *args: Any,
         slow_after: float | None = None,
         on_slow: Callable[[], object] | None = None,
+        timeout: float | None = None,
     ) -> T:
         """Run ``function(*args)`` on the loop and wait for its result (or exception).
 
         If it takes longer than ``slow_after`` seconds, ``on_slow()`` is called once and the
-        wait goes on. If the waiting thread is interrupted (Ctrl-C), the call is cancelled and
-        the interrupt propagates.
+        wait goes on. After ``timeout`` seconds the call is cancelled and ``TimeoutError``
+        raised. If the waiting thread is interrupted (Ctrl-C), the call is cancelled and the
+        interrupt propagates.
         """
         if self.in_loop_thread():
             raise RuntimeError("Portal.call from the loop's own thread would deadlock")
@@ -84,7 +82,10 @@ class Portal:
                     return future.result(timeout=slow_after)
                 except concurrent.futures.TimeoutError:
                     on_slow()
-            return future.result()
+            try:
+                return future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise TimeoutError(f"no answer from the event loop within {timeout} s") from None
         except BaseException:
             future.cancel()
             raise
@@ -106,10 +107,6 @@ class Portal:
         _open_portals.discard(self)
         if not self.in_loop_thread():
             self._thread.join(timeout)
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
 
 
 async def _as_coroutine(function: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:

@@ -94,9 +94,10 @@ def server_requested_delay(error: RequestError) -> float | None:
         return None
     delay = parse_retry_after(error.headers)
     if delay is None and isinstance(error, RateLimitError):
-        delay = parse_rate_limit_reset(error.headers)
+        # "Please try again in 1.2s" is precise; the reset headers are a fallback.
+        delay = parse_try_again_message(str(error))
         if delay is None:
-            delay = parse_try_again_message(str(error))
+            delay = parse_rate_limit_reset(error.headers)
     return delay
 
 

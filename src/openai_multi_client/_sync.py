@@ -107,7 +107,7 @@ class OpenAIMultiClient:
         self._shut_down = False
         self._lock = threading.Lock()
         self._consumer_threads: set[int] = set()
-        self._producers: list[threading.Thread] = []
+        self._closing_producers = 0  # running request functions that close at their end
         on_exit(self)
 
     # ----------------------------------------------------------------- producing
@@ -164,8 +164,12 @@ class OpenAIMultiClient:
     ) -> threading.Thread:
         """Run ``input_function(*args, **kwargs)`` in a daemon thread to feed requests while
         this thread iterates. With ``stop_at_end`` (the default) the client is closed when the
-        function returns. If the function raises, the client is closed and iteration re-raises
-        that exception after yielding the results of the requests it had queued."""
+        function returns (with several such functions running, when the last one returns). If
+        the function raises, the client is closed and iteration re-raises that exception after
+        yielding the results of the requests already queued."""
+        if stop_at_end:
+            with self._lock:
+                self._closing_producers += 1
 
         def produce() -> None:
             try:
@@ -174,11 +178,15 @@ class OpenAIMultiClient:
                 logger.debug("request function raised %r", exc)
                 self._close(exc)
                 return
-            if stop_at_end:
+            finally:
+                if stop_at_end:
+                    with self._lock:
+                        self._closing_producers -= 1
+                        last = self._closing_producers == 0
+            if stop_at_end and last:
                 self._close(None)
 
         thread = threading.Thread(target=produce, name="omc-request-function", daemon=True)
-        self._producers.append(thread)
         thread.start()
         return thread
 
@@ -260,9 +268,9 @@ class OpenAIMultiClient:
                 return
             self._shut_down = True
         try:
-            self._portal.call(self._engine.aclose)
-        except (PortalClosedError, RuntimeError):
-            pass
+            self._portal.call(self._engine.aclose, timeout=timeout)
+        except (PortalClosedError, RuntimeError, TimeoutError):
+            pass  # already stopped, or cancellation ignored by user code: stop regardless
         finally:
             self._portal.stop(timeout)
 

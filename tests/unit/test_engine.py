@@ -20,6 +20,7 @@ from openai_multi_client import (
     HTTPRequest,
     HTTPResponse,
     InternalServerError,
+    Key,
     NoUsableKeyError,
     Result,
     _json,
@@ -490,3 +491,71 @@ async def test_keys_never_reach_logs(
         await run_all(client, 2)
     assert caplog.records
     assert all(KEY not in record.getMessage() for record in caplog.records)
+
+
+async def test_a_key_echoed_in_an_error_body_never_reaches_the_result(
+    fake_clock: FakeClock,
+) -> None:
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        return error_response(400, f"bad request from {KEY}", "invalid_value")
+
+    async with make_client(handler) as client:
+        (result,) = await run_all(client, 1)
+    assert KEY not in repr(result.response)
+    assert KEY not in str(result.error)
+    assert KEY not in repr(getattr(result.error, "body", None))
+
+
+async def test_backoff_after_paced_429s_counts_only_real_failures(fake_clock: FakeClock) -> None:
+    times: list[float] = []
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        times.append(fake_clock.now())
+        if len(times) <= 6:
+            return error_response(
+                429, "slow down", "rate_limit_exceeded", headers={"retry-after-ms": "10"}
+            )
+        if len(times) == 7:
+            return error_response(500, "boom")
+        return chat_reply(request)
+
+    async with make_client(handler, retry_multiplier=0.05, retry_max=60) as client:
+        (result,) = await run_all(client, 1)
+    assert not result.failed
+    # The retry after the one real failure waits at most multiplier * 2**0, not 2**6.
+    assert times[7] - times[6] <= 0.05
+
+
+async def test_cancelling_a_client_hands_its_keys_back(fake_clock: FakeClock) -> None:
+    from openai_multi_client import KeyPool
+
+    async def slow(request: HTTPRequest) -> HTTPResponse:
+        await asyncio.sleep(100)
+        return chat_reply(request)
+
+    pool = KeyPool([Key(KEY)], concurrency=10)
+    async with make_client(slow, api_key=pool) as client:
+        await client.request(message("x"))
+        await asyncio.sleep(1)
+        assert pool.statistics(fake_clock.now()).keys[0].in_flight == 1
+    assert pool.statistics(fake_clock.now()).keys[0].in_flight == 0
+    # ...so the next client on the same pool is not stuck behind a phantom request.
+    async with make_client(chat_reply, api_key=pool) as client:
+        results = await run_all(client, 3)
+    assert all(not r.failed for r in results)
+
+
+async def test_clients_sharing_a_pool_wake_each_other(fake_clock: FakeClock) -> None:
+    from openai_multi_client import KeyPool
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        await asyncio.sleep(0.5)
+        return chat_reply(request)
+
+    pool = KeyPool([Key(KEY)], concurrency=10)  # the first request probes alone
+    async with (
+        make_client(handler, api_key=pool) as first,
+        make_client(handler, api_key=pool) as second,
+    ):
+        results = await asyncio.gather(run_all(first, 5), run_all(second, 5))
+    assert all(not r.failed for batch in results for r in batch)

@@ -92,6 +92,13 @@ def test_rate_limit_reset_uses_the_exhausted_bucket() -> None:
     assert parse_rate_limit_reset(headers) == pytest.approx(2.0)
     assert parse_rate_limit_reset({"x-ratelimit-reset-tokens": "1m"}) == pytest.approx(60.0)
     assert parse_rate_limit_reset({}) is None
+    # "Reset" is the time until the bucket is full; one more request needs 1/limit of it.
+    exhausted = {
+        "x-ratelimit-limit-requests": "600",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1m0s",
+    }
+    assert parse_rate_limit_reset(exhausted) == pytest.approx(0.1)
 
 
 @given(st.dictionaries(st.sampled_from(["retry-after", "retry-after-ms", "date"]), st.text()))

@@ -109,14 +109,6 @@ def test_observe_learns_the_limit_and_believes_a_lower_remaining() -> None:
     assert limiter.available(1.0) == pytest.approx(10.0)
 
 
-def test_block_until() -> None:
-    limiter = RateLimiter(600)
-    limiter.acquire(1, 0.0)
-    limiter.block_until(4.0, 0.5)
-    assert limiter.delay(1, 0.5) == pytest.approx(3.5)
-    assert limiter.delay(1, 4.0) == 0.0
-
-
 @pytest.mark.parametrize("limit", [0, -5, math.inf, math.nan])
 def test_bad_limits(limit: float) -> None:
     with pytest.raises(ValueError, match="per-minute limit"):

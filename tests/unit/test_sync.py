@@ -247,14 +247,21 @@ def test_a_script_that_never_closes_exits() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_ctrl_c_while_iterating_exits_quickly() -> None:
+@pytest.mark.parametrize(
+    "hang",
+    [
+        "async def hang(payload):\n    await asyncio.sleep(3600)",
+        "def hang(payload):\n    time.sleep(3600)",  # blocking, in a worker thread
+    ],
+    ids=["async", "sync"],
+)
+def test_ctrl_c_while_iterating_exits_quickly(hang: str) -> None:
     code = textwrap.dedent(
         """
-        import asyncio, sys
+        import asyncio, sys, time
         from openai_multi_client import OpenAIMultiClient
 
-        async def hang(payload):
-            await asyncio.sleep(3600)
+        HANG
 
         api = OpenAIMultiClient(custom_api=hang, endpoint="completions")
         api.request({})
@@ -266,7 +273,7 @@ def test_ctrl_c_while_iterating_exits_quickly() -> None:
             print("interrupted", flush=True)
             sys.exit(130)
         """
-    )
+    ).replace("HANG", hang.replace("\n", "\n        "))
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -284,3 +291,34 @@ def test_ctrl_c_while_iterating_exits_quickly() -> None:
     assert process.returncode == 130, err
     assert "interrupted" in out
     assert elapsed < 2
+
+
+def test_several_request_functions_close_only_when_the_last_ends() -> None:
+    api = OpenAIMultiClient(custom_api=echo, endpoint="completions")
+
+    def feed(count: int) -> None:
+        for n in range(count):
+            api.request({"n": n})
+
+    api.run_request_function(feed, 5)
+    api.run_request_function(feed, 50)
+    assert len(list(api)) == 55
+
+
+def test_a_blocking_sync_custom_api_does_not_hold_up_exit_or_ctrl_c() -> None:
+    done = _run_script(
+        """
+        import time
+        from openai_multi_client import OpenAIMultiClient
+
+        def blocking(payload):
+            time.sleep(60)
+
+        api = OpenAIMultiClient(custom_api=blocking, endpoint="completions")
+        api.request({})
+        time.sleep(0.3)
+        print("leaving", flush=True)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert "leaving" in done.stdout
