@@ -274,6 +274,7 @@ class KeyPool:
         self._by_key = {id(state.key): state for state in self._states}
         self._lock = threading.Lock()
         self._turn = 0
+        self._largest_cost: float | None = None  # cached; reset when limits change
 
     @property
     def keys(self) -> Sequence[Key]:
@@ -286,13 +287,18 @@ class KeyPool:
 
     def largest_cost(self) -> float:
         """The largest token cost any usable key could ever admit (inf when unknown)."""
-        with self._lock:
-            limits = [
-                math.inf if state.tokens_limiter is None else state.tokens_limiter.limit_per_minute
-                for state in self._states
-                if state.retired_reason is None
-            ]
-        return max(limits, default=math.inf)
+        largest = self._largest_cost
+        if largest is None:
+            with self._lock:
+                limits = [
+                    math.inf
+                    if state.tokens_limiter is None
+                    else state.tokens_limiter.limit_per_minute
+                    for state in self._states
+                    if state.retired_reason is None
+                ]
+            largest = self._largest_cost = max(limits, default=math.inf)
+        return largest
 
     def reserve(self, tokens: int, now: float) -> Reservation | float | None:
         """Take capacity for one request of ``tokens`` on the usable key with the most headroom.
@@ -375,6 +381,7 @@ class KeyPool:
         if not seen.present:
             return
         if not state.headers_seen:
+            self._largest_cost = None
             state.headers_seen = True
             state.adaptive = None  # the server publishes its limits: pace by them instead
         key = state.key
@@ -412,6 +419,7 @@ class KeyPool:
                 return
             state.retired_reason = key.redact(reason)
             state.cooling_until = None
+            self._largest_cost = None
             left = sum(1 for other in self._states if other.retired_reason is None)
         logger.warning(
             "retired API key %s for this run: %s (%d of %d keys left)",

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError
-from ._headers import parse_float, parse_go_duration
+from ._headers import parse_float
 
 WINDOW_SECONDS = 1.0
 
@@ -44,7 +44,7 @@ class RateLimiter:
     """One per-minute limit (requests or tokens) of one key: a sliding-window log, at most
     ``limit / 60 * window`` units in any ``window`` seconds."""
 
-    __slots__ = ("_log", "_used", "limit_per_minute", "window")
+    __slots__ = ("_log", "_used", "capacity", "limit_per_minute", "rate", "window")
 
     def __init__(self, limit_per_minute: float, window: float = WINDOW_SECONDS) -> None:
         if not limit_per_minute > 0 or math.isinf(limit_per_minute):
@@ -53,20 +53,15 @@ class RateLimiter:
             )
         if not window > 0:
             raise ConfigurationError(f"window must be > 0 seconds, got {window!r}")
-        self.limit_per_minute = float(limit_per_minute)
         self.window = float(window)
+        self._set_limit(limit_per_minute)
         self._log: deque[Admission] = deque()
         self._used = 0.0
 
-    @property
-    def rate(self) -> float:
-        """Units per second."""
-        return self.limit_per_minute / 60.0
-
-    @property
-    def capacity(self) -> float:
-        """Units one window holds."""
-        return self.rate * self.window
+    def _set_limit(self, limit_per_minute: float) -> None:
+        self.limit_per_minute = float(limit_per_minute)
+        self.rate = self.limit_per_minute / 60.0  # units per second
+        self.capacity = self.rate * self.window  # units one window holds
 
     def fits_ever(self, cost: float) -> bool:
         """Whether ``cost`` can ever be admitted (not above the per-minute limit)."""
@@ -129,8 +124,10 @@ class RateLimiter:
         """Learn from the server: adopt its per-minute ``limit``; if it reports fewer units
         ``remaining`` than this window has free (others use the key too), log the difference
         as used for one window."""
-        if limit is not None and limit > 0 and not math.isinf(limit):
-            self.limit_per_minute = float(limit)
+        usable = limit is not None and limit > 0 and not math.isinf(limit)
+        if usable and limit != self.limit_per_minute:
+            assert limit is not None
+            self._set_limit(limit)
         if remaining is not None and remaining >= 0:
             missing = self.available(now) - remaining
             if missing > 0:
@@ -179,14 +176,14 @@ class AdaptiveConcurrency:
 
 @dataclass(frozen=True, slots=True)
 class RateLimitHeaders:
-    """The six ``x-ratelimit-*`` values of one response (``None`` where absent or garbage)."""
+    """The limits and what remains of them, from one response's ``x-ratelimit-*`` headers
+    (``None`` where absent or garbage). The reset durations are read only when a 429 needs a
+    wait (:func:`~openai_multi_client._headers.parse_rate_limit_reset`)."""
 
     limit_requests: float | None
     remaining_requests: float | None
-    reset_requests: float | None
     limit_tokens: float | None
     remaining_tokens: float | None
-    reset_tokens: float | None
 
     @property
     def present(self) -> bool:
@@ -197,10 +194,8 @@ class RateLimitHeaders:
         return cls(
             _number(headers.get("x-ratelimit-limit-requests")),
             _number(headers.get("x-ratelimit-remaining-requests")),
-            parse_go_duration(headers.get("x-ratelimit-reset-requests")),
             _number(headers.get("x-ratelimit-limit-tokens")),
             _number(headers.get("x-ratelimit-remaining-tokens")),
-            parse_go_duration(headers.get("x-ratelimit-reset-tokens")),
         )
 
 
