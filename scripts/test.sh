@@ -18,6 +18,6 @@ echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest (no optional extras)"
 .venv/bin/pytest "$@"
-echo "== pytest (with the speed extra: orjson)"
+echo "== pytest (with the speed extra: orjson; the slow kill-loop tests ran above)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,speed]'
-.venv/bin/pytest "$@"
+.venv/bin/pytest -m "not slow" "$@"

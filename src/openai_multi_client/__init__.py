@@ -8,6 +8,7 @@ underscore is private and may change.
 from ._clock import Clock, LoopClock
 from ._engine import AsyncMultiClient, Statistics
 from ._errors import (
+    AbandonedRequestError,
     APIStatusError,
     AuthenticationError,
     BadRequestError,
@@ -48,6 +49,7 @@ __version__ = "0.2.0.dev0"
 __all__ = [
     "ENDPOINTS",
     "APIStatusError",
+    "AbandonedRequestError",
     "AiohttpTransport",
     "AsyncMultiClient",
     "AuthenticationError",

@@ -28,7 +28,7 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -37,6 +37,7 @@ from ._api import Backend, CustomAPI, CustomAPIBackend, HTTPBackend, Outcome
 from ._clock import Clock, LoopClock
 from ._config import is_openai_host, resolve_settings
 from ._errors import (
+    AbandonedRequestError,
     CallbackError,
     ClientClosedError,
     ConfigurationError,
@@ -133,6 +134,7 @@ class AsyncMultiClient:
         transport: Transport | None = None,
         retry_budget: RetryBudget | int | None = 500,
         token_estimator: TokenEstimator | None = None,
+        on_send: Callable[[Request], object] | None = None,
         max_server_delay: float = 120.0,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -166,6 +168,7 @@ class AsyncMultiClient:
         self._backend: Backend
         shared_pool = api_key if isinstance(api_key, KeyPool) else None
         self._shares_pool = shared_pool is not None
+        self._on_send = on_send
         self._estimator: TokenEstimator | None = None
         if custom_api is not None:
             if not callable(custom_api):
@@ -324,6 +327,26 @@ class AsyncMultiClient:
         self._closed = True
         self._close_reason = reason
         self._wake_all()
+
+    def abandon_unsent(self) -> int:
+        """Stop: close the intake and give up every request not in flight (queued, or waiting
+        to be retried). Each yields a result failed with :class:`AbandonedRequestError`;
+        requests in flight finish normally. Returns how many were abandoned."""
+        self.close()
+        abandoned: list[Request] = list(self._intake)
+        self._taken += len(self._intake)
+        self._intake.clear()
+        abandoned += self._ready_retries
+        self._ready_retries.clear()
+        waiting, self._waiting = self._waiting, {}
+        for request, task in waiting.items():
+            task.cancel()
+            abandoned.append(request)
+        error = AbandonedRequestError("the run stopped before this request had an outcome")
+        for request in abandoned:
+            self._finish(request, None, error, None)
+        self._wake_all()
+        return len(abandoned)
 
     def _accepting(self) -> bool:
         return not self._closed and self._fatal is None
@@ -540,6 +563,12 @@ class AsyncMultiClient:
         request.key = key.id
         self._attempts += 1
         clock = self._clock
+        if self._on_send is not None:
+            try:
+                self._on_send(request)
+            except BaseException:  # e.g. the journal cannot be written: stop the run
+                self._pool.release(reservation, clock.now(), failed=True)
+                raise
         started = clock.now()
         try:
             outcome = await self._backend.call(request, key)

@@ -31,7 +31,8 @@ which HTTP library is underneath.
         │   └── InternalServerError             5xx
         ├── CustomAPIError                          the custom_api callable raised
         ├── RequestTooLargeError                    more tokens than any key allows a minute
-        └── NoUsableKeyError                        every key was retired for this run
+        ├── NoUsableKeyError                        every key was retired for this run
+        └── AbandonedRequestError                   stopped before it had an outcome
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ class CustomAPIError(RequestError):
 class NoUsableKeyError(RequestError):
     """Every API key of the client was retired during this run (invalid, forbidden or out of
     quota), so no request can be sent. Add a working key and run again."""
+
+
+class AbandonedRequestError(RequestError):
+    """The run was stopped (:meth:`AsyncMultiClient.abandon_unsent`) before this request was
+    sent, or while it waited to be retried; it has no outcome and may be sent again later."""
 
 
 class RequestTooLargeError(RequestError):

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError
+from ._headers import parse_float
 from ._limits import AdaptiveConcurrency, Admission, RateLimiter, RateLimitHeaders
 
 logger = logging.getLogger("openai_multi_client")
@@ -196,6 +197,7 @@ class _KeyState:
         "headers_seen",
         "in_flight",
         "key",
+        "limits_seen",
         "probing",
         "rate_limited",
         "requests",
@@ -218,6 +220,7 @@ class _KeyState:
             key.requests_per_minute or key.tokens_per_minute
         )
         self.headers_seen = False
+        self.limits_seen: tuple[str | None, str | None] = (None, None)
         self.in_flight = 0
         self.cooling_until: float | None = None
         self.retired_reason: str | None = None
@@ -323,6 +326,11 @@ class KeyPool:
                 if delay > 0:
                     soonest = min(soonest, now + delay)
                     continue
+                if best is None:
+                    best = state  # headroom only matters when there is a choice
+                    continue
+                if best_room < 0:
+                    best_room = best.headroom(now)
                 room = state.headroom(now)
                 if room > best_room:
                     best, best_room = state, room
@@ -361,9 +369,8 @@ class KeyPool:
             if failed:
                 state.failures += 1
             if headers is not None:
-                seen = RateLimitHeaders.parse(headers)
                 spent = reservation.tokens if used_tokens is None else used_tokens
-                self._learn(state, seen, spent, now)
+                self._learn(state, headers, spent, now)
             if used_tokens is not None and used_tokens < reservation.tokens:
                 refund = reservation.tokens - used_tokens
                 state.tokens -= refund
@@ -376,8 +383,23 @@ class KeyPool:
                     state.adaptive.on_success()
 
     def _learn(
-        self, state: _KeyState, seen: RateLimitHeaders, used_tokens: int, now: float
+        self, state: _KeyState, headers: Mapping[str, str], used_tokens: int, now: float
     ) -> None:
+        limits = (
+            headers.get("x-ratelimit-limit-requests"),
+            headers.get("x-ratelimit-limit-tokens"),
+        )
+        if limits == state.limits_seen:  # the usual case: only what remains can have changed
+            requests, tokens = state.requests_limiter, state.tokens_limiter
+            if requests is not None:
+                remaining = parse_float(headers.get("x-ratelimit-remaining-requests"))
+                requests.observe(None, remaining, now)
+            if tokens is not None:
+                remaining = parse_float(headers.get("x-ratelimit-remaining-tokens"))
+                tokens.observe(None, remaining, now)
+            return
+        state.limits_seen = limits
+        seen = RateLimitHeaders.parse(headers)
         if not seen.present:
             return
         if not state.headers_seen:

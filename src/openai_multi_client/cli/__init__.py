@@ -1,4 +1,5 @@
-"""The ``omc`` command: ``omc demo`` runs a job against the built-in mock server; ``omc mock``
+"""The ``omc`` command: ``omc run`` sends a Batch-API file of requests (resumable); ``omc status``
+reads a run's journal; ``omc demo`` runs a job against the built-in mock server; ``omc mock``
 serves the mock server for your own tests."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import _demo, _mock
+from . import _demo, _mock, _run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _run.add_parser(subparsers)
     _demo.add_parser(subparsers)
     _mock.add_parser(subparsers)
     subparsers.choices["mock"].set_defaults(run=_mock.run)

@@ -1,0 +1,67 @@
+"""An opt-in response cache (``omc run --cache FILE``): a request whose canonical body matches
+one already answered reuses that answer instead of being sent.
+
+The key is the SHA-256 of the endpoint path and the body serialised with sorted keys, so key
+order and whitespace do not matter. Only successful answers (HTTP 2xx) are stored. The file is
+SQLite in WAL mode, private (0600), and holds no API key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from typing import Any
+
+from . import _json
+
+
+def cache_key(url: str, body: Any) -> str:
+    """The canonical key of a request."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{url}\n{canonical}".encode()).hexdigest()
+
+
+class ResponseCache:
+    """Answers by canonical request; ``get`` and ``put`` are cheap point queries."""
+
+    def __init__(self, path: str) -> None:
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(descriptor)
+        old_umask = os.umask(0o077)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, status INTEGER, "
+                "request_id TEXT, body BLOB) WITHOUT ROWID"
+            )
+        finally:
+            os.umask(old_umask)
+        self.path = path
+        self.hits = 0
+
+    def get(self, key: str) -> tuple[int, str | None, Any] | None:
+        """``(status_code, request_id, body)`` of the stored answer, or ``None``."""
+        row = self._db.execute(
+            "SELECT status, request_id, body FROM answers WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        self.hits += 1
+        return int(row[0]), row[1], _json.loads(bytes(row[2]))
+
+    def put(self, key: str, status: int, request_id: str | None, body: Any) -> None:
+        if 200 <= status < 300:
+            self._db.execute(
+                "INSERT OR REPLACE INTO answers (key, status, request_id, body) VALUES (?,?,?,?)",
+                (key, status, request_id, _json.dumps(body)),
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __repr__(self) -> str:
+        return f"ResponseCache({self.path!r}, hits={self.hits})"

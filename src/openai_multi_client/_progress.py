@@ -1,0 +1,576 @@
+"""Progress display and final summary for ``omc run``.
+
+:class:`RunProgress` counts what happens during a run (requests sent, finished, failed, waiting
+to retry, 429s, tokens) and shows it either as one status line redrawn in place on a terminal,
+or as a plain log line every few seconds when the output is a pipe or a CI log. At the end,
+:meth:`RunProgress.summary` gives a multi-line report with an estimated cost.
+
+The module does no I/O of its own beyond writing to the stream it is given (and
+:func:`load_prices` reading the price file it is asked to read), and takes time from an injected
+``now`` callable, so tests drive it exactly with a fake clock and an :class:`io.StringIO`.
+
+The recording methods (:meth:`~RunProgress.started`, :meth:`~RunProgress.finished`, ...) run
+once per request in runs of hundreds of thousands of requests, so they only update counters; all
+formatting happens in :meth:`~RunProgress.tick` when a redraw is due, and in
+:meth:`~RunProgress.summary`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TextIO
+
+__all__ = ["DEFAULT_PRICES", "Price", "RunProgress", "load_prices", "price_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a model costs, in US dollars per one million tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """The price of ``input_tokens`` in and ``output_tokens`` out, in US dollars."""
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
+DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
+    {
+        "gpt-4o": Price(2.50, 10.00),
+        # The first gpt-4o snapshot kept its launch price; without this entry the prefix match
+        # would give it the (lower) price of "gpt-4o".
+        "gpt-4o-2024-05-13": Price(5.00, 15.00),
+        "gpt-4o-mini": Price(0.15, 0.60),
+        "gpt-4.1": Price(2.00, 8.00),
+        "gpt-4.1-mini": Price(0.40, 1.60),
+        "gpt-4.1-nano": Price(0.10, 0.40),
+        "o3": Price(2.00, 8.00),
+        # Listed so that the prefix match does not price them as "o3".
+        "o3-mini": Price(1.10, 4.40),
+        "o3-pro": Price(20.00, 80.00),
+        "o4-mini": Price(1.10, 4.40),
+        "gpt-3.5-turbo": Price(0.50, 1.50),
+        "text-embedding-3-small": Price(0.02, 0.0),
+        "text-embedding-3-large": Price(0.13, 0.0),
+    }
+)
+"""Estimated prices for common models, in US dollars per 1M tokens.
+
+These are OpenAI's public list prices for standard requests as of June 2025 (after that month's
+o3 price cut). They are estimates: they ignore discounts for cached input tokens and for the
+Batch API, other providers and fine-tuned models are not listed, and prices change. Users can
+override or extend the table with a JSON file (see :func:`load_prices`).
+"""
+
+_PRICE_KEYS = frozenset({"input", "output"})
+
+
+def load_prices(path: str | None) -> dict[str, Price]:
+    """The price table: :data:`DEFAULT_PRICES`, overridden and extended by the JSON file at
+    ``path`` when one is given.
+
+    The file maps model names to prices in US dollars per 1M tokens::
+
+        {"gpt-4o-mini": {"input": 0.15, "output": 0.6}, "my-local-model": {"input": 0, "output": 0}}
+
+    Both ``input`` and ``output`` are required, must be finite non-negative numbers, and no other
+    keys are allowed (so a misspelt key is an error rather than a silent zero). Raises
+    :class:`ValueError` naming the file, and the entry when one is at fault.
+    """
+    prices = dict(DEFAULT_PRICES)
+    if path is None:
+        return prices
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read price file {path!r}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"price file {path!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"price file {path!r} must hold a JSON object mapping model names to prices, "
+            f'like {{"gpt-4o-mini": {{"input": 0.15, "output": 0.6}}}}; '
+            f"found {type(data).__name__}"
+        )
+    for model, entry in data.items():
+        prices[model] = _parse_price(path, model, entry)
+    return prices
+
+
+def _parse_price(path: str, model: str, entry: object) -> Price:
+    where = f"price file {path!r}, entry {model!r}"
+    if not model:
+        raise ValueError(f"{where}: the model name is empty")
+    if not isinstance(entry, dict):
+        raise ValueError(
+            f'{where}: expected an object like {{"input": 0.15, "output": 0.6}}, '
+            f"found {json.dumps(entry)}"
+        )
+    unknown = sorted(set(entry) - _PRICE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{where}: unexpected key(s) {', '.join(map(repr, unknown))}; "
+            "only 'input' and 'output' are allowed"
+        )
+    values: dict[str, float] = {}
+    for key in ("input", "output"):
+        if key not in entry:
+            raise ValueError(f"{where}: missing {key!r} (US dollars per 1M tokens)")
+        value = entry[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}: {key!r} must be a number, found {json.dumps(value)}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{where}: {key!r} must be a finite number >= 0, found {value}")
+        values[key] = float(value)
+    return Price(values["input"], values["output"])
+
+
+def price_for(prices: Mapping[str, Price], model: str) -> Price | None:
+    """The price of ``model``: an exact entry, else the entry with the longest name that
+    ``model`` starts with, else ``None``.
+
+    A prefix only counts when the model name continues with a separator such as ``-``, so dated
+    snapshots find their family (``"gpt-4o-mini-2024-07-18"`` is priced as ``"gpt-4o-mini"``)
+    but ``"gpt-4.10"`` is not priced as ``"gpt-4.1"``.
+    """
+    exact = prices.get(model)
+    if exact is not None:
+        return exact
+    best: str | None = None
+    for name in prices:
+        if (
+            len(name) < len(model)
+            and model.startswith(name)
+            and not model[len(name)].isalnum()
+            and (best is None or len(name) > len(best))
+        ):
+            best = name
+    return None if best is None else prices[best]
+
+
+def _usage_tokens(usage: Mapping[str, Any]) -> tuple[int, int]:
+    """Tokens in and out from a ``usage`` object: Chat Completions / Completions / Embeddings
+    (``prompt_tokens``, ``completion_tokens``) or the Responses API (``input_tokens``,
+    ``output_tokens``). Missing or malformed counts are 0."""
+    tokens_in = usage.get("prompt_tokens")
+    if tokens_in is None:
+        tokens_in = usage.get("input_tokens")
+    tokens_out = usage.get("completion_tokens")
+    if tokens_out is None:
+        tokens_out = usage.get("output_tokens")
+    return _count(tokens_in), _count(tokens_out)
+
+
+def _count(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return 0
+
+
+_UNKNOWN_MODEL = "(model not reported)"
+_CLEAR_TO_EOL = "\x1b[K"
+
+
+class RunProgress:
+    """Counts the events of a run and reports them on ``stream``.
+
+    ``total`` is the number of input items the run covers, counting those ``already_done`` (by
+    an earlier, resumed run) and bad input lines, or ``None`` when unknown (input from a pipe).
+    "Done" on the status line counts every item dealt with: succeeded, failed, rejected as a bad
+    line, or already done.
+
+    With ``live=True`` (a terminal) :meth:`tick` redraws one status line in place, at most 10
+    times a second. With ``live=False`` (a pipe, a CI log) it writes a plain log line every
+    ``interval`` seconds (default 10). Only :meth:`tick` and :meth:`close` write; call
+    :meth:`tick` often (after each event, or from a timer): it is cheap when nothing is due.
+
+    Requests per second and tokens per second are measured over the last ``WINDOW`` seconds,
+    so they follow the current pace rather than the average since the start; the ETA is the
+    remaining items at that pace.
+
+    Call :meth:`close` before printing :meth:`summary`, so the summary does not land on the
+    status line.
+    """
+
+    WINDOW = 10.0
+    """Seconds over which the live rates and the ETA are measured."""
+    LIVE_MIN_GAP = 0.1
+    """Minimum seconds between two redraws of the live line (at most 10 a second)."""
+    DEFAULT_INTERVAL = 10.0
+    """Seconds between log lines in plain (``live=False``) mode."""
+
+    __slots__ = (
+        "_already_done",
+        "_bad_lines",
+        "_closed",
+        "_drawn",
+        "_errors",
+        "_failed",
+        "_in_flight",
+        "_interval",
+        "_live",
+        "_next_due",
+        "_no_usage",
+        "_now",
+        "_ok",
+        "_price_cache",
+        "_prices",
+        "_rate_limited",
+        "_start",
+        "_stream",
+        "_tokens",
+        "_tokens_in",
+        "_tokens_out",
+        "_total",
+        "_waiting_retry",
+        "_window",
+        "_window_tokens",
+    )
+
+    def __init__(
+        self,
+        *,
+        total: int | None,
+        stream: TextIO,
+        now: Callable[[], float],
+        live: bool,
+        prices: Mapping[str, Price],
+        interval: float | None = None,
+        already_done: int = 0,
+    ) -> None:
+        if interval is None:
+            interval = self.DEFAULT_INTERVAL
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        if total is not None and total < 0:
+            raise ValueError(f"total must be >= 0 or None, got {total!r}")
+        if already_done < 0:
+            raise ValueError(f"already_done must be >= 0, got {already_done!r}")
+        self._total = total
+        self._stream = stream
+        self._now = now
+        self._live = live
+        self._prices = prices
+        self._interval = interval
+        self._already_done = already_done
+
+        self._start = now()
+        # Live: draw at the first tick. Plain: first log line after one interval.
+        self._next_due = self._start if live else self._start + interval
+        self._drawn = False
+        self._closed = False
+
+        self._ok = 0
+        self._failed = 0
+        self._bad_lines = 0
+        self._in_flight = 0
+        self._waiting_retry = 0
+        self._rate_limited = 0
+        self._no_usage = 0
+        self._errors: dict[str, int] = {}
+        self._tokens_in = 0
+        self._tokens_out = 0
+        # model -> [tokens in, tokens out]; only models that reported tokens.
+        self._tokens: dict[str, list[int]] = {}
+        self._price_cache: dict[str, Price | None] = {}
+        # (time, tokens) of each request finished in the last WINDOW seconds, with running sums.
+        self._window: deque[tuple[float, int]] = deque()
+        self._window_tokens = 0
+
+    # -- events (cheap: counters only) -------------------------------------------------------
+
+    def started(self) -> None:
+        """A request went out (one more in flight)."""
+        self._in_flight += 1
+
+    def waiting_retry(self, delta: int) -> None:
+        """``delta`` more (or, negative, fewer) requests are waiting to be retried."""
+        self._waiting_retry += delta
+
+    def finished(
+        self,
+        *,
+        ok: bool,
+        error_class: str | None,
+        model: str | None,
+        usage: Mapping[str, Any] | None,
+        rate_limited_attempts: int = 0,
+    ) -> None:
+        """A request finished (one fewer in flight): succeeded when ``ok``, else failed with
+        ``error_class`` (an exception class name such as ``"RateLimitError"``).
+
+        ``usage`` is the response's ``usage`` object, in the Chat Completions shape
+        (``prompt_tokens``/``completion_tokens``) or the Responses API shape
+        (``input_tokens``/``output_tokens``); ``model`` is the model that served it, for the
+        price. ``rate_limited_attempts`` adds 429 responses this request met, for callers that
+        do not report them through :meth:`rate_limited` as they happen (do not do both).
+        """
+        t = self._now()
+        if self._in_flight > 0:
+            self._in_flight -= 1
+        if ok:
+            self._ok += 1
+        else:
+            self._failed += 1
+            name = error_class or "unknown error"
+            self._errors[name] = self._errors.get(name, 0) + 1
+        if rate_limited_attempts:
+            self._rate_limited += rate_limited_attempts
+        tokens = 0
+        if usage is None:
+            if ok:
+                self._no_usage += 1
+        else:
+            tokens_in, tokens_out = _usage_tokens(usage)
+            tokens = tokens_in + tokens_out
+            if tokens:
+                self._tokens_in += tokens_in
+                self._tokens_out += tokens_out
+                key = _UNKNOWN_MODEL if model is None else model
+                counts = self._tokens.get(key)
+                if counts is None:
+                    self._tokens[key] = [tokens_in, tokens_out]
+                else:
+                    counts[0] += tokens_in
+                    counts[1] += tokens_out
+        window = self._window
+        window.append((t, tokens))
+        self._window_tokens += tokens
+        # Keep the window bounded even if tick() is rarely called.
+        if window[0][0] <= t - self.WINDOW:
+            self._prune(t)
+
+    def rate_limited(self, count: int = 1) -> None:
+        """``count`` more 429 (rate limited) responses were seen."""
+        self._rate_limited += count
+
+    def bad_line(self) -> None:
+        """An input line was rejected before sending (malformed JSON, invalid request)."""
+        self._bad_lines += 1
+
+    # -- output ------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Redraw the live line, or write a log line, if one is due; else return at once."""
+        t = self._now()
+        if t < self._next_due or self._closed:
+            return
+        if self._live:
+            self._next_due = t + self.LIVE_MIN_GAP
+            self._stream.write("\r" + self.status_line(t) + _CLEAR_TO_EOL)
+            self._drawn = True
+        else:
+            # Keep to a fixed grid (start + k * interval) so late ticks do not drift.
+            missed = math.floor((t - self._next_due) / self._interval) + 1
+            self._next_due += missed * self._interval
+            self._stream.write(f"[{_clock(t - self._start)}] {self.status_line(t)}\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Clear the live status line, if one was drawn; no more output after this."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._drawn:
+            self._stream.write("\r" + _CLEAR_TO_EOL)
+            self._stream.flush()
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in and out so far (for ``--budget-tokens``)."""
+        return self._tokens_in + self._tokens_out
+
+    @property
+    def cost(self) -> float:
+        """Estimated dollars so far, over the models that have a price (for
+        ``--budget-dollars``)."""
+        costs, _ = self._costs()
+        return sum(costs.values())
+
+    def status_line(self, t: float | None = None) -> str:
+        """The one-line status, as drawn by :meth:`tick` (at time ``t``, default now)."""
+        if t is None:
+            t = self._now()
+        self._prune(t)
+        span = min(self.WINDOW, t - self._start)
+        if span > 0:
+            request_rate: float | None = len(self._window) / span
+            token_rate: float | None = self._window_tokens / span
+        else:
+            request_rate = token_rate = None
+        done = self._done()
+        parts: list[str] = []
+        if self._total is None:
+            parts.append(f"{done:,} done")
+        else:
+            percent = 100.0 * done / self._total if self._total else 100.0
+            parts.append(f"{done:,}/{self._total:,} ({percent:.1f}%)")
+        parts.append(f"{self._failed:,} failed")
+        parts.append(f"{self._in_flight:,} in flight")
+        parts.append(f"{self._waiting_retry:,} retrying")
+        parts.append(f"{_rate(request_rate)} req/s")
+        parts.append(f"{_si(token_rate)} tok/s")
+        parts.append(f"{self._rate_limited:,}x429")
+        if self._total is not None:
+            remaining = max(0, self._total - done)
+            if remaining == 0:
+                parts.append("ETA 0s")
+            elif request_rate:
+                parts.append(f"ETA {_duration(remaining / request_rate)}")
+            else:
+                parts.append("ETA ?")
+        cost, unpriced = self._cost()
+        if cost is None:
+            parts.append("$?")
+        else:
+            parts.append(_money(cost) + ("+?" if unpriced else ""))
+        return " | ".join(parts)
+
+    def summary(self, *, interrupted: bool = False) -> str:
+        """The final report, several lines without a trailing newline (not printed).
+
+        Gives the counts by outcome, failures by error class, 429s, tokens in and out, the
+        estimated cost (per model when there are several; "unknown", naming them, for models
+        without a price), wall time and average requests per second. Says "interrupted" when
+        ``interrupted`` is true.
+        """
+        t = self._now()
+        wall = max(0.0, t - self._start)
+        lines: list[str] = []
+        verb = "interrupted after" if interrupted else "finished in"
+        lines.append(f"Run {verb} {_clock(wall)} ({wall:,.1f} s).")
+
+        rows: list[tuple[str, int]] = [("succeeded", self._ok), ("failed", self._failed)]
+        errors = sorted(self._errors.items(), key=lambda item: (-item[1], item[0]))
+        rows.extend((f"  {name}", count) for name, count in errors)
+        rows.append(("bad input lines", self._bad_lines))
+        rows.append(("skipped (already done)", self._already_done))
+        if self._total is not None:
+            not_processed = self._total - self._done()
+            if not_processed > 0:
+                rows.append(("not processed", not_processed))
+            rows.append(("total", self._total))
+        label_width = max(len(label) for label, _ in rows)
+        number_width = max(len(f"{count:,}") for _, count in rows)
+        lines.extend(f"  {label:<{label_width}}  {count:>{number_width},}" for label, count in rows)
+
+        lines.append(f"Rate limited (429) responses: {self._rate_limited:,}")
+        lines.append(f"Tokens: {self._tokens_in:,} in, {self._tokens_out:,} out")
+        lines.extend(self._cost_lines())
+        requests = self._ok + self._failed
+        if wall > 0:
+            lines.append(f"Throughput: {requests / wall:,.2f} requests/s")
+        else:
+            lines.append("Throughput: n/a requests/s")
+        return "\n".join(lines)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _done(self) -> int:
+        return self._ok + self._failed + self._bad_lines + self._already_done
+
+    def _prune(self, t: float) -> None:
+        window = self._window
+        cutoff = t - self.WINDOW
+        while window and window[0][0] <= cutoff:
+            self._window_tokens -= window.popleft()[1]
+
+    def _price(self, model: str) -> Price | None:
+        try:
+            return self._price_cache[model]
+        except KeyError:
+            price = None if model == _UNKNOWN_MODEL else price_for(self._prices, model)
+            self._price_cache[model] = price
+            return price
+
+    def _costs(self) -> tuple[dict[str, float], list[str]]:
+        """Cost by priced model, and the models that reported tokens but have no price."""
+        costs: dict[str, float] = {}
+        unpriced: list[str] = []
+        for model, (tokens_in, tokens_out) in self._tokens.items():
+            price = self._price(model)
+            if price is None:
+                unpriced.append(model)
+            else:
+                costs[model] = price.cost(tokens_in, tokens_out)
+        return costs, sorted(unpriced)
+
+    def _cost(self) -> tuple[float | None, bool]:
+        """Estimated cost so far (``None`` if only unpriced models reported tokens), and whether
+        some tokens are not priced."""
+        costs, unpriced = self._costs()
+        if unpriced and not costs:
+            return None, True
+        return sum(costs.values()), bool(unpriced)
+
+    def _cost_lines(self) -> list[str]:
+        costs, unpriced = self._costs()
+        lines: list[str] = []
+        if unpriced and not costs:
+            lines.append(f"Estimated cost: unknown (no price for: {', '.join(unpriced)})")
+        else:
+            total = _money(sum(costs.values()))
+            if unpriced:
+                total += f" for priced models; unknown for: {', '.join(unpriced)} (no price)"
+            lines.append(f"Estimated cost: {total}")
+            if len(costs) > 1:
+                lines.extend(
+                    f"  {model}: {_money(cost)}"
+                    for model, cost in sorted(costs.items(), key=lambda item: -item[1])
+                )
+        if self._no_usage:
+            lines.append(
+                f"  ({self._no_usage:,} successful results reported no usage and are not counted)"
+            )
+        return lines
+
+
+def _money(dollars: float) -> str:
+    if 0 < dollars < 0.01:
+        return f"${dollars:.4f}"
+    return f"${dollars:,.2f}"
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def _si(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1_000:
+        return f"{value:.0f}"
+    if value < 1_000_000:
+        return f"{value / 1_000:.1f}k"
+    return f"{value / 1_000_000:.1f}M"
+
+
+def _duration(seconds: float) -> str:
+    """A short duration for the ETA: ``45s``, ``13m20s``, ``2h05m``, ``3d04h``."""
+    s = math.ceil(seconds - 1e-9)  # rounded up, but not 6.000000001 -> 7
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _clock(seconds: float) -> str:
+    """``H:MM:SS`` (to the nearest second)."""
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

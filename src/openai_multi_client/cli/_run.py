@@ -1,0 +1,481 @@
+"""``omc run INPUT.jsonl -o OUTPUT.jsonl``: a Batch-API file of requests in, a file of results
+out, as fast as the keys' limits allow, resumable after a crash.
+
+The pipeline, in one event loop::
+
+    reader thread --batches--> producer --request()--> AsyncMultiClient --results--> consumer
+
+The reader thread parses the input (bad lines go to the error output); the producer skips ids
+the journal has finished and answers from the cache; the engine's ``on_send`` hook commits each
+request as sent before it leaves; the consumer records outcomes in the journal, commits, and
+only then appends them to the output files.
+
+The output files are a projection of the journal: a resumed run first rewrites them from the
+journal, then appends. Ctrl-C once stops reading input and lets requests in flight finish (within
+their timeout) and be committed; twice aborts at once. Either way the journal stays consistent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import IO, Any
+
+from .._batch import BadLine, BatchRequest, error_line, output_line, read_batch
+from .._cache import ResponseCache, cache_key
+from .._engine import AsyncMultiClient
+from .._errors import (
+    AbandonedRequestError,
+    APIStatusError,
+    ClientClosedError,
+    ConfigurationError,
+    OpenAIMultiClientError,
+)
+from .._journal import Journal, JournalError, NullJournal, open_status
+from .._keys import Key
+from .._progress import RunProgress, load_prices
+from .._request import Request, Result
+
+# Results committed per journal transaction at most, and the longest a result waits for one.
+_COMMIT_EVERY = 256
+_COMMIT_SECONDS = 0.2
+_READ_BATCH = 256
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="send a Batch-API JSONL file of requests; write the results (resumable)",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("input", help="Batch API JSONL input file, or - for standard input")
+    parser.add_argument("-o", "--output", required=True, help="results, Batch API JSONL")
+    parser.add_argument("--errors", help="also write failures and bad input lines here")
+    parser.add_argument("--journal", help="journal file (default: OUTPUT.journal)")
+    parser.add_argument("--force", action="store_true", help="resume even if input/options changed")
+    parser.add_argument(
+        "--no-journal", action="store_true", help="keep no journal (the run cannot be resumed)"
+    )
+    keys = parser.add_argument_group("keys and server")
+    keys.add_argument("--key", action="append", default=[], help="an API key (repeatable)")
+    keys.add_argument("--keys-file", help="a file with one API key a line")
+    keys.add_argument("--base-url", help="API base URL (default: OPENAI_BASE_URL or OpenAI)")
+    keys.add_argument("--azure", action="store_true", help="send keys as Azure's api-key header")
+    keys.add_argument("--api-version", help="Azure api-version query parameter")
+    keys.add_argument("--rpm", type=float, help="requests per minute per key")
+    keys.add_argument("--tpm", type=float, help="tokens per minute per key")
+    keys.add_argument("--mock", action="store_true", help="run against the built-in mock server")
+    pacing = parser.add_argument_group("pacing and retries")
+    pacing.add_argument("-c", "--concurrency", type=int, default=50)
+    pacing.add_argument("--ordered", action="store_true", help="write results in input order")
+    pacing.add_argument("--max-retries", type=int, default=10, help="attempts in total")
+    pacing.add_argument("--timeout", type=float, default=600.0, help="seconds per attempt")
+    limits = parser.add_argument_group("limits of this run")
+    limits.add_argument("--max-requests", type=int, help="send at most this many requests")
+    limits.add_argument("--budget-tokens", type=int, help="stop cleanly after this many tokens")
+    limits.add_argument("--budget-dollars", type=float, help="stop cleanly at this cost")
+    limits.add_argument("--max-line-bytes", type=int, default=1_000_000)
+    other = parser.add_argument_group("other")
+    other.add_argument("--cache", help="reuse answers to identical requests from this file")
+    other.add_argument("--prices", help="JSON price table overriding the built-in one")
+    parser.set_defaults(run=run)
+
+    status = subparsers.add_parser("status", help="show the progress recorded in a journal")
+    status.add_argument("journal")
+    status.set_defaults(run=run_status)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        job = Job(args)
+    except (ConfigurationError, OSError, ValueError) as exc:
+        print(f"omc run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(job.main())
+    except JournalError as exc:
+        print(f"omc run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run_status(args: argparse.Namespace) -> int:
+    try:
+        status = open_status(args.journal)
+    except (ConfigurationError, OSError) as exc:
+        print(f"omc status: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"{args.journal}: {status.done} done ({status.failed} failed), "
+        f"{status.in_doubt} sent with unknown outcome"
+    )
+    return EXIT_OK
+
+
+class Job:
+    """One ``omc run``: its configuration, its files and its counters."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        if args.concurrency < 1:
+            raise ConfigurationError("--concurrency must be at least 1")
+        if args.input != "-" and not os.path.isfile(args.input):
+            raise ConfigurationError(f"no input file {args.input!r}")
+        self.keys = self._keys()
+        self.journal_path = args.journal or args.output + ".journal"
+        self.prices = load_prices(args.prices)
+        self.stopping = False
+        self.interrupted = False
+        self.sent = 0
+        self.failed = 0
+        self.bad_lines = 0
+        self.budget_hit: str | None = None
+
+    def _keys(self) -> list[str | Key]:
+        args = self.args
+        secrets: list[str] = list(args.key)
+        if args.keys_file:
+            with open(args.keys_file, encoding="utf-8") as file:
+                secrets += [line.strip() for line in file if line.strip()]
+        if not secrets and not args.mock:
+            env = os.environ.get("OPENAI_API_KEY")
+            if env:
+                secrets.append(env)
+        if args.mock and not secrets:
+            secrets.append("sk-omc-mock")
+        limits = {"requests_per_minute": args.rpm, "tokens_per_minute": args.tpm}
+        if not (args.azure or args.api_version or args.rpm or args.tpm):
+            return list(secrets)
+        return [
+            Key(secret, azure=args.azure, api_version=args.api_version, **limits)
+            for secret in secrets
+        ]
+
+    def fingerprint(self) -> str | None:
+        """The input's bytes and the options that shape requests; ``None`` for stdin."""
+        if self.args.input == "-":
+            return None
+        digest = hashlib.sha256()
+        with open(self.args.input, "rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+        shaping = {"base_url": self.args.base_url, "mock": self.args.mock}
+        digest.update(json.dumps(shaping, sort_keys=True).encode())
+        return digest.hexdigest()
+
+    async def main(self) -> int:
+        args = self.args
+        mock = None
+        base_url = args.base_url
+        if args.mock:
+            from ..testing import MockOpenAIServer
+
+            mock = MockOpenAIServer()
+            await mock.start()
+            base_url = mock.base_url
+            print(f"omc run: using the built-in mock server at {base_url}", file=sys.stderr)
+        journal = (
+            NullJournal()
+            if args.no_journal
+            else Journal.open(self.journal_path, self.fingerprint(), force=args.force)
+        )
+        cache = ResponseCache(args.cache) if args.cache else None
+        try:
+            return await self._run(journal, cache, base_url)
+        finally:
+            journal.close()
+            if cache is not None:
+                cache.close()
+            if mock is not None:
+                await mock.stop()
+
+    async def _run(
+        self, journal: Journal, cache: ResponseCache | None, base_url: str | None
+    ) -> int:
+        args = self.args
+        status = journal.status()
+        finished = journal.finished_ids()
+        output, errors = self._open_outputs(journal)
+        if status.done or status.in_doubt:
+            print(
+                f"omc run: resuming {self.journal_path}: {status.done} requests already done, "
+                f"{status.in_doubt} whose outcome is unknown will be sent again (they may be "
+                "billed twice)",
+                file=sys.stderr,
+            )
+        progress = RunProgress(
+            total=None,
+            stream=sys.stderr,
+            now=time.monotonic,
+            live=sys.stderr.isatty(),
+            prices=self.prices,
+            already_done=status.done,
+        )
+        lines_of: dict[str, tuple[int, str]] = {}
+
+        def on_send(request: Request) -> None:
+            if request.attempt == 1:
+                journal.mark_sent(request.metadata["custom_id"], request.metadata["line"])
+                progress.started()
+
+        client = AsyncMultiClient(
+            args.concurrency,
+            args.max_retries,
+            api_key=self.keys or None,
+            base_url=base_url,
+            timeout=args.timeout,
+            ordered=args.ordered,
+            on_send=on_send,
+        )
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        assert main_task is not None
+
+        def on_interrupt() -> None:
+            if self.interrupted:
+                main_task.cancel()  # the second Ctrl-C: abort now
+                return
+            self.interrupted = True
+            print(
+                "\nomc run: stopping: no new requests; waiting for those in flight "
+                "(Ctrl-C again to abort)",
+                file=sys.stderr,
+            )
+            self._stop(client)
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        pending: list[tuple[bytes, bool]] = []
+        last_commit = time.monotonic()
+
+        def flush() -> None:
+            nonlocal last_commit
+            journal.commit()
+            for line, failed in pending:
+                output.write(line)
+                if failed and errors is not None:
+                    errors.write(line)
+            output.flush()
+            if errors is not None:
+                errors.flush()
+            pending.clear()
+            last_commit = time.monotonic()
+
+        def finish(custom_id: str, line: int, data: bytes, failed: bool) -> None:
+            journal.record(custom_id, line, data, failed=failed)
+            pending.append((data, failed))
+            if len(pending) >= _COMMIT_EVERY or time.monotonic() - last_commit > _COMMIT_SECONDS:
+                flush()
+
+        async def produce() -> None:
+            async for item in self._read(loop):
+                if self.stopping:
+                    break
+                if isinstance(item, BadLine):
+                    self.bad_lines += 1
+                    progress.bad_line()
+                    data = error_line(
+                        item.custom_id, code=item.code, message=item.message, line=item.line
+                    )
+                    if errors is not None:
+                        errors.write(data)
+                    continue
+                if item.custom_id in finished:
+                    continue
+                if cache is not None:
+                    hit = cache.get(cache_key(item.url, item.body))
+                    if hit is not None:
+                        status_code, request_id, body = hit
+                        finish(
+                            item.custom_id,
+                            item.line,
+                            output_line(
+                                item.custom_id,
+                                status_code=status_code,
+                                request_id=request_id,
+                                body=body,
+                            ),
+                            False,
+                        )
+                        continue
+                if args.max_requests is not None and self.sent >= args.max_requests:
+                    self.budget_hit = f"--max-requests {args.max_requests}"
+                    break
+                self.sent += 1
+                lines_of[item.custom_id] = (item.line, item.url)
+                try:
+                    await client.request(
+                        item.body,
+                        endpoint=item.url,
+                        metadata={"custom_id": item.custom_id, "line": item.line},
+                    )
+                except ClientClosedError:
+                    if self.is_stopping():  # Ctrl-C or a budget closed the client meanwhile
+                        break
+                    raise
+            client.close()
+
+        exit_code = EXIT_OK
+        async with client:
+            producer = loop.create_task(produce())
+            try:
+                async for result in client:
+                    custom_id = result.metadata["custom_id"]
+                    line, url = lines_of.pop(custom_id)
+                    if isinstance(result.error, AbandonedRequestError):
+                        continue  # stopped before an outcome: a later run sends it
+                    data, failed = self._output_of(custom_id, result)
+                    if cache is not None and not failed and result.status_code is not None:
+                        cache.put(
+                            cache_key(url, result.data),
+                            result.status_code,
+                            result.request_id,
+                            result.response,
+                        )
+                    finish(custom_id, line, data, failed)
+                    self._account(result, progress)
+                    progress.tick()
+                    if not self.stopping and self._over_budget(progress):
+                        self._stop(client)
+                await producer
+            except asyncio.CancelledError:
+                exit_code = EXIT_INTERRUPTED
+                producer.cancel()
+            finally:
+                flush()
+                progress.close()
+                output.close()
+                if errors is not None:
+                    errors.close()
+        print(progress.summary(interrupted=self.interrupted), file=sys.stderr)
+        if self.budget_hit:
+            print(f"omc run: stopped at {self.budget_hit}; run again to go on", file=sys.stderr)
+        if exit_code == EXIT_INTERRUPTED or self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILURES if self.failed or self.bad_lines else EXIT_OK
+
+    def is_stopping(self) -> bool:
+        return self.stopping
+
+    def _stop(self, client: AsyncMultiClient) -> None:
+        """Send nothing more; requests in flight finish and are recorded."""
+        self.stopping = True
+        client.abandon_unsent()
+
+    def _over_budget(self, progress: RunProgress) -> bool:
+        args = self.args
+        if args.budget_tokens is not None and progress.tokens >= args.budget_tokens:
+            self.budget_hit = f"--budget-tokens {args.budget_tokens}"
+        elif args.budget_dollars is not None and progress.cost >= args.budget_dollars:
+            self.budget_hit = f"--budget-dollars {args.budget_dollars}"
+        return self.budget_hit is not None
+
+    def _account(self, result: Result, progress: RunProgress) -> None:
+        model = result.data.get("model") if isinstance(result.data, dict) else None
+        if result.failed:
+            self.failed += 1
+        progress.finished(
+            ok=not result.failed,
+            error_class=None if result.error is None else type(result.error).__name__,
+            model=model if isinstance(model, str) else None,
+            usage=result.usage,
+        )
+
+    @staticmethod
+    def _output_of(custom_id: str, result: Result) -> tuple[bytes, bool]:
+        error = result.error
+        if error is None:
+            data = output_line(
+                custom_id,
+                status_code=result.status_code or 200,
+                request_id=result.request_id,
+                body=result.response,
+            )
+            return data, False
+        if isinstance(error, APIStatusError):
+            data = output_line(
+                custom_id,
+                status_code=error.status_code,
+                request_id=error.request_id,
+                body=error.body,
+            )
+            return data, True
+        return error_line(custom_id, code=type(error).__name__, message=str(error)), True
+
+    def _open_outputs(self, journal: Journal) -> tuple[IO[bytes], IO[bytes] | None]:
+        """Rewrite the output files from the journal (they are its projection), then keep them
+        open for appending."""
+        output = _private_open(self.args.output)
+        errors = _private_open(self.args.errors) if self.args.errors else None
+        for data, failed in journal.outputs():
+            output.write(data)
+            if failed and errors is not None:
+                errors.write(data)
+        return output, errors
+
+    async def _read(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[BatchRequest | BadLine]:
+        """Input items, read by a thread in batches so a slow stdin never blocks the loop."""
+        queue: asyncio.Queue[list[BatchRequest | BadLine] | BaseException | None] = asyncio.Queue(
+            maxsize=4
+        )
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                for batch in _batches(self._input_items(), _READ_BATCH):
+                    if stop.is_set():
+                        return
+                    asyncio.run_coroutine_threadsafe(queue.put(batch), loop).result()
+                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+            except BaseException as exc:  # an unreadable input: the run stops and says why
+                with contextlib.suppress(RuntimeError):
+                    asyncio.run_coroutine_threadsafe(queue.put(exc), loop)
+
+        thread = threading.Thread(target=reader, name="omc-reader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                batch = await queue.get()
+                if batch is None:
+                    return
+                if isinstance(batch, BaseException):
+                    raise OpenAIMultiClientError(f"cannot read the input: {batch}") from batch
+                for item in batch:
+                    yield item
+        finally:
+            stop.set()
+
+    def _input_items(self) -> Iterator[BatchRequest | BadLine]:
+        if self.args.input == "-":
+            yield from read_batch(sys.stdin.buffer, max_line_bytes=self.args.max_line_bytes)
+            return
+        with open(self.args.input, "rb") as file:
+            yield from read_batch(file, max_line_bytes=self.args.max_line_bytes)
+
+
+def _batches(
+    items: Iterator[BatchRequest | BadLine], size: int
+) -> Iterator[list[BatchRequest | BadLine]]:
+    batch: list[BatchRequest | BadLine] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _private_open(path: str) -> IO[bytes]:
+    descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    return os.fdopen(descriptor, "wb")

@@ -1,0 +1,211 @@
+"""`omc run` end to end, as a subprocess against the mock server."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openai_multi_client._journal import Journal
+from openai_multi_client.testing import Faults, MockOpenAIServer
+
+Factory = Callable[..., MockOpenAIServer]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def request_line(n: int, **overrides: Any) -> str:
+    line = {
+        "custom_id": f"req-{n}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"question {n}"}],
+            "max_tokens": 10,
+        },
+    }
+    line.update(overrides)
+    return json.dumps(line)
+
+
+def write_input(path: Path, count: int, extra: list[str] | None = None) -> Path:
+    lines = [request_line(n) for n in range(count)]
+    if extra:
+        lines[3:3] = extra
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def omc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "openai_multi_client", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "error", **(env or {})},
+        check=False,
+    )
+
+
+def output_ids(path: Path) -> list[str]:
+    return [json.loads(line)["custom_id"] for line in path.read_text().splitlines()]
+
+
+def test_a_run_writes_every_result_and_reports_bad_lines(
+    tmp_path: Path, mock_openai: MockOpenAIServer
+) -> None:
+    bad = [
+        "{not json",
+        request_line(1),  # a duplicate custom_id
+        request_line(900, url="https://evil.example/v1/chat/completions"),
+        request_line(901, method="GET"),
+    ]
+    source = write_input(tmp_path / "in.jsonl", 50, bad)
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    done = omc(
+        "run", str(source), "-o", str(out), "--errors", str(errors),
+        "--base-url", mock_openai.base_url, "--key", "sk-test",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # some lines failed
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(50))
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        assert record["response"]["status_code"] == 200
+        assert record["response"]["body"]["choices"]
+        assert record["error"] is None
+    reported = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert sorted(r["error"]["line"] for r in reported) == [4, 5, 6, 7]
+    assert "sk-test" not in out.read_text() + errors.read_text() + done.stderr
+    journal = Path(str(out) + ".journal")
+    for path in (out, errors, journal):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert b"sk-test" not in journal.read_bytes()
+    assert mock_openai.stats.total_requests == 50
+
+
+def test_a_second_run_resumes_and_sends_nothing_again(
+    tmp_path: Path, mock_openai: MockOpenAIServer
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 30)
+    out = tmp_path / "out.jsonl"
+    args = ("run", str(source), "-o", str(out), "--base-url", mock_openai.base_url, "--key", "k")
+    assert omc(*args).returncode == 0
+    again = omc(*args)
+    assert again.returncode == 0, again.stderr
+    assert "30 requests already done" in again.stderr
+    assert mock_openai.stats.total_requests == 30
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(30))
+    status = omc("status", str(out) + ".journal")
+    assert "30 done" in status.stdout
+
+
+def test_a_changed_input_is_refused_unless_forced(
+    tmp_path: Path, mock_openai: MockOpenAIServer
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 5)
+    out = tmp_path / "out.jsonl"
+    args = ("run", str(source), "-o", str(out), "--base-url", mock_openai.base_url, "--key", "k")
+    assert omc(*args).returncode == 0
+    write_input(source, 6)
+    refused = omc(*args)
+    assert refused.returncode == 2
+    assert "--force" in refused.stderr
+    forced = omc(*args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert len(output_ids(out)) == 6
+    assert mock_openai.stats.total_requests == 6
+
+
+def test_one_process_per_journal(tmp_path: Path, mock_openai: MockOpenAIServer) -> None:
+    source = write_input(tmp_path / "in.jsonl", 5)
+    out = tmp_path / "out.jsonl"
+    with Journal.open(str(out) + ".journal", None):
+        refused = omc(
+            "run", str(source), "-o", str(out), "--base-url", mock_openai.base_url, "--key", "k"
+        )
+    assert refused.returncode == 2
+    assert "in use by another omc run" in refused.stderr
+
+
+def test_the_cache_answers_repeated_requests(tmp_path: Path, mock_openai: MockOpenAIServer) -> None:
+    source = write_input(tmp_path / "in.jsonl", 10)
+    cache = str(tmp_path / "cache.sqlite")
+    base = ("--base-url", mock_openai.base_url, "--key", "k", "--cache", cache)
+    assert omc("run", str(source), "-o", str(tmp_path / "a.jsonl"), *base).returncode == 0
+    assert omc("run", str(source), "-o", str(tmp_path / "b.jsonl"), *base).returncode == 0
+    assert mock_openai.stats.total_requests == 10
+    assert len(output_ids(tmp_path / "b.jsonl")) == 10
+
+
+def test_mock_demo_from_the_readme(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    done = omc("run", str(ROOT / "examples" / "requests.jsonl"), "-o", str(out), "--mock")
+    assert done.returncode == 0, done.stderr
+    assert len(output_ids(out)) == 200
+
+
+def _resume_counts(stderr: str) -> int:
+    match = re.search(r"(\d+) whose outcome is unknown", stderr)
+    return int(match.group(1)) if match else 0
+
+
+def _kill_loop(
+    tmp_path: Path, server: MockOpenAIServer, kill: signal.Signals, rounds: int
+) -> tuple[list[str], int]:
+    source = write_input(tmp_path / "in.jsonl", 2000)
+    out = tmp_path / "out.jsonl"
+    args = [
+        sys.executable, "-m", "openai_multi_client", "run", str(source), "-o", str(out),
+        "--base-url", server.base_url, "--key", "k", "-c", "10",
+        "--max-retries", "30",
+    ]  # fmt: skip
+    rng = random.Random(1)
+    in_doubt = 0
+    for _ in range(rounds):
+        process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.6, 1.2))
+        process.send_signal(kill)
+        _, stderr = process.communicate(timeout=60)
+        in_doubt += _resume_counts(stderr)
+    # Every kill landed while there was work left: the run was interrupted 'rounds' times.
+    assert len(output_ids(out)) < 2000
+    final = subprocess.run(args, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    in_doubt += _resume_counts(final.stderr)
+    assert final.returncode == 0, final.stderr
+    return output_ids(out), in_doubt
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sigkill_loop_loses_nothing_and_bounds_double_billing(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    # About 100 requests a second: 2,000 take ~20 s, so all 20 kills land mid-run.
+    server = mock_openai_factory(
+        latency=(0.05, 0.15),
+        faults=Faults(rate=0.05, kinds={"500": 1, "502": 1, "503": 1, "reset": 1}),
+        seed=11,
+    )
+    ids, in_doubt = _kill_loop(tmp_path, server, signal.SIGKILL, rounds=20)
+    assert sorted(ids) == sorted(f"req-{n}" for n in range(2000))  # each exactly once
+    assert server.answered_more_than_once() <= in_doubt
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sigint_loop_answers_nothing_twice(tmp_path: Path, mock_openai_factory: Factory) -> None:
+    server = mock_openai_factory(latency=(0.05, 0.15), seed=12)
+    ids, _ = _kill_loop(tmp_path, server, signal.SIGINT, rounds=5)
+    assert sorted(ids) == sorted(f"req-{n}" for n in range(2000))
+    assert server.answered_more_than_once() == 0
