@@ -21,7 +21,6 @@ logger = logging.getLogger("openai_multi_client")
 
 # Fields whose text is the prompt, per endpoint.
 _PROMPT_FIELDS = ("messages", "prompt", "input", "instructions")
-_OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 class TokenEstimator(Protocol):
@@ -32,13 +31,13 @@ class TokenEstimator(Protocol):
 
 def reserved_output_tokens(body: Mapping[str, Any]) -> int:
     """``max_tokens`` (or its newer names) times ``n``; 0 when unset."""
-    for field in _OUTPUT_FIELDS:
-        value = body.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            choices = body.get("n")
-            count = choices if isinstance(choices, int) and not isinstance(choices, bool) else 1
-            return value * max(1, count)
-    return 0
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    if value is None:
+        value = body.get("max_output_tokens")
+    if type(value) is not int or value <= 0:
+        return 0
+    choices = body.get("n")
+    return value * choices if type(choices) is int and choices > 1 else value
 
 
 def _text_length(value: object, depth: int = 0) -> int:

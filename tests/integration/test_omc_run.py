@@ -209,3 +209,28 @@ def test_sigint_loop_answers_nothing_twice(tmp_path: Path, mock_openai_factory: 
     ids, _ = _kill_loop(tmp_path, server, signal.SIGINT, rounds=5)
     assert sorted(ids) == sorted(f"req-{n}" for n in range(2000))
     assert server.answered_more_than_once() == 0
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_the_run_resumes(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    server = mock_openai_factory(latency=(0.5, 1.5), seed=3)
+    source = write_input(tmp_path / "in.jsonl", 200)
+    out = tmp_path / "out.jsonl"
+    args = [
+        sys.executable, "-m", "openai_multi_client", "run", str(source), "-o", str(out),
+        "--base-url", server.base_url, "--key", "k", "-c", "20",
+    ]  # fmt: skip
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - sent < 2.0
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    resumed = subprocess.run(args, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(200))

@@ -49,6 +49,7 @@ from .._request import Request, Result
 _COMMIT_EVERY = 256
 _COMMIT_SECONDS = 0.2
 _READ_BATCH = 256
+_PROGRESS_SECONDS = 0.1
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -325,9 +326,21 @@ class Job:
                     raise
             client.close()
 
+        async def show_progress() -> None:
+            """Feed the engine's gauges to the display and redraw it, results or not."""
+            waiting = limited = 0
+            while True:
+                statistics = client.statistics()
+                progress.waiting_retry(statistics.waiting_to_retry - waiting)
+                progress.rate_limited(statistics.keys.rate_limited - limited)
+                waiting, limited = statistics.waiting_to_retry, statistics.keys.rate_limited
+                progress.tick()
+                await asyncio.sleep(_PROGRESS_SECONDS)
+
         exit_code = EXIT_OK
         async with client:
             producer = loop.create_task(produce())
+            display = loop.create_task(show_progress())
             try:
                 async for result in client:
                     custom_id = result.metadata["custom_id"]
@@ -344,7 +357,6 @@ class Job:
                         )
                     finish(custom_id, line, data, failed)
                     self._account(result, progress)
-                    progress.tick()
                     if not self.stopping and self._over_budget(progress):
                         self._stop(client)
                 await producer
@@ -352,6 +364,8 @@ class Job:
                 exit_code = EXIT_INTERRUPTED
                 producer.cancel()
             finally:
+                display.cancel()
+                await asyncio.gather(display, return_exceptions=True)
                 flush()
                 progress.close()
                 output.close()
