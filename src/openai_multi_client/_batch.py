@@ -12,8 +12,10 @@ a message that names the line, and the lines after it are read as usual.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
+from array import array
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
@@ -107,9 +109,9 @@ def read_batch(
       one of ``allowed_urls``; ``custom_id`` a non-empty string of at most 512 characters,
       unique in the file; ``body`` a JSON object.
 
-    Duplicate detection keeps every ``custom_id`` seen, with the line it first appeared on, in a
-    dict: about 120 bytes per id plus the id's length (some 27 MB for 200,000 ids of 16
-    characters), the one cost that grows with the file.
+    Duplicate detection keeps a 64-bit hash of every ``custom_id`` seen, with the line it first
+    appeared on, in a compact open-addressing table (:class:`SeenIds`): 12 to 24 bytes per id
+    (under 5 MB for 200,000 ids, whatever their length), the one cost that grows with the file.
 
     Invalid arguments raise ``ValueError`` or ``TypeError`` at once, not on the first ``next``.
     """
@@ -262,7 +264,7 @@ class _LineChecker:
         self._max_depth = max_depth
         self._allowed_urls = allowed_urls
         # custom_id -> line of first appearance, for the duplicate message.
-        self._seen: dict[str, int] = {}
+        self._seen = SeenIds()
 
     def check(self, number: int, raw: bytes) -> BatchRequest | BadLine:
         """The request on line ``number`` (content ``raw``), or why it is unusable."""
@@ -315,7 +317,7 @@ class _LineChecker:
         )
         if problem is not None:
             return BadLine(number, None, "invalid_custom_id", f"{where}: custom_id {problem}")
-        first = self._seen.setdefault(custom_id, number)
+        first = self._seen.first_line(custom_id, number)
         if first != number:
             return BadLine(
                 number,
@@ -427,3 +429,60 @@ def error_line(custom_id: str | None, *, code: str, message: str, line: int | No
         error["line"] = line
     record = {"id": _record_id(), "custom_id": custom_id, "response": None, "error": error}
     return dumps(record) + b"\n"
+
+
+class SeenIds:
+    """The ``custom_id`` values of a file and the line each first appeared on, in two flat
+    arrays: 64-bit hashes and line numbers, open addressing with linear probing, grown at half
+    full. Two ids with the same 64-bit hash would be taken for a duplicate: with 10^6 ids the
+    odds are about 1 in 3 * 10^7, and the error message names both lines, so a user can check.
+    """
+
+    __slots__ = ("_count", "_hashes", "_lines", "_mask")
+
+    def __init__(self, capacity: int = 1 << 12) -> None:
+        self._hashes = array("Q", bytes(8 * capacity))
+        self._lines = array("I", bytes(4 * capacity))
+        self._mask = capacity - 1
+        self._count = 0
+
+    @staticmethod
+    def _hash(custom_id: str) -> int:
+        digest = hashlib.blake2b(custom_id.encode("utf-8", "surrogatepass"), digest_size=8)
+        return int.from_bytes(digest.digest(), "little") or 1  # 0 marks an empty slot
+
+    def first_line(self, custom_id: str, line: int) -> int:
+        """The line ``custom_id`` first appeared on; records ``line`` if it is new."""
+        value = self._hash(custom_id)
+        hashes, mask = self._hashes, self._mask
+        slot = value & mask
+        while True:
+            stored = hashes[slot]
+            if stored == 0:
+                break
+            if stored == value:
+                return int(self._lines[slot])
+            slot = (slot + 1) & mask
+        hashes[slot] = value
+        self._lines[slot] = line
+        self._count += 1
+        if self._count * 2 > mask:
+            self._grow()
+        return line
+
+    def _grow(self) -> None:
+        old = zip(self._hashes, self._lines, strict=True)
+        capacity = (self._mask + 1) * 2
+        self._hashes = array("Q", bytes(8 * capacity))
+        self._lines = array("I", bytes(4 * capacity))
+        self._mask = capacity - 1
+        for value, line in old:
+            if value:
+                slot = value & self._mask
+                while self._hashes[slot]:
+                    slot = (slot + 1) & self._mask
+                self._hashes[slot] = value
+                self._lines[slot] = line
+
+    def __len__(self) -> int:
+        return self._count

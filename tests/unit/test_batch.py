@@ -454,3 +454,15 @@ def test_read_batch_never_raises(stdlib: bool, data: bytes, max_line_bytes: int)
             assert item.message.startswith(f"line {item.line}: ")
         else:
             assert len(item.raw) <= max_line_bytes
+
+
+def test_seen_ids_grow_and_remember_first_lines() -> None:
+    from openai_multi_client._batch import SeenIds
+
+    seen = SeenIds(capacity=4)
+    for line in range(1, 20_001):
+        assert seen.first_line(f"id-{line}", line) == line
+    assert len(seen) == 20_000
+    assert seen.first_line("id-17", 99_999) == 17
+    assert seen.first_line("id-20000", 99_999) == 20_000
+    assert seen.first_line("new", 30_000) == 30_000
