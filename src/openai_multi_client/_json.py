@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
 _orjson: Any
-try:
-    import orjson as _orjson
+try:  # imported by name so mypy sees the same thing whether orjson is installed or not
+    _orjson = importlib.import_module("orjson")
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 

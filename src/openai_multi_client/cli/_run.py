@@ -141,6 +141,7 @@ class Job:
         self.failed = 0
         self.bad_lines = 0
         self.budget_hit: str | None = None
+        self.total: int | None = None
 
     def _keys(self) -> list[str | Key]:
         args = self.args
@@ -162,17 +163,29 @@ class Job:
             for secret in secrets
         ]
 
-    def fingerprint(self) -> str | None:
-        """The input's bytes and the options that shape requests; ``None`` for stdin."""
+    def scan_input(self) -> tuple[str | None, int | None]:
+        """The fingerprint of the input's bytes and of the options that shape requests, and
+        the number of input lines; ``(None, None)`` for stdin, which cannot be read twice."""
         if self.args.input == "-":
-            return None
+            return None, None
         digest = hashlib.sha256()
+        lines = 0
+        last = b"\n"
         with open(self.args.input, "rb") as file:
             for chunk in iter(lambda: file.read(1 << 20), b""):
                 digest.update(chunk)
-        shaping = {"base_url": self.args.base_url, "mock": self.args.mock}
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        lines += last != b"\n"
+        args = self.args
+        shaping = {
+            "base_url": args.base_url,
+            "mock": args.mock,
+            "azure": args.azure,
+            "api_version": args.api_version,
+        }
         digest.update(json.dumps(shaping, sort_keys=True).encode())
-        return digest.hexdigest()
+        return digest.hexdigest(), lines
 
     async def main(self) -> int:
         args = self.args
@@ -185,10 +198,11 @@ class Job:
             await mock.start()
             base_url = mock.base_url
             print(f"omc run: using the built-in mock server at {base_url}", file=sys.stderr)
+        fingerprint, self.total = self.scan_input()
         journal = (
             NullJournal()
             if args.no_journal
-            else Journal.open(self.journal_path, self.fingerprint(), force=args.force)
+            else Journal.open(self.journal_path, fingerprint, force=args.force)
         )
         cache = ResponseCache(args.cache) if args.cache else None
         try:
@@ -215,7 +229,7 @@ class Job:
                 file=sys.stderr,
             )
         progress = RunProgress(
-            total=None,
+            total=self.total,
             stream=sys.stderr,
             now=time.monotonic,
             live=sys.stderr.isatty(),
