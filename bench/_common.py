@@ -4,6 +4,7 @@ measure themselves, and the machine description for docs/benchmarks.md."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import platform
@@ -66,3 +67,17 @@ def median(values: Sequence[float]) -> float:
     if len(ordered) % 2:
         return ordered[middle]
     return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def publish(title: str, description: str, table: str, record: bool) -> None:
+    """Print a report section (title, the command that made it, the machine, the table) and,
+    with ``record``, append it to docs/benchmarks.md."""
+    command = "python bench/" + os.path.basename(sys.argv[0]) + " " + " ".join(sys.argv[1:])
+    report = (
+        f"### {title}: {datetime.date.today().isoformat()}\n\n"
+        f"`{command.strip()}`: {description} Machine: {machine()}.\n\n{table}\n"
+    )
+    print(report)
+    if record:
+        with open(os.path.join(HERE, "..", "docs", "benchmarks.md"), "a", encoding="utf-8") as file:
+            file.write("\n" + report)

@@ -14,11 +14,9 @@ machines are shared and noisy. Ratios are against the bare aiohttp loop of the s
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import sys
 
-from _common import HERE, machine, median, mock_server, run_child
+from _common import median, mock_server, publish, run_child
 
 CONTENDERS = ["bare-aiohttp", "omc-async", "openai-sdk"]
 
@@ -82,19 +80,13 @@ def main() -> int:
             f"| {size:,} | {result['rss_mb']:.1f} MB | {result['cpu'] / size * 1e3:.3f} ms "
             f"| {size / result['wall']:,.0f} | {int(result['failed'])} |"
         )
-    command = "python bench/bench_engine.py " + " ".join(sys.argv[1:])
-    header = (
-        f"### Engine: {datetime.date.today().isoformat()}\n\n"
-        f"`{command.strip()}`: {args.requests:,} chat requests, concurrency {args.concurrency}, "
-        f"zero-latency mock server in its own process, median of {args.rounds} alternating "
-        f"rounds. Machine: {machine()}.\n"
+    publish(
+        "Engine",
+        f"{args.requests:,} chat requests, concurrency {args.concurrency}, zero-latency mock "
+        f"server in its own process, median of {args.rounds} alternating rounds.",
+        "\n".join(lines),
+        args.record,
     )
-    report = header + "\n" + "\n".join(lines) + "\n"
-    print(report)
-    if args.record:
-        path = os.path.join(HERE, "..", "docs", "benchmarks.md")
-        with open(path, "a", encoding="utf-8") as file:
-            file.write("\n" + report)
     return 0
 
 

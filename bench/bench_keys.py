@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from _common import HERE, machine
+from _common import publish
 
 from openai_multi_client import AsyncMultiClient, Key
 from openai_multi_client.testing import KeyLimits, MockOpenAIServer
@@ -160,19 +158,14 @@ def main() -> int:
             lambda url: run_sdk(url, args.baseline_requests, concurrency),
         ),
     ]
-    command = "python bench/bench_keys.py " + " ".join(sys.argv[1:])
-    report = (
-        f"### Key pools: {datetime.date.today().isoformat()}\n\n"
-        f"`{command.strip()}`: keys of {RPM} requests/min and {TPM:,} tokens/min, mock latency "
-        f"uniform 0.2-0.6 s, concurrency {concurrency}; ideal = requests / (keys x {RPM // 60} "
-        f"per second). Machine: {machine()}.\n\n"
-        "| scenario | requests | ideal | wall | vs ideal | 429s of attempts | failed "
-        "| bad keys |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    publish(
+        "Key pools",
+        f"keys of {RPM} requests/min and {TPM:,} tokens/min, mock latency uniform 0.2-0.6 s, "
+        f"concurrency {concurrency}; ideal = requests / (keys x {RPM // 60} per second).",
+        "| scenario | requests | ideal | wall | vs ideal | 429s of attempts | failed | bad keys |\n"
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows),
+        args.record,
     )
-    print(report)
-    if args.record:
-        with open(os.path.join(HERE, "..", "docs", "benchmarks.md"), "a", encoding="utf-8") as f:
-            f.write("\n" + report)
     return 0
 
 

@@ -11,13 +11,12 @@ Each `omc run` is a fresh process; its peak RSS is read from the kernel (ru_maxr
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
 import tempfile
 
-from _common import HERE, machine, median, mock_server, run_child
+from _common import median, mock_server, publish, run_child
 
 
 def write_input(path: str, count: int) -> None:
@@ -79,19 +78,14 @@ def main() -> int:
                 f"| {journal_rate:,.0f} req/s, {max(run['rss_mb'] for run in journal_runs):.0f} MB "
                 f"| {journal_rate / plain_rate:.2f}x |"
             )
-    command = "python bench/bench_run.py " + " ".join(sys.argv[1:])
-    report = (
-        f"### omc run: {datetime.date.today().isoformat()}\n\n"
-        f"`{command.strip()}`: chat requests in Batch-API format, concurrency 100, zero-latency "
-        f"mock server in its own process; peak RSS of the `omc run` process. "
-        f"Machine: {machine()}.\n\n"
+    publish(
+        "omc run",
+        "chat requests in Batch-API format, concurrency 100, zero-latency mock server in its "
+        "own process; peak RSS of the `omc run` process.",
         "| input lines | rounds | without journal (median, peak RSS) | with journal "
-        "| throughput with / without |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        "| throughput with / without |\n|---|---|---|---|---|\n" + "\n".join(rows),
+        args.record,
     )
-    print(report)
-    if args.record:
-        with open(os.path.join(HERE, "..", "docs", "benchmarks.md"), "a", encoding="utf-8") as f:
-            f.write("\n" + report)
     return 0
 
 
