@@ -189,23 +189,24 @@ class Job:
 
     async def main(self) -> int:
         args = self.args
-        mock = None
-        base_url = args.base_url
-        if args.mock:
-            from ..testing import MockOpenAIServer
-
-            mock = MockOpenAIServer()
-            await mock.start()
-            base_url = mock.base_url
-            print(f"omc run: using the built-in mock server at {base_url}", file=sys.stderr)
         fingerprint, self.total = self.scan_input()
         journal = (
             NullJournal()
             if args.no_journal
             else Journal.open(self.journal_path, fingerprint, force=args.force)
         )
-        cache = ResponseCache(args.cache) if args.cache else None
+        mock = None
+        cache = None
         try:
+            cache = ResponseCache(args.cache) if args.cache else None
+            base_url = args.base_url
+            if args.mock:
+                from ..testing import MockOpenAIServer
+
+                mock = MockOpenAIServer()
+                await mock.start()
+                base_url = mock.base_url
+                print(f"omc run: using the built-in mock server at {base_url}", file=sys.stderr)
             return await self._run(journal, cache, base_url)
         finally:
             journal.close()
