@@ -223,6 +223,7 @@ class AsyncMultiClient:
         self._closed = False
         self._close_reason: BaseException | None = None
         self._reason_raised = False
+        self._abandoning = False
         self._shut_down = False
         self._fatal: BaseException | None = None
         self._consumer_task: asyncio.Task[Any] | None = None
@@ -331,7 +332,9 @@ class AsyncMultiClient:
     def abandon_unsent(self) -> int:
         """Stop: close the intake and give up every request not in flight (queued, or waiting
         to be retried). Each yields a result failed with :class:`AbandonedRequestError`;
-        requests in flight finish normally. Returns how many were abandoned."""
+        requests in flight finish (a failed one is not retried). Returns how many were
+        abandoned."""
+        self._abandoning = True
         self.close()
         abandoned: list[Request] = list(self._intake)
         self._taken += len(self._intake)
@@ -342,7 +345,7 @@ class AsyncMultiClient:
         for request, task in waiting.items():
             task.cancel()
             abandoned.append(request)
-        error = AbandonedRequestError("the run stopped before this request had an outcome")
+        error = _abandoned()
         for request in abandoned:
             self._finish(request, None, error, None)
         self._wake_all()
@@ -610,6 +613,9 @@ class AsyncMultiClient:
             overloaded=is_overload(error),
             failed=True,
         )
+        if self._abandoning:  # stopping: an attempt that failed is not tried again
+            self._finish(request, None, _abandoned(), latency)
+            return
         action = classify(error)
         if action is Action.RETIRE_KEY:
             self._pool.retire(key, redacted)
@@ -773,6 +779,10 @@ async def run_callback(result: Result) -> None:
         raise CallbackError(
             f"the callback of request {result.index} raised {type(exc).__name__}: {exc}", result
         ) from exc
+
+
+def _abandoned() -> AbandonedRequestError:
+    return AbandonedRequestError("the run stopped before this request had an outcome")
 
 
 def _used_tokens(outcome: Outcome) -> int | None:

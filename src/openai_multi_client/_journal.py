@@ -172,11 +172,16 @@ class Journal:
         """Record an outcome; it is durable after the next :meth:`commit`."""
         if not self._pending:
             self._db.execute("BEGIN")
-        self._db.execute(
-            "INSERT OR REPLACE INTO requests (custom_id, line, state, failed, output) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (custom_id, line, _DONE, int(failed), output),
-        )
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO requests (custom_id, line, state, failed, output) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (custom_id, line, _DONE, int(failed), output),
+            )
+        except BaseException:
+            if not self._pending:
+                self._db.execute("ROLLBACK")
+            raise
         self._pending += 1
 
     def commit(self) -> int:

@@ -205,7 +205,11 @@ def test_sigkill_loop_loses_nothing_and_bounds_double_billing(
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_sigint_loop_answers_nothing_twice(tmp_path: Path, mock_openai_factory: Factory) -> None:
-    server = mock_openai_factory(latency=(0.05, 0.15), seed=12)
+    server = mock_openai_factory(
+        latency=(0.05, 0.15),
+        faults=Faults(rate=0.05, kinds={"500": 1, "502": 1, "503": 1, "reset": 1}),
+        seed=12,
+    )
     ids, _ = _kill_loop(tmp_path, server, signal.SIGINT, rounds=5)
     assert sorted(ids) == sorted(f"req-{n}" for n in range(2000))
     assert server.answered_more_than_once() == 0
@@ -234,3 +238,51 @@ def test_a_second_ctrl_c_aborts_at_once_and_the_run_resumes(
     resumed = subprocess.run(args, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(200))
+
+
+def test_dead_keys_stop_the_run_and_keep_the_requests(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    server = mock_openai_factory(invalid_keys={"sk-dead"})
+    source = write_input(tmp_path / "in.jsonl", 20)
+    out = tmp_path / "out.jsonl"
+    base = ("run", str(source), "-o", str(out), "--base-url", server.base_url)
+    dead = omc(*base, "--key", "sk-dead")
+    assert dead.returncode == 1
+    assert "fix the keys" in dead.stderr
+    assert output_ids(out) == []  # nothing recorded as done
+    alive = omc(*base, "--key", "sk-alive")
+    assert alive.returncode == 0, alive.stderr
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(20))
+
+
+def test_max_requests_sends_exactly_that_many(
+    tmp_path: Path, mock_openai: MockOpenAIServer
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 40)
+    out = tmp_path / "out.jsonl"
+    base = ("run", str(source), "-o", str(out), "--base-url", mock_openai.base_url, "--key", "k")
+    capped = omc(*base, "--max-requests", "15", "-c", "5")
+    assert capped.returncode == 0, capped.stderr
+    assert "--max-requests 15" in capped.stderr
+    assert len(output_ids(out)) == 15
+    assert omc(*base).returncode == 0
+    assert len(output_ids(out)) == 40
+    assert mock_openai.stats.total_requests == 40
+
+
+def test_usage_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 2)
+    not_a_journal = tmp_path / "j.sqlite"
+    not_a_journal.write_text("hello")
+    for args in (
+        ("run", str(source), "-o", str(tmp_path / "missing" / "out.jsonl"), "--mock"),
+        ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--journal", str(not_a_journal),
+         "--mock"),
+        ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--max-retries", "-1"),
+        ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--max-line-bytes", "0"),
+        ("status", str(source)),
+    ):  # fmt: skip
+        done = omc(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Traceback" not in done.stderr, (args, done.stderr)

@@ -559,3 +559,29 @@ async def test_clients_sharing_a_pool_wake_each_other(fake_clock: FakeClock) -> 
     ):
         results = await asyncio.gather(run_all(first, 5), run_all(second, 5))
     assert all(not r.failed for batch in results for r in batch)
+
+
+async def test_abandon_unsent_stops_retries_and_queued_requests(fake_clock: FakeClock) -> None:
+    from openai_multi_client import AbandonedRequestError
+
+    calls = 0
+
+    async def failing(request: HTTPRequest) -> HTTPResponse:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(1.0)
+        return error_response(500, "boom")
+
+    async with make_client(
+        failing, api_key=Key(KEY, requests_per_minute=6000), concurrency=3, queue_size=10
+    ) as client:
+        for n in range(10):
+            await client.request(message(str(n)))
+        await asyncio.sleep(0.5)  # some in flight, the rest queued
+        in_flight = client.statistics().in_flight
+        assert in_flight >= 1
+        assert client.abandon_unsent() == 10 - in_flight
+        results = [r async for r in client]
+    assert len(results) == 10
+    assert all(isinstance(r.error, AbandonedRequestError) for r in results)
+    assert calls == in_flight  # the failed attempts in flight were not retried

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -36,11 +37,15 @@ from .._engine import AsyncMultiClient
 from .._errors import (
     AbandonedRequestError,
     APIStatusError,
+    AuthenticationError,
     ClientClosedError,
     ConfigurationError,
+    InsufficientQuotaError,
+    NoUsableKeyError,
     OpenAIMultiClientError,
+    PermissionDeniedError,
 )
-from .._journal import Journal, JournalError, NullJournal, open_status
+from .._journal import Journal, NullJournal, open_status
 from .._keys import Key
 from .._progress import RunProgress, load_prices
 from .._request import Request, Result
@@ -50,8 +55,11 @@ _COMMIT_EVERY = 256
 _COMMIT_SECONDS = 0.2
 _READ_BATCH = 256
 _PROGRESS_SECONDS = 0.1
+_BAD_LINES_SHOWN = 20  # bad lines printed when there is no --errors file
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Failures that say nothing about the request: the keys are dead. Never recorded as outcomes.
+_KEY_ERRORS = (AuthenticationError, PermissionDeniedError, InsufficientQuotaError, NoUsableKeyError)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -100,12 +108,8 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         job = Job(args)
-    except (ConfigurationError, OSError, ValueError) as exc:
-        print(f"omc run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
         return asyncio.run(job.main())
-    except JournalError as exc:
+    except (OpenAIMultiClientError, OSError, ValueError, sqlite3.Error) as exc:
         print(f"omc run: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     try:
         status = open_status(args.journal)
-    except (ConfigurationError, OSError) as exc:
+    except (ConfigurationError, OSError, sqlite3.Error) as exc:
         print(f"omc status: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(
@@ -130,6 +134,20 @@ class Job:
         self.args = args
         if args.concurrency < 1:
             raise ConfigurationError("--concurrency must be at least 1")
+        if args.max_line_bytes < 1:
+            raise ConfigurationError("--max-line-bytes must be at least 1")
+        for option, value in (
+            ("--max-requests", args.max_requests),
+            ("--budget-tokens", args.budget_tokens),
+            ("--budget-dollars", args.budget_dollars),
+        ):
+            if value is not None and value < 0:
+                raise ConfigurationError(f"{option} must not be negative, got {value}")
+        if args.ordered and args.cache:
+            raise ConfigurationError(
+                "--ordered and --cache together are not supported yet: answers from the cache "
+                "would be written ahead of earlier requests still in flight"
+            )
         if args.input != "-" and not os.path.isfile(args.input):
             raise ConfigurationError(f"no input file {args.input!r}")
         self.keys = self._keys()
@@ -141,6 +159,8 @@ class Job:
         self.failed = 0
         self.bad_lines = 0
         self.budget_hit: str | None = None
+        self.capped: str | None = None
+        self.no_key: str | None = None
         self.total: int | None = None
 
     def _keys(self) -> list[str | Key]:
@@ -223,10 +243,15 @@ class Job:
         finished = journal.finished_ids()
         output, errors = self._open_outputs(journal)
         if status.done or status.in_doubt:
+            to_send = (
+                "the rest"
+                if self.total is None
+                else f"about {max(0, self.total - status.done):,} (fewer if some lines are bad)"
+            )
             print(
-                f"omc run: resuming {self.journal_path}: {status.done} requests already done, "
-                f"{status.in_doubt} whose outcome is unknown will be sent again (they may be "
-                "billed twice)",
+                f"omc run: resuming {self.journal_path}: {status.done} requests already done; "
+                f"{to_send} will be sent, of which {status.in_doubt} whose outcome is unknown "
+                "will be sent again (they may be billed twice)",
                 file=sys.stderr,
             )
         progress = RunProgress(
@@ -294,9 +319,20 @@ class Job:
                 flush()
 
         async def produce() -> None:
+            try:
+                await feed()
+            except BaseException as exc:  # the consumer re-raises it after the last result
+                client.close(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            else:
+                client.close()
+
+        async def feed() -> None:
+            reported = 0
             async for item in self._read(loop):
                 if self.stopping:
-                    break
+                    return
                 if isinstance(item, BadLine):
                     self.bad_lines += 1
                     progress.bad_line()
@@ -305,6 +341,9 @@ class Job:
                     )
                     if errors is not None:
                         errors.write(data)
+                    elif reported < _BAD_LINES_SHOWN:
+                        reported += 1
+                        print(f"omc run: {item.message}", file=sys.stderr)
                     continue
                 if item.custom_id in finished:
                     continue
@@ -312,21 +351,25 @@ class Job:
                     hit = cache.get(cache_key(item.url, item.body))
                     if hit is not None:
                         status_code, request_id, body = hit
-                        finish(
+                        data = output_line(
                             item.custom_id,
-                            item.line,
-                            output_line(
-                                item.custom_id,
-                                status_code=status_code,
-                                request_id=request_id,
-                                body=body,
-                            ),
-                            False,
+                            status_code=status_code,
+                            request_id=request_id,
+                            body=body,
+                        )
+                        finish(item.custom_id, item.line, data, False)
+                        model = item.body.get("model")
+                        usage = body.get("usage") if isinstance(body, dict) else None
+                        progress.finished(
+                            ok=True,
+                            error_class=None,
+                            model=model if isinstance(model, str) else None,
+                            usage=usage if isinstance(usage, dict) else None,
                         )
                         continue
                 if args.max_requests is not None and self.sent >= args.max_requests:
-                    self.budget_hit = f"--max-requests {args.max_requests}"
-                    break
+                    self.capped = f"--max-requests {args.max_requests}"
+                    return
                 self.sent += 1
                 lines_of[item.custom_id] = (item.line, item.url)
                 try:
@@ -337,9 +380,8 @@ class Job:
                     )
                 except ClientClosedError:
                     if self.is_stopping():  # Ctrl-C or a budget closed the client meanwhile
-                        break
+                        return
                     raise
-            client.close()
 
         async def show_progress() -> None:
             """Feed the engine's gauges to the display and redraw it, results or not."""
@@ -350,6 +392,8 @@ class Job:
                 progress.rate_limited(statistics.keys.rate_limited - limited)
                 waiting, limited = statistics.waiting_to_retry, statistics.keys.rate_limited
                 progress.tick()
+                if pending and time.monotonic() - last_commit > _COMMIT_SECONDS:
+                    flush()  # no result came to trigger it: commit what waits
                 await asyncio.sleep(_PROGRESS_SECONDS)
 
         exit_code = EXIT_OK
@@ -362,6 +406,12 @@ class Job:
                     line, url = lines_of.pop(custom_id)
                     if isinstance(result.error, AbandonedRequestError):
                         continue  # stopped before an outcome: a later run sends it
+                    if isinstance(result.error, _KEY_ERRORS):
+                        # Not the request's fault: keep it for a run with working keys.
+                        if not self.stopping:
+                            self.no_key = str(result.error)
+                            self._stop(client)
+                        continue
                     data, failed = self._output_of(custom_id, result)
                     if cache is not None and not failed and result.status_code is not None:
                         cache.put(
@@ -374,7 +424,9 @@ class Job:
                     self._account(result, progress)
                     if not self.stopping and self._over_budget(progress):
                         self._stop(client)
-                await producer
+                if self.stopping and not producer.done():
+                    producer.cancel()  # it may be waiting for input that never comes
+                await asyncio.gather(producer, return_exceptions=True)
             except asyncio.CancelledError:
                 exit_code = EXIT_INTERRUPTED
                 producer.cancel()
@@ -387,8 +439,16 @@ class Job:
                 if errors is not None:
                     errors.close()
         print(progress.summary(interrupted=self.interrupted), file=sys.stderr)
-        if self.budget_hit:
-            print(f"omc run: stopped at {self.budget_hit}; run again to go on", file=sys.stderr)
+        if self.no_key:
+            print(
+                f"omc run: stopped: {self.no_key}. Requests not yet answered are kept; fix the "
+                "keys and run the same command again",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURES
+        for stop in (self.budget_hit, self.capped):
+            if stop:
+                print(f"omc run: stopped at {stop}; run again to go on", file=sys.stderr)
         if exit_code == EXIT_INTERRUPTED or self.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_FAILURES if self.failed or self.bad_lines else EXIT_OK
@@ -507,4 +567,5 @@ def _batches(
 
 def _private_open(path: str) -> IO[bytes]:
     descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # also when the file existed with a wider mode
     return os.fdopen(descriptor, "wb")
