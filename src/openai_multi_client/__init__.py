@@ -32,13 +32,16 @@ from ._errors import (
     RequestTimeoutError,
     RequestTimeoutStatusError,
     RequestTooLargeError,
+    SharedLimitsError,
     TransportError,
     UnprocessableEntityError,
 )
 from ._keys import Key, KeyPool, KeyStatistics, PoolStatistics
 from ._oneshot import arun_requests, run_requests
+from ._redis_limits import RedisLimits
 from ._request import ENDPOINTS, Payload, Request, Result
 from ._retry import RetryBudget, RetryPolicy
+from ._shared_limits import Grant, InMemoryLimits, LimitsBackend, SharedLimitsStatistics
 from ._stable import KeyManager, stable
 from ._sync import OpenAIMultiClient, OpenAIMultiOrderedClient
 from ._tokens import CharacterEstimator, TokenEstimator
@@ -64,8 +67,10 @@ __all__ = [
     "ConnectionClosedError",
     "CustomAPIError",
     "EndpointRemovedError",
+    "Grant",
     "HTTPRequest",
     "HTTPResponse",
+    "InMemoryLimits",
     "InsufficientQuotaError",
     "InternalServerError",
     "InvalidResponseError",
@@ -73,6 +78,7 @@ __all__ = [
     "KeyManager",
     "KeyPool",
     "KeyStatistics",
+    "LimitsBackend",
     "LoopClock",
     "NoUsableKeyError",
     "NotFoundError",
@@ -83,6 +89,7 @@ __all__ = [
     "PermissionDeniedError",
     "PoolStatistics",
     "RateLimitError",
+    "RedisLimits",
     "Request",
     "RequestError",
     "RequestTimeoutError",
@@ -91,6 +98,8 @@ __all__ = [
     "Result",
     "RetryBudget",
     "RetryPolicy",
+    "SharedLimitsError",
+    "SharedLimitsStatistics",
     "Statistics",
     "Timeout",
     "TokenEstimator",

@@ -57,6 +57,7 @@ from ._retry import (
     is_overload,
     server_requested_delay,
 )
+from ._shared_limits import LeaseKeeper, LimitsBackend, SharedLimitsStatistics
 from ._tokens import TokenEstimator, default_estimator
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -92,6 +93,7 @@ class Statistics:
     consumed: int
     retry_budget_level: int | None
     keys: PoolStatistics
+    shared_limits: SharedLimitsStatistics | None = None
 
 
 class AsyncMultiClient:
@@ -136,6 +138,7 @@ class AsyncMultiClient:
         token_estimator: TokenEstimator | None = None,
         on_send: Callable[[Request], object] | None = None,
         max_server_delay: float = 120.0,
+        shared_limits: str | LimitsBackend | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -232,6 +235,15 @@ class AsyncMultiClient:
         self._dispatch_wakeup = asyncio.Event()
         self._output_wakeup = asyncio.Event()
         self._space_wakeup = asyncio.Event()
+        self._keeper: LeaseKeeper | None = None
+        self._keeper_started = False
+        if shared_limits is not None:
+            self._keeper = LeaseKeeper(
+                self._pool,
+                _limits_backend(shared_limits),
+                self._clock,
+                self._dispatch_wakeup.set,
+            )
 
     # ----------------------------------------------------------------- producing
 
@@ -454,6 +466,8 @@ class AsyncMultiClient:
         try:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if self._keeper is not None and self._keeper_started:
+                await self._keeper.stop()
         finally:
             await self._backend.aclose()
 
@@ -480,6 +494,10 @@ class AsyncMultiClient:
 
     async def _dispatch(self) -> None:
         try:
+            if self._keeper is not None:  # nothing goes out before this client has its shares
+                self._keeper_started = True
+                await self._keeper.start()
+                self._spawn(self._keeper.run())
             while True:
                 request = self._peek_request()
                 if request is None:
@@ -619,6 +637,8 @@ class AsyncMultiClient:
         action = classify(error)
         if action is Action.RETIRE_KEY:
             self._pool.retire(key, redacted)
+            if self._keeper is not None:
+                self._keeper.retired(key.id, redacted)
             if self._pool.exhausted:
                 self._finish(request, None, error, latency)
                 self._fail_waiting_retries()
@@ -637,6 +657,8 @@ class AsyncMultiClient:
             hint = server_requested_delay(error)
             pause = min(hint if hint is not None else 1.0, request.policy.max_server_delay)
             self._pool.cool_down(key, now + pause)
+            if self._keeper is not None:
+                self._keeper.cooled_down(key.id, pause)
             if request.paced < _MAX_PACED_ATTEMPTS:
                 request.paced += 1
                 self._retries += 1
@@ -753,6 +775,7 @@ class AsyncMultiClient:
             consumed=self._consumed,
             retry_budget_level=None if self._budget is None else self._budget.level,
             keys=self._pool.statistics(self._clock.now()),
+            shared_limits=None if self._keeper is None else self._keeper.statistics(),
         )
 
     @property
@@ -792,6 +815,19 @@ def _used_tokens(outcome: Outcome) -> int | None:
         if isinstance(total, int) and not isinstance(total, bool):
             return total
     return None
+
+
+def _limits_backend(shared_limits: str | LimitsBackend) -> LimitsBackend:
+    if isinstance(shared_limits, str):
+        from ._redis_limits import RedisLimits
+
+        return RedisLimits(shared_limits)
+    if not isinstance(shared_limits, LimitsBackend):
+        raise ConfigurationError(
+            "shared_limits must be a Redis URL, a RedisLimits or an InMemoryLimits, got "
+            f"{type(shared_limits).__name__}"
+        )
+    return shared_limits
 
 
 def _key_list(api_key: KeysArgument) -> list[str | Key]:

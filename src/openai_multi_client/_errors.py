@@ -11,6 +11,7 @@ which HTTP library is underneath.
     ├── ConfigurationError (also ValueError)       bad argument or setting, raised at once
     │   └── EndpointRemovedError                    edits, fine-tunes: says what replaced them
     ├── ClientClosedError                           request() after close()
+    ├── SharedLimitsError                           the shared-limits backend (Redis) failed
     ├── CallbackError                               a user callback raised; carries .result
     └── RequestError                                why one request failed (on Result.error)
         ├── TransportError                          no HTTP response
@@ -56,6 +57,11 @@ class EndpointRemovedError(ConfigurationError):
 
 class ClientClosedError(OpenAIMultiClientError):
     """A request was submitted after ``close()``."""
+
+
+class SharedLimitsError(OpenAIMultiClientError):
+    """The backend that shares the keys' limits among processes (Redis) cannot be reached or
+    failed, and the client was told to fail rather than fall back to local limits."""
 
 
 class CallbackError(OpenAIMultiClientError):

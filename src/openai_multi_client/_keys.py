@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ._errors import ConfigurationError
 from ._headers import parse_float
 from ._limits import AdaptiveConcurrency, Admission, RateLimiter, RateLimitHeaders
+from ._shared_limits import Grant, demand_for
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -161,7 +162,8 @@ class Reservation:
 @dataclass(frozen=True, slots=True)
 class KeyStatistics:
     """A snapshot of one key. ``state`` is ``active``, ``cooling`` (until ``cooling_until``,
-    on the pool's clock) or ``retired`` (``retired_reason`` says why)."""
+    on the pool's clock) or ``retired`` (``retired_reason`` says why). ``share`` is the
+    fraction of the key's limits this process may use (below 1.0 only with shared limits)."""
 
     key: str
     state: str
@@ -176,6 +178,7 @@ class KeyStatistics:
     concurrency_limit: int | None
     cooling_until: float | None
     retired_reason: str | None
+    share: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +200,15 @@ class _KeyState:
         "headers_seen",
         "in_flight",
         "key",
+        "leased_requests",
+        "leased_tokens",
         "limits_seen",
         "probing",
         "rate_limited",
         "requests",
         "requests_limiter",
         "retired_reason",
+        "share",
         "tokens",
         "tokens_limiter",
     )
@@ -228,6 +234,29 @@ class _KeyState:
         self.tokens = 0
         self.rate_limited = 0
         self.failures = 0
+        self.share = 1.0  # of the key's limits (shared limits lower it)
+        self.leased_requests = 0  # self.requests at the last lease renewal
+        self.leased_tokens = 0
+
+    def set_share(self, share: float) -> None:
+        self.share = share
+        if share > 0:
+            for limiter in (self.requests_limiter, self.tokens_limiter):
+                if limiter is not None:
+                    limiter.set_share(share)
+
+    def used_since_lease(self, interval: float) -> float | None:
+        """The fraction of the key's limits used since the last renewal (None: limits unknown)."""
+        used: float | None = None
+        for limiter, count in (
+            (self.requests_limiter, self.requests - self.leased_requests),
+            (self.tokens_limiter, self.tokens - self.leased_tokens),
+        ):
+            if limiter is not None:
+                fraction = count / (limiter.limit_per_minute / 60.0 * interval)
+                used = fraction if used is None else max(used, fraction)
+        self.leased_requests, self.leased_tokens = self.requests, self.tokens
+        return used
 
     def delay(self, tokens: int, now: float) -> float:
         """Seconds until this key could take a request of ``tokens`` (inf: not by time)."""
@@ -235,6 +264,8 @@ class _KeyState:
             if self.cooling_until > now:
                 return self.cooling_until - now
             self.cooling_until = None
+        if self.share <= 0:
+            return math.inf  # no share of the key yet: wait for a lease renewal
         if self.in_flight and (
             self.probing or (self.adaptive is not None and self.in_flight >= self.adaptive.allowed)
         ):
@@ -275,8 +306,10 @@ class KeyPool:
             raise ConfigurationError("a key pool needs at least one key")
         self._states = [_KeyState(key, concurrency) for key in keys]
         self._by_key = {id(state.key): state for state in self._states}
+        self._by_id = {state.key.id: state for state in self._states}
         self._lock = threading.Lock()
         self._turn = 0
+        self._waited = False  # a reserve() found no room since the last lease renewal
         self._largest_cost: float | None = None  # cached; reset when limits change
 
     @property
@@ -337,6 +370,7 @@ class KeyPool:
             if not usable:
                 return None
             if best is None:
+                self._waited = True
                 return soonest
             self._turn = (self._turn + 1) % count
             if best.requests_limiter is not None:
@@ -410,6 +444,8 @@ class KeyPool:
         if seen.limit_requests is not None and key.requests_per_minute is None:
             if state.requests_limiter is None:
                 state.requests_limiter = RateLimiter(seen.limit_requests)
+                if state.share > 0:
+                    state.requests_limiter.set_share(state.share)
                 # What went out before the limit was known counts as sent just now.
                 state.requests_limiter.acquire(state.in_flight + 1, now)
             state.requests_limiter.observe(seen.limit_requests, seen.remaining_requests, now)
@@ -418,6 +454,8 @@ class KeyPool:
         if seen.limit_tokens is not None and key.tokens_per_minute is None:
             if state.tokens_limiter is None:
                 state.tokens_limiter = RateLimiter(seen.limit_tokens)
+                if state.share > 0:
+                    state.tokens_limiter.set_share(state.share)
                 state.tokens_limiter.acquire(used_tokens, now)
             state.tokens_limiter.observe(seen.limit_tokens, seen.remaining_tokens, now)
         elif state.tokens_limiter is not None:
@@ -450,6 +488,42 @@ class KeyPool:
             left,
             len(self._states),
         )
+
+    def lease_demands(self, now: float, interval: float) -> dict[str, float]:
+        """Each usable key's demand for a share (:mod:`~openai_multi_client._shared_limits`):
+        all of it when requests waited for capacity since the last call, else the fraction
+        used over the last ``interval`` seconds, with a margin."""
+        with self._lock:
+            waited, self._waited = self._waited, False
+            demands: dict[str, float] = {}
+            for state in self._states:
+                if state.retired_reason is None:
+                    used = state.used_since_lease(interval)
+                    demands[state.key.id] = demand_for(used if used is not None else 1.0, waited)
+            return demands
+
+    def apply_grants(self, grants: Mapping[str, Grant], now: float) -> bool:
+        """Take the shares, cool-downs and retirements a lease renewal brought. Returns whether
+        some share is still below its fair share (worth renewing sooner)."""
+        catching_up = False
+        retired: list[tuple[Key, str]] = []
+        with self._lock:
+            for key_id, grant in grants.items():
+                state = self._by_id.get(key_id)
+                if state is None or state.retired_reason is not None:
+                    continue
+                if grant.retired is not None:
+                    retired.append((state.key, grant.retired))
+                    continue
+                if grant.cooling_for > 0:
+                    until = now + grant.cooling_for
+                    if state.cooling_until is None or state.cooling_until < until:
+                        state.cooling_until = until
+                state.set_share(grant.share)
+                catching_up = catching_up or grant.share < grant.fair_share - 1e-9
+        for key, reason in retired:
+            self.retire(key, f"retired by another process: {reason}")
+        return catching_up
 
     def retired_reasons(self) -> dict[str, str]:
         """Redacted key id -> why it was retired."""
@@ -507,6 +581,7 @@ class KeyPool:
             concurrency_limit=None if state.adaptive is None else state.adaptive.allowed,
             cooling_until=state.cooling_until if status == "cooling" else None,
             retired_reason=state.retired_reason,
+            share=state.share,
         )
 
     def __repr__(self) -> str:

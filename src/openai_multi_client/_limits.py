@@ -44,7 +44,7 @@ class RateLimiter:
     """One per-minute limit (requests or tokens) of one key: a sliding-window log, at most
     ``limit / 60 * window`` units in any ``window`` seconds."""
 
-    __slots__ = ("_log", "_used", "capacity", "limit_per_minute", "rate", "window")
+    __slots__ = ("_log", "_used", "capacity", "limit_per_minute", "rate", "share", "window")
 
     def __init__(self, limit_per_minute: float, window: float = WINDOW_SECONDS) -> None:
         if not limit_per_minute > 0 or math.isinf(limit_per_minute):
@@ -54,14 +54,24 @@ class RateLimiter:
         if not window > 0:
             raise ConfigurationError(f"window must be > 0 seconds, got {window!r}")
         self.window = float(window)
+        self.share = 1.0
         self._set_limit(limit_per_minute)
         self._log: deque[Admission] = deque()
         self._used = 0.0
 
     def _set_limit(self, limit_per_minute: float) -> None:
         self.limit_per_minute = float(limit_per_minute)
-        self.rate = self.limit_per_minute / 60.0  # units per second
+        self.rate = self.limit_per_minute * self.share / 60.0  # units per second
         self.capacity = self.rate * self.window  # units one window holds
+
+    def set_share(self, share: float) -> None:
+        """Use only ``share`` (0 < share <= 1) of the limit: the part of a key that the shared
+        limits granted this process (:mod:`~openai_multi_client._shared_limits`)."""
+        if not 0 < share <= 1:
+            raise ValueError(f"a share must be in (0, 1], got {share!r}")
+        if share != self.share:
+            self.share = share
+            self._set_limit(self.limit_per_minute)
 
     def fits_ever(self, cost: float) -> bool:
         """Whether ``cost`` can ever be admitted (not above the per-minute limit)."""
@@ -134,7 +144,8 @@ class RateLimiter:
                 self._log_admission(now + self.window, missing)
 
     def __repr__(self) -> str:
-        return f"RateLimiter({self.limit_per_minute:g}/min over {self.window:g} s)"
+        share = "" if self.share == 1 else f", share {self.share:.3g}"
+        return f"RateLimiter({self.limit_per_minute:g}/min over {self.window:g} s{share})"
 
 
 class AdaptiveConcurrency:

@@ -20,12 +20,13 @@ PUBLIC = {
     "Statistics", "Timeout", "Transport", "TransportError", "UnprocessableEntityError",
     "__version__", "arun_requests", "run_requests", "RequestTooLargeError", "KeyPool",
     "KeyStatistics", "PoolStatistics", "CharacterEstimator", "TokenEstimator", "KeyManager",
-    "stable", "AbandonedRequestError",
+    "stable", "AbandonedRequestError", "Grant", "InMemoryLimits", "LimitsBackend", "RedisLimits",
+    "SharedLimitsError", "SharedLimitsStatistics",
 }  # fmt: skip
 
 TESTING = {
     "FakeClock", "Faults", "KeyLimits", "MockOpenAIServer", "MockTransport", "error_response",
-    "json_response",
+    "json_response", "RedisServer", "RedisServerError",
 }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Test helpers: a mock OpenAI server, a virtual clock, a mock transport.
+"""Test helpers: a mock OpenAI server, a virtual clock, a mock transport, a throwaway Redis.
 
 Nothing here talks to the real API, so pipelines can be tested without spending money. The
 pytest fixtures ``mock_openai`` and ``mock_openai_factory`` are available in any project that
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._fake_clock import FakeClock
 from ._mock_transport import MockTransport, error_response, json_response
+from ._redis_server import RedisServer, RedisServerError
 
 if TYPE_CHECKING:
     from ._mock_server import Faults, KeyLimits, MockOpenAIServer
@@ -22,6 +23,8 @@ __all__ = [
     "KeyLimits",
     "MockOpenAIServer",
     "MockTransport",
+    "RedisServer",
+    "RedisServerError",
     "error_response",
     "json_response",
 ]

@@ -1,0 +1,400 @@
+"""Limits shared by several processes or machines: each process leases a share of every key.
+
+Without sharing, every process paces each key to the key's whole limit, so N workers on the same
+keys together send N times too much and drown in 429s. With a :class:`LimitsBackend`, each
+client holds a *lease* on a share of every key: a fraction of its requests and tokens per
+minute. The client's own limiters (:class:`~openai_multi_client._limits.RateLimiter`) pace it to
+that fraction, so the backend is never on the path of a request: a client talks to it once per
+``renew_interval`` (one round trip for all its keys), and when it must tell the others something
+at once (a key cooled down after a 429, a key retired).
+
+The algorithm (after Google's Doorman, simplified to fractions of a key):
+
+* at each renewal a client reports its *demand* for each key, a fraction in [0, 1]: 1 when its
+  requests waited for capacity since the last renewal, otherwise the fraction it used, with a
+  margin to grow;
+* the backend splits each key among the live leases by max-min fairness (water-filling): nobody
+  gets more than it asks for, and the rest is split evenly among those who ask for more;
+* a share is granted only out of what the other leases do not hold. A lease that shrinks keeps
+  holding its old share for ``hold`` seconds (one limiter window), because what it sent during
+  the last window still counts at the server;
+* a lease not renewed within ``ttl`` seconds expires, so a process that died gives its share back
+  within ``ttl``. ``ttl >= renew_interval + hold``: by the time a lease expires, its owner's
+  last sends have left the server's window.
+
+Cool-downs and retirements are written through to the backend at once and read back at every
+renewal, so a key that one process found dead or over its limit rests everywhere.
+
+:class:`InMemoryLimits` runs this algorithm in the process's memory (to share keys among clients
+that do not share a :class:`~openai_multi_client.KeyPool`, and as the reference the Redis backend
+is tested against); :class:`~openai_multi_client.RedisLimits` runs it in Redis, atomically, in
+Lua. :class:`LeaseKeeper` is the client's side: the task that renews and applies the leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from ._errors import ConfigurationError, SharedLimitsError
+from ._validate import check_seconds
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._keys import KeyPool
+
+logger = logging.getLogger("openai_multi_client")
+
+DEFAULT_RENEW_INTERVAL = 1.0
+DEFAULT_HOLD = 1.0  # one limiter window (_limits.WINDOW_SECONDS)
+DEFAULT_TTL = 3.0
+# A client whose share is below its fair share renews this much sooner, to catch up quickly.
+_CATCH_UP = 0.25
+# Demand when requests did not wait: the fraction used, times this, plus _DEMAND_FLOOR.
+_DEMAND_MARGIN = 1.5
+_DEMAND_FLOOR = 0.05
+
+OnUnavailable = Literal["fail", "local"]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a renewal says of one key: the ``share`` this client may use now, the
+    ``fair_share`` it will get once the others shrink to theirs, how many seconds the key must
+    still rest (``cooling_for``; 0.0 when it need not), and why it was retired, if another
+    client retired it."""
+
+    share: float
+    fair_share: float
+    cooling_for: float = 0.0
+    retired: str | None = None
+
+
+@runtime_checkable
+class LimitsBackend(Protocol):
+    """Where the leases live. Key ids are redacted ids (never secrets); ``client`` names one
+    lease holder (one :class:`LeaseKeeper`)."""
+
+    renew_interval: float
+    ttl: float
+    on_unavailable: OnUnavailable
+
+    async def lease(self, client: str, demands: Mapping[str, float]) -> dict[str, Grant]:
+        """Renew (or take) ``client``'s lease on each key with its demand; one round trip."""
+        ...
+
+    async def release(self, client: str, keys: Sequence[str]) -> None:
+        """Give the leases back (they stay held for ``hold`` seconds, then are free)."""
+        ...
+
+    async def cool_down(self, key: str, seconds: float) -> None:
+        """Tell every client that ``key`` must rest for ``seconds``."""
+        ...
+
+    async def retire(self, key: str, reason: str) -> None:
+        """Tell every client that ``key`` is dead (``reason`` is already redacted)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def check_lease_timing(renew_interval: float, ttl: float, hold: float) -> None:
+    check_seconds("renew_interval", renew_interval)
+    check_seconds("ttl", ttl)
+    check_seconds("hold", hold)
+    if not renew_interval > 0:
+        raise ConfigurationError(f"renew_interval must be > 0 seconds, got {renew_interval!r}")
+    if ttl < renew_interval + hold:
+        raise ConfigurationError(
+            f"ttl ({ttl:g} s) must be at least renew_interval + hold "
+            f"({renew_interval:g} + {hold:g} s): a lease must outlive its owner's last sends"
+        )
+
+
+def check_on_unavailable(value: str) -> OnUnavailable:
+    if value == "fail":
+        return "fail"
+    if value == "local":
+        return "local"
+    raise ConfigurationError(f"on_unavailable must be 'fail' or 'local', got {value!r}")
+
+
+def fair_level(demands: Sequence[float]) -> float:
+    """The water level of a max-min fair split of 1.0 among ``demands``: each gets
+    ``min(demand, level)`` (``inf`` when every demand fits)."""
+    left = 1.0
+    ordered = sorted(demands)
+    for position, demand in enumerate(ordered):
+        even = left / (len(ordered) - position)
+        if demand > even:
+            return even
+        left -= demand
+    return math.inf
+
+
+@dataclass(slots=True)
+class _Lease:
+    share: float
+    held: float  # the share before a shrink, still counted until held_until
+    held_until: float
+    expires: float
+    demand: float
+
+    def holding(self, now: float) -> float:
+        return max(self.share, self.held) if self.held_until > now else self.share
+
+
+def _renew(
+    leases: dict[str, _Lease],
+    client: str,
+    demand: float,
+    now: float,
+    ttl: float,
+    hold: float,
+) -> tuple[float, float]:
+    """One key's lease table, one renewal: drop expired leases, grant ``client`` its fair share
+    out of what the others do not hold. Returns ``(share, fair share)``. Mirrored line by line
+    by the Lua script of :mod:`~openai_multi_client._redis_limits`."""
+    for name in [name for name, lease in leases.items() if lease.expires <= now]:
+        del leases[name]
+    mine = leases.get(client)
+    others = [lease for name, lease in leases.items() if name != client]
+    fair = min(demand, fair_level([lease.demand for lease in others] + [demand]))
+    held_by_others = sum(lease.holding(now) for lease in others)
+    share = max(0.0, min(fair, 1.0 - held_by_others))
+    held, held_until = 0.0, 0.0
+    if mine is not None:
+        before = mine.holding(now)
+        if share < before:
+            held, held_until = before, now + hold
+    leases[client] = _Lease(share, held, held_until, now + ttl, demand)
+    return share, fair
+
+
+def _release(leases: dict[str, _Lease], client: str, now: float, hold: float) -> None:
+    mine = leases.get(client)
+    if mine is not None:
+        leases[client] = _Lease(0.0, mine.holding(now), now + hold, now + hold, 0.0)
+
+
+class InMemoryLimits:
+    """The lease algorithm in this process's memory: shares keys among clients in one process
+    (each client with its own key list is one lease holder). ``clock`` gives the time in
+    seconds (default: :func:`time.monotonic`)."""
+
+    def __init__(
+        self,
+        *,
+        renew_interval: float = DEFAULT_RENEW_INTERVAL,
+        ttl: float = DEFAULT_TTL,
+        hold: float = DEFAULT_HOLD,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        check_lease_timing(renew_interval, ttl, hold)
+        self.renew_interval = float(renew_interval)
+        self.ttl = float(ttl)
+        self.hold = float(hold)
+        self.on_unavailable: OnUnavailable = "fail"
+        self._clock = clock or time.monotonic
+        self._leases: dict[str, dict[str, _Lease]] = {}
+        self._cooling_until: dict[str, float] = {}
+        self._retired: dict[str, str] = {}
+        self.round_trips = 0
+
+    async def lease(self, client: str, demands: Mapping[str, float]) -> dict[str, Grant]:
+        self.round_trips += 1
+        now = self._clock()
+        grants: dict[str, Grant] = {}
+        for key, demand in demands.items():
+            leases = self._leases.setdefault(key, {})
+            share, fair = _renew(leases, client, demand, now, self.ttl, self.hold)
+            cooling_for = max(0.0, self._cooling_until.get(key, now) - now)
+            grants[key] = Grant(share, fair, cooling_for, self._retired.get(key))
+        return grants
+
+    async def release(self, client: str, keys: Sequence[str]) -> None:
+        self.round_trips += 1
+        now = self._clock()
+        for key in keys:
+            _release(self._leases.get(key, {}), client, now, self.hold)
+
+    async def cool_down(self, key: str, seconds: float) -> None:
+        self.round_trips += 1
+        until = self._clock() + seconds
+        if until > self._cooling_until.get(key, -math.inf):
+            self._cooling_until[key] = until
+
+    async def retire(self, key: str, reason: str) -> None:
+        self.round_trips += 1
+        self._retired.setdefault(key, reason)
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"InMemoryLimits(keys={len(self._leases)}, renew_interval={self.renew_interval:g})"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedLimitsStatistics:
+    """The client's side of the shared limits: the lease holder's ``client`` name, round trips
+    to the backend, failed ones, and whether the client runs on local limits because the
+    backend could not be reached."""
+
+    client: str
+    round_trips: int
+    failures: int
+    local_fallback: bool
+
+
+class LeaseKeeper:
+    """Renews a :class:`KeyPool`'s leases with a :class:`LimitsBackend` and applies the grants
+    to the pool; writes the pool's cool-downs and retirements through to the backend.
+
+    ``start()`` takes the first leases (the pool sends nothing before); then ``run()`` renews
+    every ``renew_interval`` (sooner while a share is catching up with its fair share) until
+    cancelled; ``stop()`` gives the leases back. When the backend fails at start,
+    ``on_unavailable`` decides: ``"fail"`` raises :class:`SharedLimitsError`, ``"local"`` warns
+    and runs on the whole of every key. When it fails later, the pool keeps its last shares
+    (never growing them), warns once, and the keeper tries again every ``renew_interval``.
+    """
+
+    def __init__(
+        self,
+        pool: KeyPool,
+        backend: LimitsBackend,
+        clock: Clock,
+        on_change: Callable[[], None],
+    ) -> None:
+        self._pool = pool
+        self._backend = backend
+        self._clock = clock
+        self._on_change = on_change
+        self.client = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._events: list[tuple[str, str, float | str]] = []
+        self._event = asyncio.Event()
+        self._next_renewal = 0.0
+        self._failing = False
+        self._local = False
+        self._round_trips = 0
+        self._failures = 0
+
+    def statistics(self) -> SharedLimitsStatistics:
+        return SharedLimitsStatistics(self.client, self._round_trips, self._failures, self._local)
+
+    async def start(self) -> None:
+        try:
+            await self._renew()
+        except SharedLimitsError as exc:
+            if self._backend.on_unavailable == "fail":
+                raise
+            self._local = True
+            logger.warning(
+                "%s; running on local limits: processes sharing these keys may together "
+                "exceed their limits",
+                exc,
+            )
+            self._next_renewal = self._clock.now() + self._backend.renew_interval
+
+    async def run(self) -> None:
+        clock = self._clock
+        while True:
+            delay = self._next_renewal - clock.now()
+            if delay > 0 and not self._events:
+                await self._wait(delay)
+            if self._events:
+                await self._send_events()
+            if clock.now() >= self._next_renewal:
+                try:
+                    await self._renew()
+                except SharedLimitsError as exc:
+                    self._next_renewal = clock.now() + self._backend.renew_interval
+                    if not self._failing:
+                        self._failing = True
+                        logger.warning(
+                            "%s; keeping the current shares of the keys until it answers", exc
+                        )
+
+    async def _wait(self, delay: float) -> None:
+        self._event.clear()
+        loop = asyncio.get_running_loop()
+        waiters = {loop.create_task(self._event.wait()), loop.create_task(self._clock.sleep(delay))}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _renew(self) -> None:
+        backend = self._backend
+        demands = self._pool.lease_demands(self._clock.now(), backend.renew_interval)
+        if not demands:  # every key is retired
+            self._next_renewal = math.inf
+            return
+        self._round_trips += 1
+        try:
+            grants = await backend.lease(self.client, demands)
+        except SharedLimitsError:
+            self._failures += 1
+            raise
+        if self._failing or self._local:
+            logger.warning("shared limits are back: %r answers again", backend)
+            self._failing = self._local = False
+        catching_up = self._pool.apply_grants(grants, self._clock.now())
+        interval = backend.renew_interval * (_CATCH_UP if catching_up else 1.0)
+        self._next_renewal = self._clock.now() + interval
+        self._on_change()
+
+    def cooled_down(self, key: str, seconds: float) -> None:
+        self._events.append(("cool", key, seconds))
+        self._event.set()
+
+    def retired(self, key: str, reason: str) -> None:
+        self._events.append(("retire", key, reason))
+        self._event.set()
+
+    async def _send_events(self) -> None:
+        events, self._events = self._events, []
+        for kind, key, value in events:
+            self._round_trips += 1
+            try:
+                if kind == "cool":
+                    assert isinstance(value, float)
+                    await self._backend.cool_down(key, value)
+                else:
+                    assert isinstance(value, str)
+                    await self._backend.retire(key, value)
+            except SharedLimitsError as exc:
+                self._failures += 1
+                logger.warning("could not share a %s of key %s: %s", kind, key, exc)
+
+    async def stop(self) -> None:
+        """Give the leases back (best effort: a lease not given back expires within ttl)."""
+        if self._local:
+            return
+        keys = [key.id for key in self._pool.keys]
+        self._round_trips += 1
+        try:
+            await asyncio.wait_for(self._backend.release(self.client, keys), timeout=2.0)
+        except (SharedLimitsError, asyncio.TimeoutError) as exc:
+            self._failures += 1
+            logger.debug("could not give the leases back (they expire on their own): %r", exc)
+
+    def __repr__(self) -> str:
+        return f"LeaseKeeper({self.client!r}, {self._backend!r})"
+
+
+def demand_for(used: float, waited: bool) -> float:
+    """A key's demand from the fraction of it ``used`` since the last renewal."""
+    if waited:
+        return 1.0
+    return min(1.0, used * _DEMAND_MARGIN + _DEMAND_FLOOR)
