@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import importlib.util
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from openai_multi_client.testing import FakeClock
+from openai_multi_client.testing import FakeClock, RedisServer, RedisServerError
 
 
 @pytest.fixture
@@ -15,3 +17,20 @@ async def fake_clock() -> AsyncIterator[FakeClock]:
     clock = FakeClock()
     with clock.installed():
         yield clock
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server on a free port for the whole session (Debian's package). Skipped when
+    the redis extra is not installed (scripts/test.sh runs its first pass without extras);
+    a missing redis-server fails in CI and skips elsewhere."""
+    if importlib.util.find_spec("redis") is None:
+        pytest.skip("the redis extra is not installed: pip install -e '.[redis]'")
+    try:
+        server = RedisServer().start()
+    except RedisServerError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    yield server
+    server.stop()

@@ -45,6 +45,7 @@ from ._errors import (
     RateLimitError,
     RequestError,
     RequestTooLargeError,
+    SharedLimitsError,
     TransportError,
 )
 from ._keys import Key, KeyPool, PoolStatistics, Reservation, as_keys
@@ -237,13 +238,12 @@ class AsyncMultiClient:
         self._space_wakeup = asyncio.Event()
         self._keeper: LeaseKeeper | None = None
         self._keeper_started = False
+        self._owned_limits: LimitsBackend | None = None  # made here from a URL: closed here
         if shared_limits is not None:
-            self._keeper = LeaseKeeper(
-                self._pool,
-                _limits_backend(shared_limits),
-                self._clock,
-                self._dispatch_wakeup.set,
-            )
+            backend = _limits_backend(shared_limits)
+            if isinstance(shared_limits, str):
+                self._owned_limits = backend
+            self._keeper = LeaseKeeper(self._pool, backend, self._clock, self._dispatch_wakeup.set)
 
     # ----------------------------------------------------------------- producing
 
@@ -470,6 +470,8 @@ class AsyncMultiClient:
                 await self._keeper.stop()
         finally:
             await self._backend.aclose()
+            if self._owned_limits is not None:
+                await self._owned_limits.aclose()
 
     def _ensure_started(self) -> None:
         if self._dispatcher is None:
@@ -486,7 +488,8 @@ class AsyncMultiClient:
 
     def _die(self, exc: BaseException) -> None:
         if self._fatal is None:
-            logger.error("openai-multi-client engine failed: %r", exc)
+            if not isinstance(exc, SharedLimitsError):  # that one is explained when raised
+                logger.error("openai-multi-client engine failed: %r", exc)
             self._fatal = exc
         self._wake_all()
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ._errors import ConfigurationError
 from ._headers import parse_float
 from ._limits import AdaptiveConcurrency, Admission, RateLimiter, RateLimitHeaders
-from ._shared_limits import Grant, demand_for
+from ._shared_limits import Claim, Grant, claim_for
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -245,6 +245,14 @@ class _KeyState:
                 if limiter is not None:
                     limiter.set_share(share)
 
+    def slots(self) -> int:
+        """Whole requests one window of the key holds (its shares are granted in such units;
+        1,000 when the limits are not known, or huge)."""
+        if self.requests_limiter is not None:
+            limiter = self.requests_limiter
+            return max(1, min(1000, math.floor(limiter.limit_per_minute / 60 * limiter.window)))
+        return 1000
+
     def used_since_lease(self, interval: float) -> float | None:
         """The fraction of the key's limits used since the last renewal (None: limits unknown)."""
         used: float | None = None
@@ -309,7 +317,9 @@ class KeyPool:
         self._by_id = {state.key.id: state for state in self._states}
         self._lock = threading.Lock()
         self._turn = 0
-        self._waited = False  # a reserve() found no room since the last lease renewal
+        # A reserve() found no room since the last lease renewal (at first: nothing is known
+        # yet, so a client asks for whole keys).
+        self._waited = True
         self._largest_cost: float | None = None  # cached; reset when limits change
 
     @property
@@ -489,18 +499,26 @@ class KeyPool:
             len(self._states),
         )
 
-    def lease_demands(self, now: float, interval: float) -> dict[str, float]:
-        """Each usable key's demand for a share (:mod:`~openai_multi_client._shared_limits`):
+    def lease_claims(self, now: float, interval: float) -> dict[str, Claim]:
+        """Each usable key's claim for a share (:mod:`~openai_multi_client._shared_limits`):
         all of it when requests waited for capacity since the last call, else the fraction
         used over the last ``interval`` seconds, with a margin."""
         with self._lock:
             waited, self._waited = self._waited, False
-            demands: dict[str, float] = {}
+            claims: dict[str, Claim] = {}
             for state in self._states:
                 if state.retired_reason is None:
                     used = state.used_since_lease(interval)
-                    demands[state.key.id] = demand_for(used if used is not None else 1.0, waited)
-            return demands
+                    claims[state.key.id] = claim_for(
+                        used if used is not None else 1.0, waited, state.slots()
+                    )
+            return claims
+
+    def set_shares(self, share: float) -> None:
+        """Give every key the same share: 0.0 before the first lease, 1.0 to run alone."""
+        with self._lock:
+            for state in self._states:
+                state.set_share(share)
 
     def apply_grants(self, grants: Mapping[str, Grant], now: float) -> bool:
         """Take the shares, cool-downs and retirements a lease renewal brought. Returns whether

@@ -23,6 +23,7 @@ from ._shared_limits import (
     DEFAULT_HOLD,
     DEFAULT_RENEW_INTERVAL,
     DEFAULT_TTL,
+    Claim,
     Grant,
     OnUnavailable,
     check_lease_timing,
@@ -32,7 +33,8 @@ from ._validate import check_seconds
 
 # One renewal of every key of one lease holder; mirrors _shared_limits._renew.
 # KEYS: per key, its lease hash, cool-down and retirement keys.
-# ARGV: holder, now in ms ('' for the server's clock), ttl ms, hold ms, then a demand per key.
+# ARGV: holder, now in ms ('' for the server's clock), ttl ms, hold ms, then per key its
+# demand and slots (a Claim).
 # Returns per key: share, fair share (as strings), cool-down left in ms, retirement reason ('').
 _LEASE = """
 local client = ARGV[1]
@@ -47,9 +49,9 @@ local ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for k = 1, #KEYS / 3 do
   local hash = KEYS[3 * k - 2]
-  local demand = tonumber(ARGV[4 + k])
+  local demand, slots = tonumber(ARGV[3 + 2 * k]), tonumber(ARGV[4 + 2 * k])
   local raw = redis.call('HGETALL', hash)
-  local demands, n, held_by_others, before = {}, 0, 0, nil
+  local claims, held_by_others, mine = {}, 0, nil
   for i = 1, #raw, 2 do
     local s, h, hu, exp, d = string.match(raw[i + 1], '(%S+) (%S+) (%S+) (%S+) (%S+)')
     s, h, hu, exp, d = tonumber(s), tonumber(h), tonumber(hu), tonumber(exp), tonumber(d)
@@ -58,29 +60,57 @@ for k = 1, #KEYS / 3 do
     if exp <= now then
       redis.call('HDEL', hash, raw[i])
     elseif raw[i] == client then
-      before = holding
+      mine = {share = s, held = h, held_until = hu, holding = holding}
     else
-      n = n + 1
-      demands[n] = d
+      claims[#claims + 1] = {name = raw[i], demand = d, share = s}
       held_by_others = held_by_others + holding
     end
   end
-  n = n + 1
-  demands[n] = demand
-  table.sort(demands)
-  local left, fair = 1.0, demand
-  for i = 1, n do
-    local even = left / (n - i + 1)
-    if demands[i] > even then
-      fair = math.min(demand, even)
+  claims[#claims + 1] = {name = client, demand = demand, share = mine and mine.share or 0}
+  -- allocate(): max-min fair whole slots, units left by rounding to the biggest holders
+  local wants = {}
+  for i, c in ipairs(claims) do
+    c.want = math.ceil(c.demand * slots - 1e-9)
+    wants[i] = c.want / slots
+  end
+  table.sort(wants)
+  local left, level = 1.0, nil
+  for i = 1, #wants do
+    local even = left / (#wants - i + 1)
+    if wants[i] > even then
+      level = even
       break
     end
-    left = left - demands[i]
+    left = left - wants[i]
   end
-  local share = math.max(0, math.min(fair, 1.0 - held_by_others))
+  local cap = slots
+  if level then cap = math.floor(level * slots + 1e-9) end
+  local units = slots
+  for _, c in ipairs(claims) do
+    c.units = math.min(c.want, cap)
+    units = units - c.units
+  end
+  table.sort(claims, function(a, b)
+    if a.share ~= b.share then return a.share > b.share end
+    return a.name < b.name
+  end)
+  local fair = 0
+  for _, c in ipairs(claims) do
+    if units > 0 and c.units < c.want then
+      c.units = c.units + 1
+      units = units - 1
+    end
+    if c.name == client then fair = c.units end
+  end
+  local free = math.max(0, math.floor((1.0 - held_by_others) * slots + 1e-9))
+  local share = math.min(fair, free) / slots
   local held, held_until = 0, 0
-  if before ~= nil and share < before then
-    held, held_until = before, now + hold
+  if mine ~= nil then
+    if share < mine.share then
+      held, held_until = mine.holding, now + hold
+    elseif mine.held_until > now then
+      held, held_until = mine.held, mine.held_until
+    end
   end
   redis.call('HSET', hash, client,
     string.format('%.17g %.17g %d %d %.17g', share, held, held_until, now + ttl, demand))
@@ -91,7 +121,7 @@ for k = 1, #KEYS / 3 do
   if cooling < 0 then cooling = 0 end
   local retired = redis.call('GET', KEYS[3 * k]) or ''
   out[4 * k - 3] = string.format('%.17g', share)
-  out[4 * k - 2] = string.format('%.17g', fair)
+  out[4 * k - 2] = string.format('%.17g', fair / slots)
   out[4 * k - 1] = cooling
   out[4 * k] = retired
 end
@@ -130,6 +160,17 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
 end
 return 0
 """
+
+# Retire a key for ARGV[2] seconds, keeping the first reason. KEYS[1]: its retirement key.
+_RETIRE = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
+return 0
+"""
+
+#: The commands the scripts run inside Redis (a benchmark counting round trips leaves them out).
+SCRIPT_COMMANDS = frozenset(
+    {"time", "hgetall", "hdel", "hset", "hget", "pttl", "pexpire", "get", "set"}
+)
 
 _PASSWORD = re.compile(r"(?<=://)([^/@]*)@")
 
@@ -204,6 +245,7 @@ class RedisLimits:
         self._lease = self._redis.register_script(_LEASE)
         self._release = self._redis.register_script(_RELEASE)
         self._cool_down = self._redis.register_script(_COOL_DOWN)
+        self._retire = self._redis.register_script(_RETIRE)
         self._errors: tuple[type[BaseException], ...] = (
             importlib.import_module("redis.exceptions").RedisError,
             OSError,
@@ -221,8 +263,8 @@ class RedisLimits:
             f"shared limits: Redis at {self._url} failed: {type(exc).__name__}: {exc}"
         )
 
-    async def lease(self, client: str, demands: Mapping[str, float]) -> dict[str, Grant]:
-        keys = list(demands)
+    async def lease(self, client: str, claims: Mapping[str, Claim]) -> dict[str, Grant]:
+        keys = list(claims)
         redis_keys = [
             name
             for key in keys
@@ -233,7 +275,7 @@ class RedisLimits:
             self._now_ms(),
             round(self.ttl * 1000),
             round(self.hold * 1000),
-            *(repr(float(demands[key])) for key in keys),
+            *(value for key in keys for value in (repr(claims[key].demand), claims[key].slots)),
         ]
         try:
             reply = await self._lease(keys=redis_keys, args=argv)
@@ -261,7 +303,7 @@ class RedisLimits:
 
     async def retire(self, key: str, reason: str) -> None:
         try:
-            await self._redis.set(self._key("retired", key), reason, ex=self._retire_for, nx=True)
+            await self._retire(keys=[self._key("retired", key)], args=[reason, self._retire_for])
         except self._errors as exc:
             raise self._failed(exc) from None
 

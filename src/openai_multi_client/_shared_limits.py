@@ -12,7 +12,9 @@ The algorithm (after Google's Doorman, simplified to fractions of a key):
 
 * at each renewal a client reports its *demand* for each key, a fraction in [0, 1]: 1 when its
   requests waited for capacity since the last renewal, otherwise the fraction it used, with a
-  margin to grow;
+  margin to grow; and the key's *slots*, the whole requests one limiter window holds;
+* shares are granted in whole slots (a share of 3.3 requests a second would let a sliding
+  window through only 3), and a slot left over by rounding stays where it is;
 * the backend splits each key among the live leases by max-min fairness (water-filling): nobody
   gets more than it asks for, and the rest is split evenly among those who ask for more;
 * a share is granted only out of what the other leases do not hold. A lease that shrinks keeps
@@ -54,13 +56,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("openai_multi_client")
 
 DEFAULT_RENEW_INTERVAL = 1.0
-DEFAULT_HOLD = 1.0  # one limiter window (_limits.WINDOW_SECONDS)
+DEFAULT_HOLD = 1.1  # one limiter window (_limits.WINDOW_SECONDS), and time to apply a shrink
 DEFAULT_TTL = 3.0
 # A client whose share is below its fair share renews this much sooner, to catch up quickly.
 _CATCH_UP = 0.25
-# Demand when requests did not wait: the fraction used, times this, plus _DEMAND_FLOOR.
+# Demand when requests did not wait: the fraction used, times this. A client with nothing to
+# do asks for nothing; when work comes, its requests wait, and the next renewal asks for all.
 _DEMAND_MARGIN = 1.5
-_DEMAND_FLOOR = 0.05
 
 OnUnavailable = Literal["fail", "local"]
 
@@ -78,6 +80,16 @@ class Grant:
     retired: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a client asks of one key at a renewal: its ``demand`` (a fraction of the key, 0 to
+    1) and the key's ``slots``, the whole requests one limiter window holds (shares are
+    granted in such whole units, so that no process is left with a fraction of a request)."""
+
+    demand: float
+    slots: int
+
+
 @runtime_checkable
 class LimitsBackend(Protocol):
     """Where the leases live. Key ids are redacted ids (never secrets); ``client`` names one
@@ -87,8 +99,8 @@ class LimitsBackend(Protocol):
     ttl: float
     on_unavailable: OnUnavailable
 
-    async def lease(self, client: str, demands: Mapping[str, float]) -> dict[str, Grant]:
-        """Renew (or take) ``client``'s lease on each key with its demand; one round trip."""
+    async def lease(self, client: str, claims: Mapping[str, Claim]) -> dict[str, Grant]:
+        """Renew (or take) ``client``'s lease on each key; one round trip."""
         ...
 
     async def release(self, client: str, keys: Sequence[str]) -> None:
@@ -152,10 +164,29 @@ class _Lease:
         return max(self.share, self.held) if self.held_until > now else self.share
 
 
+def allocate(claims: Sequence[tuple[str, float, float]], slots: int) -> dict[str, int]:
+    """Split a key's ``slots`` (whole requests per window) among ``(holder, demand, current
+    share)`` claims, max-min fairly: each gets its demand rounded up, at most the water level
+    rounded down; the units left by rounding go one each to those already holding the most
+    (then by name), so that an allocation does not move while nothing changes."""
+    wants = {name: math.ceil(demand * slots - 1e-9) for name, demand, _ in claims}
+    level = fair_level([want / slots for want in wants.values()])
+    cap = slots if math.isinf(level) else math.floor(level * slots + 1e-9)
+    units = {name: min(want, cap) for name, want in wants.items()}
+    left = slots - sum(units.values())
+    for name, _, _ in sorted(claims, key=lambda claim: (-claim[2], claim[0])):
+        if left <= 0:
+            break
+        if units[name] < wants[name]:
+            units[name] += 1
+            left -= 1
+    return units
+
+
 def _renew(
     leases: dict[str, _Lease],
     client: str,
-    demand: float,
+    claim: Claim,
     now: float,
     ttl: float,
     hold: float,
@@ -166,17 +197,22 @@ def _renew(
     for name in [name for name, lease in leases.items() if lease.expires <= now]:
         del leases[name]
     mine = leases.get(client)
-    others = [lease for name, lease in leases.items() if name != client]
-    fair = min(demand, fair_level([lease.demand for lease in others] + [demand]))
-    held_by_others = sum(lease.holding(now) for lease in others)
-    share = max(0.0, min(fair, 1.0 - held_by_others))
+    others = {name: lease for name, lease in leases.items() if name != client}
+    slots = claim.slots
+    claims = [(name, lease.demand, lease.share) for name, lease in others.items()]
+    claims.append((client, claim.demand, 0.0 if mine is None else mine.share))
+    fair = allocate(claims, slots)[client]
+    held_by_others = sum(lease.holding(now) for lease in others.values())
+    free = max(0, math.floor((1.0 - held_by_others) * slots + 1e-9))
+    share = min(fair, free) / slots
     held, held_until = 0.0, 0.0
     if mine is not None:
-        before = mine.holding(now)
-        if share < before:
-            held, held_until = before, now + hold
-    leases[client] = _Lease(share, held, held_until, now + ttl, demand)
-    return share, fair
+        if share < mine.share:  # a shrink: what it had still counts for `hold` seconds
+            held, held_until = mine.holding(now), now + hold
+        elif mine.held_until > now:  # an earlier shrink's hold runs its course
+            held, held_until = mine.held, mine.held_until
+    leases[client] = _Lease(share, held, held_until, now + ttl, claim.demand)
+    return share, fair / slots
 
 
 def _release(leases: dict[str, _Lease], client: str, now: float, hold: float) -> None:
@@ -209,13 +245,13 @@ class InMemoryLimits:
         self._retired: dict[str, str] = {}
         self.round_trips = 0
 
-    async def lease(self, client: str, demands: Mapping[str, float]) -> dict[str, Grant]:
+    async def lease(self, client: str, claims: Mapping[str, Claim]) -> dict[str, Grant]:
         self.round_trips += 1
         now = self._clock()
         grants: dict[str, Grant] = {}
-        for key, demand in demands.items():
+        for key, claim in claims.items():
             leases = self._leases.setdefault(key, {})
-            share, fair = _renew(leases, client, demand, now, self.ttl, self.hold)
+            share, fair = _renew(leases, client, claim, now, self.ttl, self.hold)
             cooling_for = max(0.0, self._cooling_until.get(key, now) - now)
             grants[key] = Grant(share, fair, cooling_for, self._retired.get(key))
         return grants
@@ -275,6 +311,7 @@ class LeaseKeeper:
         on_change: Callable[[], None],
     ) -> None:
         self._pool = pool
+        pool.set_shares(0.0)  # nothing is sent before the first lease
         self._backend = backend
         self._clock = clock
         self._on_change = on_change
@@ -297,6 +334,7 @@ class LeaseKeeper:
             if self._backend.on_unavailable == "fail":
                 raise
             self._local = True
+            self._pool.set_shares(1.0)
             logger.warning(
                 "%s; running on local limits: processes sharing these keys may together "
                 "exceed their limits",
@@ -336,13 +374,13 @@ class LeaseKeeper:
 
     async def _renew(self) -> None:
         backend = self._backend
-        demands = self._pool.lease_demands(self._clock.now(), backend.renew_interval)
-        if not demands:  # every key is retired
+        claims = self._pool.lease_claims(self._clock.now(), backend.renew_interval)
+        if not claims:  # every key is retired
             self._next_renewal = math.inf
             return
         self._round_trips += 1
         try:
-            grants = await backend.lease(self.client, demands)
+            grants = await backend.lease(self.client, claims)
         except SharedLimitsError:
             self._failures += 1
             raise
@@ -382,6 +420,7 @@ class LeaseKeeper:
         if self._local:
             return
         keys = [key.id for key in self._pool.keys]
+        self._pool.set_shares(0.0)
         self._round_trips += 1
         try:
             await asyncio.wait_for(self._backend.release(self.client, keys), timeout=2.0)
@@ -393,8 +432,7 @@ class LeaseKeeper:
         return f"LeaseKeeper({self.client!r}, {self._backend!r})"
 
 
-def demand_for(used: float, waited: bool) -> float:
-    """A key's demand from the fraction of it ``used`` since the last renewal."""
-    if waited:
-        return 1.0
-    return min(1.0, used * _DEMAND_MARGIN + _DEMAND_FLOOR)
+def claim_for(used: float, waited: bool, slots: int) -> Claim:
+    """A key's claim from the fraction of it ``used`` since the last renewal."""
+    demand = 1.0 if waited else min(1.0, used * _DEMAND_MARGIN)
+    return Claim(demand, slots)

@@ -48,6 +48,7 @@ from .._errors import (
 from .._journal import Journal, NullJournal, open_status
 from .._keys import Key
 from .._progress import RunProgress, load_prices
+from .._redis_limits import RedisLimits
 from .._request import Request, Result
 
 # Results committed per journal transaction at most, and the longest a result waits for one.
@@ -85,6 +86,24 @@ def add_parser(subparsers: Any) -> None:
     keys.add_argument("--rpm", type=float, help="requests per minute per key")
     keys.add_argument("--tpm", type=float, help="tokens per minute per key")
     keys.add_argument("--mock", action="store_true", help="run against the built-in mock server")
+    keys.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share the keys' limits with other runs through this Redis server "
+        "(redis://host:port/db; needs the redis extra)",
+    )
+    keys.add_argument(
+        "--redis-namespace",
+        default="omc",
+        help="runs with the same namespace share limits (default: omc)",
+    )
+    keys.add_argument(
+        "--redis-unavailable",
+        choices=("fail", "local"),
+        default="fail",
+        help="when Redis cannot be reached at the start: fail (default), or warn and run on "
+        "local limits",
+    )
     pacing = parser.add_argument_group("pacing and retries")
     pacing.add_argument("-c", "--concurrency", type=int, default=50)
     pacing.add_argument("--ordered", action="store_true", help="write results in input order")
@@ -151,6 +170,15 @@ class Job:
         if args.input != "-" and not os.path.isfile(args.input):
             raise ConfigurationError(f"no input file {args.input!r}")
         self.keys = self._keys()
+        self.shared_limits = (
+            RedisLimits(
+                args.redis,
+                namespace=args.redis_namespace,
+                on_unavailable=args.redis_unavailable,
+            )
+            if args.redis
+            else None
+        )
         self.journal_path = args.journal or args.output + ".journal"
         self.prices = load_prices(args.prices)
         self.stopping = False
@@ -234,6 +262,8 @@ class Job:
                 cache.close()
             if mock is not None:
                 await mock.stop()
+            if self.shared_limits is not None:
+                await self.shared_limits.aclose()
 
     async def _run(
         self, journal: Journal, cache: ResponseCache | None, base_url: str | None
@@ -277,6 +307,7 @@ class Job:
             timeout=args.timeout,
             ordered=args.ordered,
             on_send=on_send,
+            shared_limits=self.shared_limits,
         )
         loop = asyncio.get_running_loop()
         main_task = asyncio.current_task()

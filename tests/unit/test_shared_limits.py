@@ -1,0 +1,284 @@
+"""Shared limits in one process: the lease algorithm (InMemoryLimits), its invariants, and
+several clients sharing keys through it on virtual time. The same contract is run against
+Redis in tests/integration/test_redis_limits.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import defaultdict
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openai_multi_client import (
+    AsyncMultiClient,
+    ConfigurationError,
+    HTTPRequest,
+    HTTPResponse,
+    InMemoryLimits,
+    Key,
+    LimitsBackend,
+)
+from openai_multi_client._shared_limits import Claim, allocate, fair_level
+from openai_multi_client.testing import FakeClock, MockTransport, error_response, json_response
+
+
+class Time:
+    """A clock set by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def holding(backend: InMemoryLimits, key: str, now: float) -> float:
+    return sum(lease.holding(now) for lease in backend._leases.get(key, {}).values())
+
+
+def test_fair_level_is_max_min_fair() -> None:
+    assert fair_level([1.0]) == float("inf")  # a lone client gets all it asks for
+    assert fair_level([1.0, 1.0, 1.0]) == pytest.approx(1 / 3)
+    assert fair_level([0.2, 1.0, 1.0]) == pytest.approx(0.4)
+    assert fair_level([0.1, 0.2]) == float("inf")  # everyone gets what they ask for
+
+
+def test_allocate_splits_whole_slots_and_keeps_the_odd_one_where_it_is() -> None:
+    assert allocate([("a", 1.0, 0.0), ("b", 1.0, 0.0), ("c", 1.0, 0.0)], 10) == {
+        "a": 4, "b": 3, "c": 3,
+    }  # fmt: skip
+    # The unit left by rounding stays with whoever holds the most already.
+    assert allocate([("a", 1.0, 0.3), ("b", 1.0, 0.3), ("c", 1.0, 0.4)], 10)["c"] == 4
+    assert allocate([("a", 0.05, 0.0), ("b", 1.0, 0.0)], 10) == {"a": 1, "b": 9}
+    assert allocate([("a", 0.0, 0.5), ("b", 0.2, 0.0)], 10) == {"a": 0, "b": 2}
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abcd"),  # which client
+            st.sampled_from(["lease", "lease", "lease", "release"]),
+            st.floats(0.0, 1.0),  # its demand
+            st.floats(0.0, 2.0),  # time passing before
+        ),
+        max_size=60,
+    )
+)
+def test_leases_never_hand_out_more_than_the_key(
+    steps: list[tuple[str, str, float, float]],
+) -> None:
+    """Whatever the clients do, what the live leases hold adds up to at most the whole key,
+    nobody gets more than it asked for, and a share granted is at most the fair share."""
+    time = Time()
+    backend = InMemoryLimits(clock=time)
+
+    async def play() -> None:
+        for client, operation, demand, elapsed in steps:
+            time.now += elapsed
+            if operation == "release":
+                await backend.release(client, ["k"])
+            else:
+                grant = (await backend.lease(client, {"k": Claim(demand, 10)}))["k"]
+                assert grant.share <= math.ceil(demand * 10 - 1e-9) / 10 + 1e-12
+                assert grant.share * 10 == round(grant.share * 10)  # whole slots
+                assert grant.share <= grant.fair_share + 1e-12
+            assert holding(backend, "k", time.now) <= 1.0 + 1e-9
+
+    asyncio.run(play())
+
+
+async def test_a_share_grows_only_after_the_shrinking_lease_stops_holding_it() -> None:
+    time = Time()
+    backend = InMemoryLimits(clock=time)  # renew 1 s, hold 1.1 s, ttl 3 s
+    assert (await backend.lease("a", {"k": Claim(1.0, 10)}))["k"].share == 1.0
+    second = (await backend.lease("b", {"k": Claim(1.0, 10)}))["k"]
+    assert (second.share, second.fair_share) == (0.0, 0.5)
+    time.now += 1.0
+    assert (await backend.lease("a", {"k": Claim(1.0, 10)}))["k"].share == 0.5  # shrinks, holds 1.0
+    time.now += 1.0
+    assert (await backend.lease("b", {"k": Claim(1.0, 10)}))["k"].share == 0.0  # still held
+    time.now += 0.2
+    assert (await backend.lease("b", {"k": Claim(1.0, 10)}))["k"].share == 0.5
+
+
+async def test_a_lease_not_renewed_expires_within_ttl() -> None:
+    time = Time()
+    backend = InMemoryLimits(clock=time)
+    await backend.lease("dies", {"k": Claim(1.0, 10)})
+    time.now += backend.ttl - 0.01
+    assert (await backend.lease("lives", {"k": Claim(1.0, 10)}))["k"].share == 0.0
+    time.now += 0.01
+    assert (await backend.lease("lives", {"k": Claim(1.0, 10)}))["k"].share == 1.0
+
+
+async def test_cool_downs_and_retirements_reach_every_client() -> None:
+    time = Time()
+    backend = InMemoryLimits(clock=time)
+    await backend.cool_down("k", 2.0)
+    await backend.retire("j", "invalid key (401)")
+    grants = await backend.lease("other", {"k": Claim(1.0, 10), "j": Claim(1.0, 10)})
+    assert grants["k"].cooling_for == 2.0
+    assert grants["j"].retired == "invalid key (401)"
+    time.now += 2.5
+    assert (await backend.lease("other", {"k": Claim(1.0, 10)}))["k"].cooling_for == 0.0
+
+
+def test_lease_timing_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="ttl"):
+        InMemoryLimits(renew_interval=1.0, ttl=1.5, hold=1.0)
+    with pytest.raises(ConfigurationError, match="renew_interval"):
+        InMemoryLimits(renew_interval=0)
+    with pytest.raises(ConfigurationError, match="shared_limits"):
+        AsyncMultiClient(api_key="sk-x", shared_limits=42)  # type: ignore[arg-type]
+    assert isinstance(InMemoryLimits(), LimitsBackend)
+
+
+def key_of(request: HTTPRequest) -> str:
+    return request.headers["Authorization"].removeprefix("Bearer ")
+
+
+def max_in_any_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+
+
+def reply() -> HTTPResponse:
+    body = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+    }
+    return json_response(200, body)
+
+
+async def run_worker(client: AsyncMultiClient, count: int) -> int:
+    async def produce() -> None:
+        for n in range(count):
+            await client.request({"messages": [{"role": "user", "content": f"q{n}"}]})
+        client.close()
+
+    producer = asyncio.ensure_future(produce())
+    failed = sum([result.failed async for result in client])
+    await producer
+    return failed
+
+
+def worker(
+    transport: MockTransport,
+    shared: InMemoryLimits,
+    clock: FakeClock,
+    keys: list[Key] | None = None,
+) -> AsyncMultiClient:
+    keys = keys or [Key(secret, requests_per_minute=600) for secret in ("sk-s1", "sk-s2")]
+    return AsyncMultiClient(
+        32, endpoint="chats", api_key=keys, base_url="http://mock.invalid/v1",
+        transport=transport, shared_limits=shared, clock=clock,
+    )  # fmt: skip
+
+
+async def test_three_clients_sharing_two_keys_stay_within_their_limits(
+    fake_clock: FakeClock,
+) -> None:
+    """Three clients, each with its own pool of the same two keys of 600 requests/min: together
+    they never send more than 10 requests in any second on a key, and finish close to the
+    ideal time (600 requests at 20 a second)."""
+    sent: dict[str, list[float]] = defaultdict(list)
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        sent[key_of(request)].append(fake_clock.now())
+        await asyncio.sleep(0.3)
+        return reply()
+
+    transport = MockTransport(handler)
+    shared = InMemoryLimits(clock=fake_clock.now)
+    clients = [worker(transport, shared, fake_clock) for _ in range(3)]
+    failed = await asyncio.gather(*(run_worker(client, 200) for client in clients))
+    finished = fake_clock.now()
+    for client in clients:
+        await client.aclose()
+    assert failed == [0, 0, 0]
+    assert sorted(len(times) for times in sent.values()) == [300, 300]
+    for times in sent.values():
+        assert max_in_any_second(times) <= 10
+    ideal = 600 / 20
+    assert finished <= ideal * 1.1
+    # Without sharing, the same three clients send three times the limit.
+    sent.clear()
+    alone = [
+        AsyncMultiClient(
+            32,
+            endpoint="chats",
+            base_url="http://mock.invalid/v1",
+            transport=transport,
+            api_key=[Key(s, requests_per_minute=600) for s in ("sk-s1", "sk-s2")],
+        )
+        for _ in range(3)
+    ]
+    await asyncio.gather(*(run_worker(client, 60) for client in alone))
+    for client in alone:
+        await client.aclose()
+    assert max(max_in_any_second(times) for times in sent.values()) == 30
+
+
+async def test_a_client_that_leaves_gives_its_share_to_the_others(fake_clock: FakeClock) -> None:
+    sent: list[float] = []
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        sent.append(fake_clock.now())
+        return reply()
+
+    transport = MockTransport(handler)
+    shared = InMemoryLimits(clock=fake_clock.now)
+    keys = [Key("sk-s1", requests_per_minute=600)]
+    short, long = (worker(transport, shared, fake_clock, keys) for _ in range(2))
+    await asyncio.gather(run_worker(short, 20), run_worker(long, 200))
+    await short.aclose()
+    statistics = long.statistics()
+    await long.aclose()
+    assert statistics.keys.keys[0].share == 1.0  # the whole key once the other left
+    assert statistics.shared_limits is not None
+    assert statistics.shared_limits.round_trips < 220 / 2
+    assert max_in_any_second(sent) <= 10
+    assert fake_clock.now() <= 220 / 10 * 1.15
+
+
+async def test_a_key_retired_or_cooled_by_one_client_rests_in_the_others(
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    by_key: dict[str, int] = defaultdict(int)
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        key = key_of(request)
+        by_key[key] += 1
+        if key == "sk-dead":
+            return error_response(401, "Incorrect API key provided", "invalid_api_key")
+        return reply()
+
+    transport = MockTransport(handler)
+    shared = InMemoryLimits(clock=fake_clock.now)
+    keys = [Key("sk-dead", requests_per_minute=600), Key("sk-good", requests_per_minute=600)]
+    first, second = (
+        AsyncMultiClient(
+            4,
+            endpoint="chats",
+            api_key=keys,
+            base_url="http://mock.invalid/v1",
+            transport=transport,
+            shared_limits=shared,
+            clock=fake_clock,
+        )
+        for _ in range(2)
+    )
+    with caplog.at_level(logging.WARNING, logger="openai_multi_client"):
+        assert await run_worker(first, 10) == 0
+        await asyncio.sleep(1.0)  # one renewal of the second client's lease
+        assert await run_worker(second, 10) == 0
+    await first.aclose()
+    await second.aclose()
+    assert by_key["sk-dead"] == 1  # the second client never tried it
+    assert "retired by another process" in caplog.text
+    assert "sk-dead" not in caplog.text
