@@ -152,15 +152,9 @@ def test_omc_run_streams_lines_that_ask_for_it(
     source.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "out.jsonl"
     done = omc(
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "--base-url",
-        mock_openai.base_url,
-        "--key",
-        "sk-stream-test",
-    )
+        "run", str(source), "-o", str(out), "--base-url", mock_openai.base_url,
+        "--key", "sk-stream-test", "--read-timeout", "30",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     bodies = {row["custom_id"]: row["response"]["body"] for row in rows}
