@@ -4,14 +4,19 @@ callbacks, cut and broken streams retried, stalls timed out, usage settled in th
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from openai_multi_client import (
     AsyncMultiClient,
+    CallbackError,
     OpenAIMultiClient,
+    OpenAIMultiOrderedClient,
     Request,
     RequestTimeoutError,
     StreamInterruptedError,
@@ -102,6 +107,33 @@ async def test_async_client_completions_and_responses_streams(
     assert not response.failed, response.error
     assert response.response["output"][0]["content"][0]["text"] == "Mock reply to: hello"
     assert response.usage is not None
+
+
+def test_sync_client_on_chunk_runs_in_the_loop_thread_and_its_errors_surface(
+    mock_openai: MockOpenAIServer,
+) -> None:
+    threads: set[int] = set()
+
+    def failing(chunk: dict[str, Any], request: Request) -> None:
+        raise KeyError("bug in my callback")
+
+    api = OpenAIMultiOrderedClient(
+        api_key="sk-a",
+        base_url=mock_openai.base_url,
+        endpoint="chats",
+        on_chunk=lambda chunk, request: threads.add(threading.get_ident()),
+    )
+    with api:
+        api.request(chat(0), on_chunk=failing)
+        api.request(chat(1))
+        api.close()
+        with pytest.raises(CallbackError, match="on_chunk callback of request 0") as caught:
+            next(api)
+        assert caught.value.result.response["choices"][0]["message"]["content"]
+        [second] = list(api)
+    assert not second.failed
+    assert threads
+    assert threading.get_ident() not in threads
 
 
 def test_streamed_usage_settles_the_key_pool(mock_openai: MockOpenAIServer) -> None:
