@@ -95,8 +95,8 @@ class Request:
 
     ``index`` is the submission number (0, 1, 2, ...); ``attempt`` the number of the attempt
     under way (1 for the first); ``key`` the redacted id of the key used for it. A streamed
-    request's ``on_chunk`` receives this object with each chunk: ``attempt`` says which attempt
-    the chunk belongs to (a larger one means the stream restarted from its beginning).
+    request's ``on_chunk`` receives this object with each chunk: ``attempt`` and ``key`` say
+    which attempt the chunk belongs to (when either changes, the stream restarted).
     """
 
     index: int
