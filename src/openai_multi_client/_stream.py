@@ -120,6 +120,11 @@ class StreamReader:
         self.started = False  # some of the body arrived
         self.events = 0  # events parsed
 
+    @property
+    def done(self) -> bool:
+        """Whether the stream's last event arrived (``[DONE]``, or the final response)."""
+        return self._done and self._error is None
+
     def feed(self, piece: bytes) -> None:
         """Take the next piece of the body; raises :class:`InvalidResponseError` on an event
         that is not a JSON object (stop reading: the stream is broken)."""

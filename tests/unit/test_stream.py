@@ -14,6 +14,7 @@ from openai_multi_client import (
     BadRequestError,
     CallbackError,
     ConfigurationError,
+    ConnectionClosedError,
     HTTPRequest,
     HTTPResponse,
     InsufficientQuotaError,
@@ -418,3 +419,33 @@ async def test_on_chunk_needs_a_streamed_request(fake_clock: FakeClock) -> None:
             await client.request(
                 {"model": "m", "input": "x", "stream": True}, endpoint="embeddings"
             )
+
+
+class CutAfterBody:
+    """A transport that streams the whole body to ``on_data`` and then loses the connection."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def handle(self, request: HTTPRequest) -> HTTPResponse:
+        assert request.on_data is not None
+        request.on_data(self.body)
+        raise ConnectionClosedError("connection reset after the body")
+
+
+@pytest.mark.parametrize(("events", "complete"), [(CHAT, True), (CHAT[:-2], False)])
+async def test_a_connection_lost_after_done_keeps_a_complete_answer(
+    fake_clock: FakeClock, events: list[Chunk], complete: bool
+) -> None:
+    transport = CutAfterBody(sse_response(events).content)
+    options: dict[str, Any] = {"api_key": KEY, "base_url": "http://mock.invalid/v1"}
+    async with AsyncMultiClient(
+        endpoint="chats", transport=transport, max_retries=1, **options
+    ) as client:
+        [result] = await run(client, [streamed("x")])
+    if complete:
+        assert not result.failed
+        assert result.response["choices"][1]["message"]["content"] == "Bonjour"
+        assert result.status_code == 200
+    else:
+        assert isinstance(result.error, StreamInterruptedError)
