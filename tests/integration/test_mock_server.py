@@ -958,3 +958,9 @@ def test_cli_arguments() -> None:
     assert args.port == 8000
     assert args.fault_rate == 0.1
     assert args.no_rate_limit_headers is False
+    assert args.fault_kinds is None
+    args = parser.parse_args(["mock", "--fault-rate", "1", "--fault-kinds", "stream_cut,500"])
+    assert args.fault_kinds == {"stream_cut": 1.0, "500": 1.0}
+    assert mock_cli._make_server(args)._fault_kinds == ["stream_cut", "500"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["mock", "--fault-kinds", "stream_cutt"])
