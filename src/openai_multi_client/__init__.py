@@ -33,6 +33,7 @@ from ._errors import (
     RequestTimeoutStatusError,
     RequestTooLargeError,
     SharedLimitsError,
+    StreamInterruptedError,
     TransportError,
     UnprocessableEntityError,
 )
@@ -43,6 +44,7 @@ from ._request import ENDPOINTS, Payload, Request, Result
 from ._retry import RetryBudget, RetryPolicy
 from ._shared_limits import Grant, InMemoryLimits, LimitsBackend, SharedLimitsStatistics
 from ._stable import KeyManager, stable
+from ._stream import ChunkCallback
 from ._sync import OpenAIMultiClient, OpenAIMultiOrderedClient
 from ._tokens import CharacterEstimator, TokenEstimator
 from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, Timeout, Transport
@@ -59,6 +61,7 @@ __all__ = [
     "BadRequestError",
     "CallbackError",
     "CharacterEstimator",
+    "ChunkCallback",
     "ClientClosedError",
     "Clock",
     "ConfigurationError",
@@ -101,6 +104,7 @@ __all__ = [
     "SharedLimitsError",
     "SharedLimitsStatistics",
     "Statistics",
+    "StreamInterruptedError",
     "Timeout",
     "TokenEstimator",
     "Transport",

@@ -19,14 +19,18 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from . import _json
 from ._errors import (
+    APIStatusError,
     ConfigurationError,
+    ConnectionClosedError,
     CustomAPIError,
     InvalidResponseError,
     RequestError,
+    StreamInterruptedError,
     status_error,
 )
 from ._keys import Key
 from ._request import Request
+from ._stream import StreamReader, prepare_stream
 from ._transport import HTTPRequest, Timeout, Transport
 
 
@@ -82,6 +86,7 @@ class HTTPBackend:
         self._owns_transport = owns_transport
         self._urls: dict[tuple[Key, str], str] = {}
         self._key_headers: dict[Key, dict[str, str]] = {}
+        self._stream_headers: dict[Key, dict[str, str]] = {}
 
     def _url(self, key: Key, path: str) -> str:
         cache_key = (key, path)
@@ -92,6 +97,8 @@ class HTTPBackend:
         return url
 
     def prepare(self, request: Request) -> None:
+        if request.data.get("stream") is True:
+            prepare_stream(request)
         try:
             request.body = _json.dumps(request.data)
         except (TypeError, ValueError) as exc:
@@ -99,6 +106,8 @@ class HTTPBackend:
 
     async def call(self, request: Request, key: Key) -> Outcome:
         assert request.body is not None, "prepare() encodes the body at submission"
+        if request.stream:
+            return await self._call_stream(request, key)
         headers = self._key_headers.get(key)
         if headers is None:
             headers = self._key_headers[key] = {**self._headers, **key.auth_headers()}
@@ -128,21 +137,73 @@ class HTTPBackend:
                     f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"
                 )
             return Outcome(body, status, request_id, response_headers)
-        if body is None and content:
-            body = {"error": {"message": content[:200].decode(errors="replace")}}
-        error = status_error(status, body, response_headers, request_id)
-        if 300 <= status < 400:
-            error.args = (
-                f"HTTP {status}: the server redirected (to {response_headers.get('location')!r}); "
-                "redirects are not followed so the key is never sent elsewhere: set base_url to "
-                "the final address",
-            )
-        raise error
+        raise _status_failure(status, body, content, response_headers, request_id)
+
+    async def _call_stream(self, request: Request, key: Key) -> Outcome:
+        """A ``"stream": true`` attempt: events are read, passed on and assembled as they
+        arrive (see :mod:`._stream`)."""
+        assert request.body is not None
+        headers = self._stream_headers.get(key)
+        if headers is None:
+            headers = {**self._headers, **key.auth_headers(), "Accept": "text/event-stream"}
+            self._stream_headers[key] = headers
+        secret = key.secret_bytes
+        reader = StreamReader(request, secret.decode(errors="replace") if secret else "", key.id)
+        http_request = HTTPRequest(
+            "POST", self._url(key, request.path), headers, request.body, self._timeout
+        )
+        http_request.on_data = reader.feed
+        try:
+            response = await self._transport.handle(http_request)
+        except ConnectionClosedError as exc:
+            if reader.done:  # everything arrived before the connection broke: keep it
+                return Outcome(reader.finish({}, None), 200)
+            if reader.started and not isinstance(exc, StreamInterruptedError):
+                raise StreamInterruptedError(
+                    f"the stream was cut off after {reader.events} events: {exc}"
+                ) from exc
+            raise
+        response_headers = response.headers
+        request_id = response_headers.get("x-request-id")
+        status = response.status_code
+        content = response.content
+        if 200 <= status < 300:
+            if content:  # a transport that ignores on_data: the whole body at once
+                reader.feed(content)
+            body = reader.finish(response_headers, request_id)
+            return Outcome(body, status, request_id, response_headers)
+        if secret and secret in content:
+            content = content.replace(secret, key.id.encode())
+        try:
+            error_body: Any = _json.loads(content) if content else None
+        except ValueError:
+            error_body = None
+        raise _status_failure(status, error_body, content, response_headers, request_id)
 
     async def aclose(self) -> None:
         close = getattr(self._transport, "aclose", None)
         if self._owns_transport and close is not None:
             await close()
+
+
+def _status_failure(
+    status: int,
+    body: Any,
+    content: bytes,
+    headers: Mapping[str, str],
+    request_id: str | None,
+) -> APIStatusError:
+    """The error for a response with a status other than 2xx."""
+    if body is None and content:
+        body = {"error": {"message": content[:200].decode(errors="replace")}}
+    error = status_error(status, body, headers, request_id)
+    if 300 <= status < 400:
+        error.args = (
+            f"HTTP {status}: the server redirected (to {headers.get('location')!r}); "
+            "redirects are not followed so the key is never sent elsewhere: set base_url to "
+            "the final address",
+        )
+    return error
 
 
 CustomAPI = Callable[[Request], Awaitable[Any] | Any]

@@ -59,6 +59,7 @@ from ._retry import (
     server_requested_delay,
 )
 from ._shared_limits import LeaseKeeper, LimitsBackend, SharedLimitsStatistics
+from ._stream import ChunkCallback, raise_chunk_error
 from ._tokens import TokenEstimator, default_estimator
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -138,6 +139,8 @@ class AsyncMultiClient:
         retry_budget: RetryBudget | int | None = 500,
         token_estimator: TokenEstimator | None = None,
         on_send: Callable[[Request], object] | None = None,
+        on_chunk: ChunkCallback | None = None,
+        read_timeout: float | None = None,
         max_server_delay: float = 120.0,
         shared_limits: str | LimitsBackend | None = None,
         clock: Clock | None = None,
@@ -173,6 +176,9 @@ class AsyncMultiClient:
         shared_pool = api_key if isinstance(api_key, KeyPool) else None
         self._shares_pool = shared_pool is not None
         self._on_send = on_send
+        if on_chunk is not None and not callable(on_chunk):
+            raise ConfigurationError(f"on_chunk must be callable, got {type(on_chunk).__name__}")
+        self._on_chunk = on_chunk
         self._estimator: TokenEstimator | None = None
         if custom_api is not None:
             if not callable(custom_api):
@@ -202,7 +208,7 @@ class AsyncMultiClient:
             self._backend = HTTPBackend(
                 transport or AiohttpTransport(),
                 settings.base_url,
-                Timeout(timeout, connect_timeout),
+                Timeout(timeout, connect_timeout, read_timeout),
                 default_headers,
                 owns_transport=transport is None,
             )
@@ -256,16 +262,26 @@ class AsyncMultiClient:
         max_retries: int | None = None,
         retry_multiplier: float | None = None,
         retry_max: float | None = None,
+        *,
+        on_chunk: ChunkCallback | None = None,
     ) -> int:
         """Queue one request; wait while the intake is full. Returns its index (0, 1, ...).
 
         ``data`` is merged over ``data_template`` and ``metadata`` over ``metadata_template``.
         ``max_retries``, ``retry_multiplier`` and ``retry_max`` override the client's for this
-        request (``0`` is honoured). Called from the task that iterates the client, it never
-        waits, so a consumer can queue follow-up requests without deadlocking itself.
+        request (``0`` is honoured), ``on_chunk`` the client's for a streamed request. Called
+        from the task that iterates the client, it never waits, so a consumer can queue
+        follow-up requests without deadlocking itself.
         """
         request = self.build_request(
-            data, endpoint, metadata, callback, max_retries, retry_multiplier, retry_max
+            data,
+            endpoint,
+            metadata,
+            callback,
+            max_retries,
+            retry_multiplier,
+            retry_max,
+            on_chunk=on_chunk,
         )
         return await self.submit(request)
 
@@ -288,6 +304,8 @@ class AsyncMultiClient:
         max_retries: int | None = None,
         retry_multiplier: float | None = None,
         retry_max: float | None = None,
+        *,
+        on_chunk: ChunkCallback | None = None,
     ) -> Request:
         """Validate and build a request without queueing it (any thread may call this)."""
         name = endpoint if endpoint is not None else self._endpoint
@@ -310,6 +328,12 @@ class AsyncMultiClient:
             self._policy_for(max_retries, retry_multiplier, retry_max),
         )
         self._backend.prepare(request)
+        if on_chunk is not None and not (callable(on_chunk) and request.stream):
+            raise ConfigurationError(
+                "on_chunk must be callable and is only called for streamed requests: "
+                "set data['stream']=True (chat completions, completions or responses)"
+            )
+        request.on_chunk = on_chunk or self._on_chunk
         if self._estimator is not None:
             request.tokens = self._estimator(merged)
         return request
@@ -407,6 +431,7 @@ class AsyncMultiClient:
         result = batch[0]
         if result.callback is not None:
             await run_callback(result)
+        raise_chunk_error(result)
         return result
 
     async def take(self, limit: int) -> list[Result]:
@@ -739,6 +764,7 @@ class AsyncMultiClient:
             latency=latency,
             key=request.key,
             callback=request.callback,
+            _chunk_error=request.chunk_error,
         )
         if outcome is not None:
             result.response = outcome.response

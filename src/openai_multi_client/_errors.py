@@ -18,6 +18,7 @@ which HTTP library is underneath.
         │   ├── ConnectError
         │   ├── RequestTimeoutError                 connect or total timeout
         │   └── ConnectionClosedError               reset or cut off mid-response
+        │       └── StreamInterruptedError          a stream that stopped before its end
         ├── InvalidResponseError                    a response we cannot parse
         ├── APIStatusError                          an HTTP error status, with OpenAI's error body
         │   ├── BadRequestError                 400
@@ -91,6 +92,14 @@ class RequestTimeoutError(TransportError):
 
 class ConnectionClosedError(TransportError):
     """The connection was reset or closed before the whole response arrived."""
+
+
+class StreamInterruptedError(ConnectionClosedError):
+    """A streamed response (``stream: true``) stopped before its end: the connection dropped
+    mid-stream, or the body ended without its final event (``data: [DONE]`` and a
+    ``finish_reason`` for every choice; for the Responses API, ``response.completed``). Retried
+    like any dropped connection; chunks of the failed attempt may already have reached
+    ``on_chunk``."""
 
 
 class InvalidResponseError(RequestError):

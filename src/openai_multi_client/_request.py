@@ -4,13 +4,14 @@ through the engine."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._errors import ConfigurationError, EndpointRemovedError, RequestError
 
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
+    from ._stream import ChunkCallback
 
 # Seed and friendly names -> path below the base URL (which ends in /v1 for OpenAI).
 ENDPOINTS: Mapping[str, str] = {
@@ -93,7 +94,9 @@ class Request:
     """One request as the engine carries it. ``custom_api`` receives this object.
 
     ``index`` is the submission number (0, 1, 2, ...); ``attempt`` the number of the attempt
-    under way (1 for the first); ``key`` the redacted id of the key used for it.
+    under way (1 for the first); ``key`` the redacted id of the key used for it. A streamed
+    request's ``on_chunk`` receives this object with each chunk: ``attempt`` and ``key`` say
+    which attempt the chunk belongs to (when either changes, the stream restarted).
     """
 
     index: int
@@ -110,6 +113,9 @@ class Request:
     paced: int = 0  # attempts a key's rate limit turned away (429 rate_limit_exceeded)
     retry_cost: int = 0
     body: bytes | None = None
+    stream: bool = False  # "stream": true (set by the backend's prepare)
+    on_chunk: ChunkCallback | None = None
+    chunk_error: Exception | None = None  # what on_chunk raised; it is not called again
 
     def __repr__(self) -> str:
         return (
@@ -141,6 +147,7 @@ class Result:
     latency: float | None = None
     key: str | None = None
     callback: Callback | None = None
+    _chunk_error: Exception | None = field(default=None, repr=False)
 
     @property
     def usage(self) -> dict[str, Any] | None:

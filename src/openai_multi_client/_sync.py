@@ -29,6 +29,7 @@ from ._errors import CallbackError, ClientClosedError
 from ._portal import Portal, PortalClosedError, on_exit
 from ._request import Callback, Request, Result
 from ._retry import RetryBudget
+from ._stream import ChunkCallback, raise_chunk_error
 from ._tokens import TokenEstimator
 from ._transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Transport
 
@@ -48,7 +49,8 @@ class OpenAIMultiClient:
     Keyword-only extras: ``api_key`` (a key, a :class:`Key`, or a list of them), ``base_url``,
     ``organization``, ``queue_size`` (requests waiting before ``request()`` blocks; default
     ``concurrency``), ``timeout`` and ``connect_timeout`` in seconds, ``headers``,
-    ``transport``, ``retry_budget``, ``token_estimator``.
+    ``transport``, ``retry_budget``, ``token_estimator``, ``on_chunk`` (called with each chunk
+    of a streamed request, in the client's event-loop thread) and ``read_timeout``.
     """
 
     _ordered = False
@@ -75,6 +77,8 @@ class OpenAIMultiClient:
         transport: Transport | None = None,
         retry_budget: RetryBudget | int | None = 500,
         token_estimator: TokenEstimator | None = None,
+        on_chunk: ChunkCallback | None = None,
+        read_timeout: float | None = None,
         clock: Clock | None = None,
     ) -> None:
         # Built here, so bad arguments raise in the caller's thread before any thread starts.
@@ -99,6 +103,8 @@ class OpenAIMultiClient:
             transport=transport,
             retry_budget=retry_budget,
             token_estimator=token_estimator,
+            on_chunk=on_chunk,
+            read_timeout=read_timeout,
             clock=clock,
         )
         self._portal = Portal(name=f"omc-loop-{id(self):x}")
@@ -121,15 +127,25 @@ class OpenAIMultiClient:
         max_retries: int | None = None,
         retry_multiplier: float | None = None,
         retry_max: float | None = None,
+        *,
+        on_chunk: ChunkCallback | None = None,
     ) -> None:
         """Queue one request; blocks while the intake is full (the seed's backpressure).
 
         Called from the thread that iterates the client, it never blocks (so a loop over
-        results can queue follow-up requests).
+        results can queue follow-up requests). ``on_chunk`` overrides the client's for this
+        (streamed) request.
         """
         engine = self._engine
         request = engine.build_request(
-            data, endpoint, metadata, callback, max_retries, retry_multiplier, retry_max
+            data,
+            endpoint,
+            metadata,
+            callback,
+            max_retries,
+            retry_multiplier,
+            retry_max,
+            on_chunk=on_chunk,
         )
         if self._shut_down:
             raise ClientClosedError("the client was shut down")
@@ -216,6 +232,7 @@ class OpenAIMultiClient:
                     f"the callback of request {result.index} raised {type(exc).__name__}: {exc}",
                     result,
                 ) from exc
+        raise_chunk_error(result)
         return result
 
     def _fill_buffer(self) -> None:

@@ -9,7 +9,7 @@ never followed, so credentials cannot be carried to another origin.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -31,24 +31,36 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 @dataclass(frozen=True, slots=True)
 class Timeout:
     """Per-request limits in seconds: ``total`` for the whole exchange, ``connect`` for
-    establishing the connection. Defaults match the official SDK."""
+    establishing the connection, ``read`` (optional) for the longest wait for the next bytes,
+    the response's first or a stream's next chunk. Defaults match the official SDK."""
 
     total: float = DEFAULT_TIMEOUT
     connect: float = DEFAULT_CONNECT_TIMEOUT
+    read: float | None = None
 
     def __post_init__(self) -> None:
-        for name, value in (("timeout", self.total), ("connect_timeout", self.connect)):
+        for name, value in (
+            ("timeout", self.total),
+            ("connect_timeout", self.connect),
+            ("read_timeout", 1.0 if self.read is None else self.read),
+        ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
 
 
 @dataclass(slots=True)
 class HTTPRequest:
+    """One request. With ``on_data`` set, a transport that can should pass a 2xx response's
+    body to it piece by piece as it arrives (then ``HTTPResponse.content`` is empty); one that
+    ignores it returns the whole body as usual. Whatever ``on_data`` raises ends the exchange
+    and is raised by ``handle``."""
+
     method: str
     url: str
     headers: dict[str, str]
     content: bytes
     timeout: Timeout = field(default_factory=Timeout)
+    on_data: Callable[[bytes], None] | None = None
 
     def __repr__(self) -> str:
         # Headers carry the key: never show them.
@@ -105,7 +117,9 @@ class AiohttpTransport:
         timeout = self._timeouts.get(request.timeout)
         if timeout is None:
             timeout = self._timeouts[request.timeout] = aiohttp.ClientTimeout(
-                total=request.timeout.total, connect=request.timeout.connect
+                total=request.timeout.total,
+                connect=request.timeout.connect,
+                sock_read=request.timeout.read,
             )
         try:
             async with session.request(
@@ -116,12 +130,19 @@ class AiohttpTransport:
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
+                on_data = request.on_data
+                if on_data is not None and 200 <= response.status < 300:
+                    async for piece in response.content.iter_any():
+                        on_data(piece)
+                    return HTTPResponse(response.status, response.headers, b"")
                 content = await response.read()
                 return HTTPResponse(response.status, response.headers, content)
         except asyncio.TimeoutError as exc:
+            limits = f"within {request.timeout.total:g} s"
+            if request.timeout.read is not None:
+                limits += f", or no data for {request.timeout.read:g} s"
             raise RequestTimeoutError(
-                f"no complete response within {request.timeout.total:g} s "
-                f"(connect limit {request.timeout.connect:g} s)"
+                f"no complete response {limits} (connect limit {request.timeout.connect:g} s)"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise ConnectError(f"cannot connect to {_origin(request.url)}: {exc.os_error}") from exc

@@ -674,7 +674,9 @@ def test_argument_validation() -> None:
         Faults(rate=0.1, kinds={"500": 0.0})
     with pytest.raises(ValueError, match=r"Faults\.hang_seconds"):
         Faults(hang_seconds=0)
-    assert set(Faults().kinds) == set(FAULT_KINDS)
+    # The default plan has the six kinds of a plain answer; the mid-answer ones are opt-in.
+    assert set(Faults().kinds) == set(FAULT_KINDS[:6])
+    assert {"stream_cut", "stream_stall", "stream_error"} <= set(FAULT_KINDS)
     with pytest.raises(ValueError, match="latency"):
         MockOpenAIServer(latency=(0.5, 0.1))
     with pytest.raises(ValueError, match="latency"):
@@ -785,6 +787,135 @@ async def test_official_sdk_parses_the_answers(server: MockOpenAIServer) -> None
         assert math.fsum(value * value for value in vector) == pytest.approx(1.0, rel=1e-5)
 
 
+# ------------------------------------------------------------------------------------------
+# Streaming
+# ------------------------------------------------------------------------------------------
+
+
+def sse_data(raw: bytes) -> list[str]:
+    """The data of each event of a well-formed stream (comments skipped)."""
+    events = raw.decode().split("\n\n")
+    assert events[-1] == ""
+    return [
+        line[len("data: ") :]
+        for event in events[:-1]
+        for line in event.split("\n")
+        if line.startswith("data: ")
+    ]
+
+
+async def test_chat_stream_wire_format(
+    server: MockOpenAIServer, session: aiohttp.ClientSession
+) -> None:
+    body = {**CHAT, "stream": True, "n": 2, "stream_options": {"include_usage": True}}
+    reply = await post(session, f"{server.base_url}/chat/completions", body)
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/event-stream")
+    assert all(name in reply.headers for name in RATE_LIMIT_HEADERS)
+    data = sse_data(reply.raw)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(item) for item in data[:-1]]
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert all(chunk["usage"] is None for chunk in chunks[:-1])
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["total_tokens"] > 0
+    for index in (0, 1):
+        deltas = [
+            c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["index"] == index
+        ]
+        assert deltas[0]["delta"]["role"] == "assistant"
+        assert (
+            "".join(d["delta"].get("content", "") for d in deltas) == "Mock reply to: hello there"
+        )
+        assert [d["finish_reason"] for d in deltas][-1] == "stop"
+        assert len(deltas) > 4  # small pieces
+    assert server.times_answered(body) == 1
+    plain = await post(session, f"{server.base_url}/chat/completions", {**CHAT, "stream": True})
+    assert "usage" not in json.loads(sse_data(plain.raw)[-2])  # usage only when asked for
+
+
+async def test_completions_and_responses_streams(
+    server: MockOpenAIServer, session: aiohttp.ClientSession
+) -> None:
+    body = {"model": "m", "prompt": "abc", "stream": True}
+    data = sse_data((await post(session, f"{server.base_url}/completions", body)).raw)
+    chunks = [json.loads(item) for item in data[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == "Mock completion of: abc"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    body = {"model": "m", "input": "abc", "stream": True}
+    reply = await post(session, f"{server.base_url}/responses", body)
+    assert b"event: response.created\n" in reply.raw
+    events = [json.loads(item) for item in sse_data(reply.raw)]
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Mock reply to: abc"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({**CHAT, "stream": "yes"}, "stream"),
+        ({**CHAT, "stream_options": {"include_usage": True}}, "stream_options"),
+        ({**CHAT, "stream": True, "stream_options": []}, "stream_options"),
+        (
+            {**CHAT, "stream": True, "stream_options": {"include_usage": 1}},
+            "stream_options.include_usage",
+        ),
+    ],
+)
+async def test_stream_parameters_are_validated(
+    server: MockOpenAIServer, session: aiohttp.ClientSession, body: dict[str, Any], param: str
+) -> None:
+    reply = await post(session, f"{server.base_url}/chat/completions", body)
+    assert reply.status == 400
+    assert reply.error()["param"] == param
+
+
+async def test_stream_faults(session: aiohttp.ClientSession) -> None:
+    body = {**CHAT, "stream": True}
+    async with MockOpenAIServer(faults=only("stream_error")) as server:
+        data = sse_data((await post(session, f"{server.base_url}/chat/completions", body)).raw)
+        assert json.loads(data[-1])["error"]["type"] == "server_error"
+        assert "[DONE]" not in data
+        plain = await post(session, f"{server.base_url}/chat/completions", CHAT)
+        assert plain.status == 500
+        assert server.stats.faults_by_kind == {"stream_error": 2}
+    async with MockOpenAIServer(faults=only("malformed")) as server:
+        data = sse_data((await post(session, f"{server.base_url}/chat/completions", body)).raw)
+        assert data[-1] == "[DONE]"
+        assert sum(1 for item in data if item.startswith('{"id": "chatcmpl-trunc')) == 1
+    async with MockOpenAIServer(faults=only("stream_cut")) as server:
+        for request in (body, CHAT):
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await post(session, f"{server.base_url}/chat/completions", request)
+        assert server.stats.faults_by_kind == {"stream_cut": 2}
+        assert server.stats.answered == 0
+
+
+async def test_official_sdk_parses_the_streams(server: MockOpenAIServer) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=server.base_url, api_key="sk-test", max_retries=0
+    ) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "ping"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+            "Mock reply to: ping"
+        )
+        assert chunks[-1].usage is not None
+        events = [
+            event
+            async for event in await client.responses.create(
+                model="gpt-4o-mini", input="ping", stream=True
+            )
+        ]
+        assert events[-1].type == "response.completed"
+
+
 def test_cli_serves_until_sigint() -> None:
     code = (
         "import argparse, sys\n"
@@ -827,3 +958,9 @@ def test_cli_arguments() -> None:
     assert args.port == 8000
     assert args.fault_rate == 0.1
     assert args.no_rate_limit_headers is False
+    assert args.fault_kinds is None
+    args = parser.parse_args(["mock", "--fault-rate", "1", "--fault-kinds", "stream_cut,500"])
+    assert args.fault_kinds == {"stream_cut": 1.0, "500": 1.0}
+    assert mock_cli._make_server(args)._fault_kinds == ["stream_cut", "500"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["mock", "--fault-kinds", "stream_cutt"])

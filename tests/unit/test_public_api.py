@@ -22,11 +22,13 @@ PUBLIC = {
     "KeyStatistics", "PoolStatistics", "CharacterEstimator", "TokenEstimator", "KeyManager",
     "stable", "AbandonedRequestError", "Grant", "InMemoryLimits", "LimitsBackend", "RedisLimits",
     "SharedLimitsError", "SharedLimitsStatistics",
+    "StreamInterruptedError", "ChunkCallback",
 }  # fmt: skip
 
 TESTING = {
     "FakeClock", "Faults", "KeyLimits", "MockOpenAIServer", "MockTransport", "error_response",
     "json_response", "RedisServer", "RedisServerError",
+    "sse_response",
 }  # fmt: skip
 
 
@@ -67,9 +69,10 @@ def test_seed_signatures_are_kept() -> None:
         positional = [(p.name, p.default) for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
         assert positional == expected
     request = inspect.signature(OpenAIMultiClient.request).parameters
-    assert list(request)[1:] == [
+    assert [name for name, p in request.items() if p.kind is p.POSITIONAL_OR_KEYWORD][1:] == [
         "data", "endpoint", "metadata", "callback", "max_retries", "retry_multiplier", "retry_max",
     ]  # fmt: skip
+    assert request["on_chunk"].kind is inspect.Parameter.KEYWORD_ONLY  # additions: keyword-only
     run = inspect.signature(OpenAIMultiClient.run_request_function).parameters
     assert run["stop_at_end"].default is True
     assert issubclass(OpenAIMultiOrderedClient, OpenAIMultiClient)

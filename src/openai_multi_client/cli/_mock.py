@@ -69,6 +69,18 @@ def _probability(text: str) -> float:
     return value
 
 
+def _fault_kinds(text: str) -> dict[str, float]:
+    from ..testing._mock_server import FAULT_KINDS
+
+    kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"expected kinds among {', '.join(FAULT_KINDS)} (comma-separated), not {text!r}"
+        )
+    return dict.fromkeys(kinds, 1.0)
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``mock`` subcommand to ``omc``'s subcommands."""
     parser = subparsers.add_parser(
@@ -107,6 +119,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "truncated body, equally likely (0)",
     )
     parser.add_argument(
+        "--fault-kinds",
+        type=_fault_kinds,
+        default=None,
+        metavar="KINDS",
+        help="the faults to inject instead, equally likely, e.g. stream_cut,stream_error "
+        "(also stream_stall; streams break midway)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of latency and faults, for reproducible runs"
     )
     parser.add_argument(
@@ -124,7 +144,13 @@ def _make_server(args: argparse.Namespace) -> MockOpenAIServer:
         port=args.port,
         default_limits=KeyLimits(requests_per_minute=args.rpm, tokens_per_minute=args.tpm),
         latency=args.latency,
-        faults=Faults(rate=args.fault_rate) if args.fault_rate > 0 else None,
+        faults=(
+            Faults(
+                rate=args.fault_rate, **({"kinds": args.fault_kinds} if args.fault_kinds else {})
+            )
+            if args.fault_rate > 0
+            else None
+        ),
         seed=args.seed,
         rate_limit_headers=not args.no_rate_limit_headers,
     )

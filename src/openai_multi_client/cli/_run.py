@@ -109,6 +109,11 @@ def add_parser(subparsers: Any) -> None:
     pacing.add_argument("--ordered", action="store_true", help="write results in input order")
     pacing.add_argument("--max-retries", type=int, default=10, help="attempts in total")
     pacing.add_argument("--timeout", type=float, default=600.0, help="seconds per attempt")
+    pacing.add_argument(
+        "--read-timeout",
+        type=float,
+        help="seconds without data (the answer, or a stream's next chunk) before giving up",
+    )
     limits = parser.add_argument_group("limits of this run")
     limits.add_argument("--max-requests", type=int, help="send at most this many requests")
     limits.add_argument("--budget-tokens", type=int, help="stop cleanly after this many tokens")
@@ -305,6 +310,7 @@ class Job:
             api_key=self.keys or None,
             base_url=base_url,
             timeout=args.timeout,
+            read_timeout=args.read_timeout,
             ordered=args.ordered,
             on_send=on_send,
             shared_limits=self.shared_limits,

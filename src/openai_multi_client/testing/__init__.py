@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._fake_clock import FakeClock
-from ._mock_transport import MockTransport, error_response, json_response
+from ._mock_transport import MockTransport, error_response, json_response, sse_response
 from ._redis_server import RedisServer, RedisServerError
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ __all__ = [
     "RedisServerError",
     "error_response",
     "json_response",
+    "sse_response",
 ]
 
 _SERVER_NAMES = frozenset({"Faults", "KeyLimits", "MockOpenAIServer"})

@@ -65,7 +65,25 @@ __all__ = [
 ]
 
 #: The kinds of fault :class:`Faults` can inject.
-FAULT_KINDS: Final[tuple[str, ...]] = ("500", "502", "503", "reset", "hang", "malformed")
+FAULT_KINDS: Final[tuple[str, ...]] = (
+    "500",
+    "502",
+    "503",
+    "reset",
+    "hang",
+    "malformed",
+    "stream_cut",
+    "stream_stall",
+    "stream_error",
+)
+# The kinds a plain Faults() injects; the mid-answer kinds are asked for by name.
+_DEFAULT_FAULT_KINDS: Final = FAULT_KINDS[:6]
+# Kinds that send part of the answer, so they are injected while answering.
+_ANSWER_FAULTS: Final = frozenset({"malformed", "stream_cut", "stream_stall", "stream_error"})
+# Sizes of the pieces a streamed reply's text is cut into, in turn (deterministic).
+_PIECE_SIZES: Final = (3, 5, 1, 7, 4, 2, 6)
+# Sizes of the writes a stream's bytes go out in, so events straddle reads.
+_WRITE_SIZES: Final = (61, 17, 230, 5, 96)
 
 _JSON: Final = "application/json"
 _ORGANIZATION: Final = "org-mock"
@@ -140,7 +158,7 @@ class KeyLimits:
 
 
 def _default_fault_weights() -> dict[str, float]:
-    return dict.fromkeys(FAULT_KINDS, 1.0)
+    return dict.fromkeys(_DEFAULT_FAULT_KINDS, 1.0)
 
 
 @dataclass(frozen=True)
@@ -149,14 +167,21 @@ class Faults:
 
     ``rate`` is the probability that a request (one that got past authentication, validation and
     rate limits) meets a fault; ``kinds`` gives the relative weights of the kinds of fault
-    (see :data:`FAULT_KINDS`; kinds left out weigh 0; default: all equal):
+    (see :data:`FAULT_KINDS`; kinds left out weigh 0; default: the first six, equally):
 
     * ``"500"``, ``"502"``, ``"503"``: that status (500 and 503 with OpenAI's JSON error body,
       502 with an HTML page, as a proxy in front of the API sends);
     * ``"reset"``: the TCP connection is aborted (RST) without a response;
     * ``"hang"``: no answer for ``hang_seconds`` (or until the server stops), then the
       connection is aborted;
-    * ``"malformed"``: HTTP 200 with a truncated JSON body.
+    * ``"malformed"``: HTTP 200 with a truncated JSON body (a stream: one truncated event
+      midway, the rest as usual);
+    * ``"stream_cut"``: HTTP 200 and half the answer's bytes (a stream: half its events, cut
+      mid-event), then the connection is aborted;
+    * ``"stream_stall"``: the same half, then nothing for ``hang_seconds`` (or until the server
+      stops), then the connection is aborted;
+    * ``"stream_error"``: a stream sends half its events, then an error event
+      (``data: {"error": {... "server_error"}}``) and ends; a plain request gets a 500.
     """
 
     rate: float = 0.0
@@ -508,13 +533,24 @@ def _generation_cost(prompt_tokens: int, max_tokens: int | None, outputs: int) -
     return max(prompt_tokens, reserved * outputs)
 
 
-def _no_stream(body: Mapping[str, Any]) -> None:
-    if body.get("stream"):
+def _check_stream(body: Mapping[str, Any]) -> None:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _invalid_type("stream", "a boolean", stream)
+    options = body.get("stream_options")
+    if options is None:
+        return
+    if not stream:
         raise _BadRequest(
-            "The mock OpenAI server does not support streaming; send 'stream': false.",
-            "stream",
-            "unsupported_value",
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+            "invalid_value",
         )
+    if not isinstance(options, dict):
+        raise _invalid_type("stream_options", "an object", options)
+    usage = options.get("include_usage")
+    if usage is not None and not isinstance(usage, bool):
+        raise _invalid_type("stream_options.include_usage", "a boolean", usage)
 
 
 def _check_chat(body: Mapping[str, Any]) -> _Plan:
@@ -535,7 +571,7 @@ def _check_chat(body: Mapping[str, Any]) -> _Plan:
             raise _invalid_type(f"messages[{index}]", "an object", message)
         if "role" not in message:
             raise _missing(f"messages[{index}].role")
-    _no_stream(body)
+    _check_stream(body)
     n = _int_param(body, "n", 1, 128) or 1
     max_tokens = _int_param(body, "max_completion_tokens", 1, None)
     if max_tokens is None:
@@ -565,7 +601,7 @@ def _prompts(body: Mapping[str, Any]) -> list[Any]:
 
 def _check_completions(body: Mapping[str, Any]) -> _Plan:
     prompts = _prompts(body)
-    _no_stream(body)
+    _check_stream(body)
     n = _int_param(body, "n", 1, 128) or 1
     max_tokens = _int_param(body, "max_tokens", 1, None)
     prompt_tokens = _estimate(_chars(prompts))
@@ -642,7 +678,7 @@ def _check_responses(body: Mapping[str, Any]) -> _Plan:
         raise _missing("input")
     if not isinstance(value, (str, list)):
         raise _invalid_type("input", "a string or an array", value)
-    _no_stream(body)
+    _check_stream(body)
     max_tokens = _int_param(body, "max_output_tokens", 1, None)
     prompt_tokens = _estimate(_chars(value) + _chars(body.get("instructions")))
     return _Plan(_generation_cost(prompt_tokens, max_tokens, 1), prompt_tokens, 1, max_tokens)
@@ -784,6 +820,103 @@ _FAULT_BODIES: Final = {
         _JSON,
     ),
 }
+
+
+_STREAM_ERROR: Final = _error_body(
+    "The server had an error while processing your request. Sorry about that!", "server_error"
+)
+
+
+def _split(data: bytes, sizes: tuple[int, ...] = _WRITE_SIZES) -> list[bytes]:
+    """``data`` in pieces of ``sizes``, in turn."""
+    pieces: list[bytes] = []
+    start = 0
+    for size in itertools.cycle(sizes):
+        if start >= len(data):
+            return pieces
+        pieces.append(data[start : start + size])
+        start += size
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _text_pieces(text: str) -> list[str]:
+    pieces: list[str] = []
+    start = 0
+    for size in itertools.cycle(_PIECE_SIZES):
+        if start >= len(text):
+            return pieces
+        pieces.append(text[start : start + size])
+        start += size
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sse(payload: Mapping[str, Any], event: str | None = None) -> bytes:
+    line = b"data: " + _json.dumps(payload) + b"\n\n"
+    return line if event is None else b"event: " + event.encode() + b"\n" + line
+
+
+def _stream_events(answer: dict[str, Any], include_usage: bool) -> list[bytes]:
+    """The server-sent events that stream ``answer`` (chat, completions or responses), as
+    OpenAI sends them: a comment, text in small deterministic pieces, a finish_reason per
+    choice, the usage chunk when asked for, ``[DONE]``."""
+    if answer.get("object") == "response":
+        return _response_events(answer)
+    chat = answer["object"] == "chat.completion"
+    base: dict[str, Any] = {
+        "id": answer["id"],
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": answer["created"],
+        "model": answer["model"],
+        "system_fingerprint": answer.get("system_fingerprint"),
+    }
+    if chat:
+        base["service_tier"] = answer.get("service_tier")
+    if include_usage:
+        base["usage"] = None
+
+    def chunk(index: int, text: str | None, finish: str | None = None) -> bytes:
+        if chat:
+            delta: dict[str, Any] = {} if text is None else {"content": text}
+            if text == "":
+                delta = {"role": "assistant", "content": "", "refusal": None}
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"text": text or "", "index": index, "logprobs": None, "finish_reason": finish}
+        return _sse({**base, "choices": [choice]})
+
+    choices = answer["choices"]
+    texts = [c["message"]["content"] if chat else c["text"] for c in choices]
+    pieces = [_text_pieces(text) for text in texts]
+    events = [b": mock keep-alive\n\n"]
+    if chat:
+        events += [chunk(index, "") for index in range(len(choices))]
+    for step in range(max((len(p) for p in pieces), default=0)):
+        events += [chunk(i, p[step]) for i, p in enumerate(pieces) if step < len(p)]
+    events += [chunk(i, None, c["finish_reason"]) for i, c in enumerate(choices)]
+    if include_usage:
+        events.append(_sse({**base, "choices": [], "usage": answer["usage"]}))
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def _response_events(answer: dict[str, Any]) -> list[bytes]:
+    """The Responses API's events for ``answer`` (no ``[DONE]``: the last event ends it)."""
+    item = answer["output"][0]
+    text = item["content"][0]["text"]
+    started = {**answer, "status": "in_progress", "output": [], "usage": None}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": started}),
+        ("response.in_progress", {"response": started}),
+    ]
+    for piece in _text_pieces(text):
+        delta = {"item_id": item["id"], "output_index": 0, "content_index": 0, "delta": piece}
+        events.append(("response.output_text.delta", delta))
+    final = "response.completed" if answer["status"] == "completed" else "response.incomplete"
+    events.append((final, {"response": answer}))
+    return [
+        _sse({"type": kind, "sequence_number": number, **fields}, kind)
+        for number, (kind, fields) in enumerate(events)
+    ]
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -1300,13 +1433,14 @@ class MockOpenAIServer:
         if delay > 0 and not await self._pause(delay):
             _abort(request)
             return web.Response(status=503)
+        fault: str | None = None
+        streamed = body.get("stream") is True
         if self._fault_rate > 0 and self._random.random() < self._fault_rate:
-            kind = self._random.choices(self._fault_kinds, cum_weights=self._fault_cumulative)[0]
-            if kind != "malformed":
-                return await self._fault(request, kind, request_id, state)
-            malformed = True
-        else:
-            malformed = False
+            fault = self._random.choices(self._fault_kinds, cum_weights=self._fault_cumulative)[0]
+            if fault == "stream_error" and not streamed:
+                return await self._fault(request, "500", request_id, state, label=fault)
+            if fault not in _ANSWER_FAULTS:
+                return await self._fault(request, fault, request_id, state)
 
         answer = self._answer(endpoint, body, model, plan, sequence)
         if state.tokens is not None:
@@ -1315,12 +1449,16 @@ class MockOpenAIServer:
             used = usage.get("total_tokens") if isinstance(usage, dict) else None
             if isinstance(used, int) and used < plan.cost:
                 state.tokens.refund(plan.cost - used, self._clock())
+        if streamed:
+            return await self._stream(request, body, answer, fault, request_id, state)
         payload = _json.dumps(answer)
         headers = self._headers(request_id, state)
-        if malformed:
+        if fault == "malformed":
             logger.debug("fault: malformed body for %s", request_id)
             self._count_status(200, fault="malformed")
             return web.Response(status=200, body=payload[: len(payload) // 2], headers=headers)
+        if fault is not None:  # stream_cut, stream_stall: half the body
+            return await self._cut(request, fault, payload, headers, content_length=len(payload))
         self._count_status(200)
         response = web.Response(status=200, body=payload, headers=headers)
         # Counted before the bytes leave, so a client that has its answer also sees it counted
@@ -1418,7 +1556,12 @@ class MockOpenAIServer:
         return not self._closing
 
     async def _fault(
-        self, request: web.Request, kind: str, request_id: str, state: _KeyState
+        self,
+        request: web.Request,
+        kind: str,
+        request_id: str,
+        state: _KeyState,
+        label: str | None = None,
     ) -> web.StreamResponse:
         logger.debug("fault: %s for %s", kind, request_id)
         if kind == "reset":
@@ -1435,8 +1578,71 @@ class MockOpenAIServer:
         status = int(kind)
         body, content_type = _FAULT_BODIES[status]
         headers = self._headers(request_id, state, content_type)
-        self._count_status(status, fault=kind)
+        self._count_status(status, fault=label or kind)
         return web.Response(status=status, body=body, headers=headers)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        answer: dict[str, Any],
+        fault: str | None,
+        request_id: str,
+        state: _KeyState,
+    ) -> web.StreamResponse:
+        """Send ``answer`` as server-sent events, or the fault planned for it."""
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
+        events = _stream_events(answer, usage)
+        headers = self._headers(request_id, state, "text/event-stream")
+        headers["Cache-Control"] = "no-cache"
+        half = len(events) // 2
+        if fault in ("stream_cut", "stream_stall"):
+            return await self._cut(request, fault, b"".join(events), headers)
+        if fault == "malformed":
+            events.insert(half, b'data: {"id": "chatcmpl-trunc\n\n')
+        elif fault == "stream_error":
+            events[half:] = [b"data: " + _STREAM_ERROR + b"\n\n"]
+        logger.debug("streaming %d events for %s (fault: %s)", len(events), request_id, fault)
+        self._count_status(200, fault=fault)
+        response = web.StreamResponse(status=200, headers=headers)
+        digest = self._count_answer(body) if fault is None else None
+        try:
+            await response.prepare(request)
+            for piece in _split(b"".join(events)):
+                await response.write(piece)
+            await response.write_eof()
+        except ConnectionError:
+            if digest is not None:
+                self._uncount_answer(digest)
+            logger.debug("client of %s disconnected mid-stream", request_id)
+        return response
+
+    async def _cut(
+        self,
+        request: web.Request,
+        fault: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        content_length: int | None = None,
+    ) -> web.StreamResponse:
+        """Send the headers and half of ``payload``; then, for ``stream_stall``, nothing for
+        ``hang_seconds``; then drop the connection."""
+        logger.debug("fault: %s after %d of %d bytes", fault, len(payload) // 2, len(payload))
+        self._count_status(200, fault=fault)
+        response = web.StreamResponse(status=200, headers=headers)
+        if content_length is not None:
+            response.content_length = content_length
+        with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            await response.write(payload[: len(payload) // 2])
+            if fault == "stream_stall":
+                assert self._faults is not None
+                await self._pause(self._faults.hang_seconds)
+        transport = request.transport
+        if transport is not None:
+            transport.close()  # what was written still arrives, then the end: a cut body
+        return response
 
     # ---------------------------------------------------------------- answers
 

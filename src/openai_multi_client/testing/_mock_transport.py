@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from .. import _json
@@ -54,3 +54,24 @@ def error_response(
     """An :class:`HTTPResponse` carrying OpenAI's error body."""
     body = {"error": {"message": message, "type": type, "param": None, "code": code}}
     return json_response(status_code, body, headers)
+
+
+def sse_response(
+    events: Iterable[Any],
+    *,
+    done: bool = True,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTTPResponse:
+    """An :class:`HTTPResponse` streaming ``events`` as server-sent events: each a dict (sent
+    as ``data: <json>``) or a string (sent as it is, e.g. ``": keep-alive\n\n"``), then
+    ``data: [DONE]`` unless ``done=False``."""
+    parts = [
+        event.encode() if isinstance(event, str) else b"data: " + _json.dumps(event) + b"\n\n"
+        for event in events
+    ]
+    if done:
+        parts.append(b"data: [DONE]\n\n")
+    return HTTPResponse.build(
+        status_code, {"content-type": "text/event-stream", **(headers or {})}, b"".join(parts)
+    )
