@@ -29,6 +29,7 @@ from ._errors import CallbackError, ClientClosedError
 from ._portal import Portal, PortalClosedError, on_exit
 from ._request import Callback, Request, Result
 from ._retry import RetryBudget
+from ._shared_limits import LimitsBackend
 from ._stream import ChunkCallback, raise_chunk_error
 from ._tokens import TokenEstimator
 from ._transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Transport
@@ -50,7 +51,9 @@ class OpenAIMultiClient:
     ``organization``, ``queue_size`` (requests waiting before ``request()`` blocks; default
     ``concurrency``), ``timeout`` and ``connect_timeout`` in seconds, ``headers``,
     ``transport``, ``retry_budget``, ``token_estimator``, ``on_chunk`` (called with each chunk
-    of a streamed request, in the client's event-loop thread) and ``read_timeout``.
+    of a streamed request, in the client's event-loop thread), ``read_timeout`` and
+    ``shared_limits`` (a Redis URL or a :class:`RedisLimits`: share the keys' limits with other
+    processes).
     """
 
     _ordered = False
@@ -79,6 +82,7 @@ class OpenAIMultiClient:
         token_estimator: TokenEstimator | None = None,
         on_chunk: ChunkCallback | None = None,
         read_timeout: float | None = None,
+        shared_limits: str | LimitsBackend | None = None,
         clock: Clock | None = None,
     ) -> None:
         # Built here, so bad arguments raise in the caller's thread before any thread starts.
@@ -105,6 +109,7 @@ class OpenAIMultiClient:
             token_estimator=token_estimator,
             on_chunk=on_chunk,
             read_timeout=read_timeout,
+            shared_limits=shared_limits,
             clock=clock,
         )
         self._portal = Portal(name=f"omc-loop-{id(self):x}")

@@ -20,6 +20,7 @@ from openai_multi_client import (
     ConfigurationError,
     InMemoryLimits,
     LimitsBackend,
+    OpenAIMultiClient,
     RedisLimits,
     SharedLimitsError,
 )
@@ -309,3 +310,24 @@ def test_two_omc_runs_share_a_key_through_redis(
     assert local.returncode == 0, local.stderr
     assert "running on local limits" in local.stderr
     assert len(output_ids(tmp_path / "other.jsonl")) == 100
+
+
+def test_the_sync_client_takes_shared_limits(redis_server: RedisServer) -> None:
+    with MockOpenAIServer() as mock:
+        api = OpenAIMultiClient(
+            endpoint="chats", api_key="sk-sync", base_url=mock.base_url,
+            shared_limits=redis_server.url,
+        )  # fmt: skip
+
+        def feed() -> None:
+            for n in range(20):
+                api.request({"model": "m", "messages": [{"role": "user", "content": f"{n}"}]})
+
+        api.run_request_function(feed)
+        results = list(api)
+        statistics = api.statistics()
+        api.close()
+    assert [r.failed for r in results] == [False] * 20
+    assert statistics.shared_limits is not None
+    assert statistics.shared_limits.round_trips >= 1
+    assert statistics.keys.keys[0].share == 1.0
