@@ -556,16 +556,26 @@ class Job:
         )
         stop = threading.Event()
 
+        def put(item: list[BatchRequest | BadLine] | BaseException | None) -> None:
+            putting = queue.put(item)
+            try:
+                future = asyncio.run_coroutine_threadsafe(putting, loop)
+            except RuntimeError:  # the loop is closed: the run is over
+                putting.close()
+                raise
+            future.result()
+
         def reader() -> None:
             try:
                 for batch in _batches(self._input_items(), _READ_BATCH):
                     if stop.is_set():
                         return
-                    asyncio.run_coroutine_threadsafe(queue.put(batch), loop).result()
-                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+                    put(batch)
+                put(None)
             except BaseException as exc:  # an unreadable input: the run stops and says why
-                with contextlib.suppress(RuntimeError):
-                    asyncio.run_coroutine_threadsafe(queue.put(exc), loop)
+                if not stop.is_set():  # else the run is over (and its loop may be gone)
+                    with contextlib.suppress(BaseException):
+                        put(exc)
 
         thread = threading.Thread(target=reader, name="omc-reader", daemon=True)
         thread.start()
