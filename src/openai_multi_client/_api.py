@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from . import _json
 from ._errors import (
     ConfigurationError,
@@ -130,6 +132,12 @@ class HTTPBackend:
             return Outcome(body, status, request_id, response_headers)
         if body is None and content:
             body = {"error": {"message": content[:200].decode(errors="replace")}}
+        if key.secret and any(key.secret in value for value in response_headers.values()):
+            # Kept on the error: a server that echoes the key in a header (a redirect's
+            # location, say) must not put it there.
+            response_headers = CIMultiDictProxy(
+                CIMultiDict((name, key.redact(value)) for name, value in response_headers.items())
+            )
         error = status_error(status, body, response_headers, request_id)
         if 300 <= status < 400:
             error.args = (
