@@ -7,13 +7,19 @@ sync seed clients, and ``omc run`` with ``--keys-file`` and with ``OPENAI_API_KE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import pty
 import socket
+import subprocess
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,3 +268,104 @@ def test_no_leak_from_stable_and_the_key_manager(logs: Callable[[], None]) -> No
     assert_no_leak("the key manager", repr(manager) + repr(manager.keys))
     assert_no_leak("retired reasons", repr(manager.retired_reasons()))
     logs()
+
+
+# ------------------------------------------------------------------ omc run
+
+
+def batch_line(n: int, text: str) -> str:
+    return json.dumps(
+        {"custom_id": f"req-{n}", "method": "POST", "url": "/v1/chat/completions",
+         "body": chat(text)}
+    )  # fmt: skip
+
+
+def omc(*args: str, env: dict[str, str] | None = None, tty: bool = False) -> tuple[int, str]:
+    """Run ``omc -vv ARGS`` (debug logging on); its exit code and everything it printed.
+    With ``tty``, standard error is a terminal, so the live progress line is drawn."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    environment.update(env or {}, PYTHONWARNINGS="error")
+    command = [sys.executable, "-m", "openai_multi_client", "-vv", *args]
+    if not tty:
+        done = subprocess.run(
+            command, env=environment, capture_output=True, text=True, timeout=60, check=False
+        )
+        return done.returncode, done.stdout + done.stderr
+    controller, terminal = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+            while chunk := os.read(controller, 65536):
+                chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    with subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=terminal, text=True
+    ) as process:
+        os.close(terminal)
+        stdout, _ = process.communicate(timeout=60)
+    reader.join(10)
+    os.close(controller)
+    return process.returncode, stdout + b"".join(chunks).decode(errors="replace")
+
+
+def test_no_leak_from_omc_run(
+    tmp_path: Path, mock_openai_factory: Factory, echo_server: str
+) -> None:
+    faults = Faults(rate=0.3, kinds={"500": 1, "503": 1, "reset": 1, "malformed": 1, "hang": 1})
+    server = mock_openai_factory(keys={CANARY: KeyLimits()}, faults=faults, seed=6)
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text(CANARY + "\n")
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(batch_line(n, f"q{n}") + "\n" for n in range(150)))
+    common = ("--base-url", server.base_url, "--timeout", "0.5", "-c", "20")
+    printed: list[str] = [omc("run", "--help")[1]]
+
+    code, text = omc(
+        "run", str(source), "-o", str(tmp_path / "a.jsonl"), "--errors",
+        str(tmp_path / "a.errors.jsonl"), "--keys-file", str(keys_file), *common, tty=True,
+    )  # fmt: skip
+    assert code in (0, 1), text
+    assert "\r" in text  # the live progress line was drawn
+    printed.append(text)
+    code, text = omc(
+        "run", str(source), "-o", str(tmp_path / "b.jsonl"), *common,
+        env={"OPENAI_API_KEY": CANARY},
+    )  # fmt: skip
+    assert code in (0, 1), text
+    printed.append(text)
+    assert server.stats.requests_by_key == {CANARY: server.stats.total_requests}
+    assert server.stats.faults_by_kind.get("hang", 0) > 0
+
+    # A server that quotes the key in every answer: each kind of failure, then a 401.
+    modes = [mode for mode in ECHO_MODES if mode not in ("401", "403", "quota")]
+    echoed = tmp_path / "echo.jsonl"
+    echoed.write_text("".join(batch_line(n, mode) + "\n" for n, mode in enumerate(modes)))
+    code, text = omc(
+        "run", str(echoed), "-o", str(tmp_path / "c.jsonl"), "--errors",
+        str(tmp_path / "c.errors.jsonl"), "--keys-file", str(keys_file),
+        "--base-url", echo_server, "--max-retries", "1",
+    )  # fmt: skip
+    assert code == 1, text
+    printed.append(text)
+    assert len((tmp_path / "c.jsonl").read_text().splitlines()) == len(modes)
+    refused = tmp_path / "refused.jsonl"
+    refused.write_text(batch_line(0, "401") + "\n")
+    code, text = omc(
+        "run", str(refused), "-o", str(tmp_path / "d.jsonl"), "--base-url", echo_server,
+        env={"OPENAI_API_KEY": CANARY},
+    )  # fmt: skip
+    assert code == 1
+    assert "fix the keys" in text
+    printed.append(text)
+
+    for name in ("a", "b", "c", "d"):
+        printed.append(omc("status", str(tmp_path / f"{name}.jsonl.journal"))[1])
+    for text in printed:
+        assert_no_leak("what omc printed", text)
+    files = [path for path in tmp_path.iterdir() if path != keys_file]
+    assert {path.name for path in files} >= {"a.jsonl.journal", "a.errors.jsonl", "d.jsonl"}
+    for path in files:
+        assert_no_leak(str(path), path.read_bytes())
