@@ -117,7 +117,7 @@ class HTTPBackend:
         body: Any
         try:
             body = _json.loads(content) if content else None
-        except ValueError:
+        except (ValueError, RecursionError):  # the stdlib parser recurses on nesting
             body = None
             if 200 <= status < 300:
                 raise InvalidResponseError(
