@@ -34,6 +34,7 @@ from openai_multi_client import (
     Result,
     stable,
 )
+from openai_multi_client._transport import AiohttpTransport, HTTPRequest, HTTPResponse
 from openai_multi_client.testing import Faults, KeyLimits, MockOpenAIServer
 
 Factory = Callable[..., MockOpenAIServer]
@@ -176,10 +177,23 @@ ECHO_MODES = ["200", "malformed", "400", "401", "403", "404", "409", "422", "429
 async def test_no_leak_from_a_server_that_echoes_the_key(
     echo_server: str, logs: Callable[[], None]
 ) -> None:
+    sent: list[str] = []
+
+    class Recording(AiohttpTransport):
+        async def handle(self, request: HTTPRequest) -> HTTPResponse:
+            sent.append(repr(request))
+            return await super().handle(request)
+
+    transport = Recording()  # passed in, so ours to close
     for mode in ECHO_MODES:
         key = Key(CANARY)
         async with AsyncMultiClient(
-            endpoint="chats", api_key=key, base_url=echo_server, max_retries=1
+            endpoint="chats",
+            api_key=key,
+            base_url=echo_server,
+            max_retries=1,
+            transport=transport,
+            on_send=lambda request: sent.append(repr(request)),
         ) as client:
             await client.request(chat(mode))
             client.close()
@@ -189,6 +203,10 @@ async def test_no_leak_from_a_server_that_echoes_the_key(
             assert_no_leak("the client", repr(client))
             assert_no_leak("statistics", repr(client.statistics()))
         assert_no_leak("the key", repr(key) + str(key) + key.id)
+    await transport.aclose()
+    assert len(sent) == 2 * len(ECHO_MODES)
+    for text in sent:
+        assert_no_leak("a request", text)
     logs()
 
 
@@ -203,10 +221,11 @@ def test_no_leak_over_http_to_the_mock_server(
         faults=faults,
         seed=4,
     )
+    seen: set[str] = set()
     for client_class in (OpenAIMultiClient, OpenAIMultiOrderedClient):
         with client_class(
             20,
-            max_retries=3,
+            max_retries=1,  # every fault ends a request: each kind of error is checked
             retry_multiplier=0.01,
             endpoint="chats",
             api_key=CANARY,
@@ -220,6 +239,9 @@ def test_no_leak_over_http_to_the_mock_server(
             check_results(results)
             assert_no_leak("the sync client", repr(api))
             assert_no_leak("statistics", repr(api.statistics()))
+        seen |= {type(r.error).__name__ for r in results}
+    assert seen >= {"NoneType", "InternalServerError", "ConnectionClosedError",
+                    "InvalidResponseError", "RequestTimeoutError"}, seen  # fmt: skip
     stats = server.stats
     assert stats.status_counts.get(429, 0) > 0, stats  # each error path was met
     assert stats.faults_by_kind.get("hang", 0) > 0, stats
