@@ -17,8 +17,15 @@ from typing import Any
 
 import pytest
 
-from openai_multi_client import AsyncMultiClient, InternalServerError, RequestError, Result
+from openai_multi_client import (
+    AsyncMultiClient,
+    InternalServerError,
+    RequestError,
+    RequestTimeoutError,
+    Result,
+)
 from openai_multi_client._journal import open_status
+from openai_multi_client._transport import AiohttpTransport, HTTPRequest, HTTPResponse
 from openai_multi_client.testing import Faults, MockOpenAIServer
 
 Factory = Callable[..., MockOpenAIServer]
@@ -61,9 +68,21 @@ async def run_all(client: AsyncMultiClient, bodies: list[dict[str, Any]]) -> lis
     return results
 
 
+class CountingTimeouts(AiohttpTransport):
+    timeouts = 0
+
+    async def handle(self, request: HTTPRequest) -> HTTPResponse:
+        try:
+            return await super().handle(request)
+        except RequestTimeoutError:
+            self.timeouts += 1
+            raise
+
+
 async def test_fault_soak_accounts_for_every_request_once(mock_openai_factory: Factory) -> None:
     server = mock_openai_factory(faults=SOAK_FAULTS, seed=20)
     bodies = [chat(marker(n)) for n in range(SOAK_REQUESTS)]
+    transport = CountingTimeouts()
     client = AsyncMultiClient(
         100,
         endpoint="chats",
@@ -72,12 +91,21 @@ async def test_fault_soak_accounts_for_every_request_once(mock_openai_factory: F
         timeout=CLIENT_TIMEOUT,
         retry_multiplier=0.01,
         retry_max=0.05,
+        transport=transport,
     )
     started = time.monotonic()
-    results = await run_all(client, bodies)
+    try:
+        results = await run_all(client, bodies)
+    finally:
+        await transport.aclose()
     elapsed = time.monotonic() - started
     statistics = client.statistics()
     stats = server.stats
+    # Timeouts of requests the server did not hang on: on a machine so loaded that an answer
+    # took longer than the timeout, that answer may have been sent, and the retry answered
+    # again (docs/reliability.md, case 1). Normally none: then everything below is exact.
+    lost = transport.timeouts - stats.faults_by_kind["hang"]
+    assert lost >= 0
 
     # Accounting: one result per request, each index exactly once.
     assert sorted(r.index for r in results) == list(range(SOAK_REQUESTS))
@@ -89,14 +117,16 @@ async def test_fault_soak_accounts_for_every_request_once(mock_openai_factory: F
         assert result.data == bodies[result.index]
         assert answer_text(result) == f"Mock reply to: {marker(result.index)}"
     # No successful answer was ever sent twice: a request that got one was never re-sent.
-    assert server.answered_more_than_once() == 0
-    counts = server.answer_counts
-    assert sum(counts.values()) == stats.answered == len(succeeded)
-    assert all(server.times_answered(r.data) == 1 for r in succeeded)
+    assert server.answered_more_than_once() <= lost
+    assert sum(server.answer_counts.values()) == stats.answered
+    assert len(succeeded) <= stats.answered <= len(succeeded) + lost
+    assert all(1 <= server.times_answered(r.data) <= 1 + lost for r in succeeded)
     # Malformed 200s are answers the client could not read: they were retried (see
-    # docs/reliability.md, "billed twice"), so billed bodies = successes + malformed.
-    malformed = stats.faults_by_kind.get("malformed", 0)
-    assert stats.status_counts[200] == len(succeeded) + malformed
+    # docs/reliability.md, "billed twice"), so the 200s sent = answers + malformed.
+    malformed = stats.faults_by_kind["malformed"]
+    assert (
+        stats.answered + malformed <= stats.status_counts[200] <= stats.answered + malformed + lost
+    )
     # The faults really happened, at about the planned rates, and were all retried through.
     for kind in ("500", "502", "503", "reset", "malformed"):
         assert stats.faults_by_kind[kind] > 0.03 * SOAK_REQUESTS, stats.faults_by_kind
@@ -106,7 +136,8 @@ async def test_fault_soak_accounts_for_every_request_once(mock_openai_factory: F
     print(
         f"\nsoak: {SOAK_REQUESTS} requests, {stats.total_requests} attempts, "
         f"{len(succeeded)} succeeded, {len(failed)} failed, faults {stats.faults_by_kind}, "
-        f"retries {statistics.retries}, {elapsed:.1f} s"
+        f"retries {statistics.retries}, timeouts {transport.timeouts} ({lost} not hangs), "
+        f"{elapsed:.1f} s"
     )
 
 
@@ -153,7 +184,7 @@ def test_omc_run_soak_writes_one_line_per_input_line(
         [
             sys.executable, "-m", "openai_multi_client", "run", str(source), "-o", str(out),
             "--errors", str(errors), "--base-url", server.base_url, "-c", "100",
-            "--timeout", str(CLIENT_TIMEOUT),
+            "--timeout", "3",
         ],
         env={**os.environ, "OPENAI_API_KEY": "sk-soak", "PYTHONWARNINGS": "error"},
         capture_output=True,
