@@ -216,7 +216,7 @@ def test_no_leak_over_http_to_the_mock_server(
     faults = Faults(rate=0.5, kinds={"500": 1, "502": 1, "503": 1, "reset": 1, "malformed": 1,
                                      "hang": 1})  # fmt: skip
     server = mock_openai_factory(
-        keys={CANARY: KeyLimits(requests_per_minute=1200), "sk-other": KeyLimits()},
+        keys={CANARY: KeyLimits(requests_per_minute=600), "sk-other": KeyLimits()},
         rate_limit_headers=False,  # so the client cannot learn the limit: it meets 429s
         faults=faults,
         seed=4,
