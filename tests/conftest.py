@@ -7,8 +7,14 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import settings
 
 from openai_multi_client.testing import FakeClock, RedisServer, RedisServerError
+
+# Property tests are deterministic (the same examples every run, no example database) and
+# never timed: a slow CI machine must not fail them.
+settings.register_profile("omc", derandomize=True, database=None, deadline=None)
+settings.load_profile("omc")
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from . import _json
 from ._errors import (
     APIStatusError,
@@ -124,7 +126,7 @@ class HTTPBackend:
         body: Any
         try:
             body = _json.loads(content) if content else None
-        except ValueError:
+        except (ValueError, RecursionError):  # the stdlib parser recurses on nesting
             body = None
             if 200 <= status < 300:
                 raise InvalidResponseError(
@@ -137,7 +139,7 @@ class HTTPBackend:
                     f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"
                 )
             return Outcome(body, status, request_id, response_headers)
-        raise _status_failure(status, body, content, response_headers, request_id)
+        raise _status_failure(status, body, content, _redacted(key, response_headers), request_id)
 
     async def _call_stream(self, request: Request, key: Key) -> Outcome:
         """A ``"stream": true`` attempt: events are read, passed on and assembled as they
@@ -178,12 +180,24 @@ class HTTPBackend:
             error_body: Any = _json.loads(content) if content else None
         except ValueError:
             error_body = None
-        raise _status_failure(status, error_body, content, response_headers, request_id)
+        raise _status_failure(
+            status, error_body, content, _redacted(key, response_headers), request_id
+        )
 
     async def aclose(self) -> None:
         close = getattr(self._transport, "aclose", None)
         if self._owns_transport and close is not None:
             await close()
+
+
+def _redacted(key: Key, headers: Mapping[str, str]) -> Mapping[str, str]:
+    """``headers`` without the key: they are kept on the error, and a server that echoes the
+    key in a header (a redirect's location, say) must not put it there."""
+    if key.secret and any(key.secret in value for value in headers.values()):
+        return CIMultiDictProxy(
+            CIMultiDict((name, key.redact(value)) for name, value in headers.items())
+        )
+    return headers
 
 
 def _status_failure(

@@ -74,6 +74,8 @@ logger = logging.getLogger("openai_multi_client")
 
 # 429 rate_limit_exceeded answers one request may get before they count as failed attempts.
 _MAX_PACED_ATTEMPTS = 100
+# The largest usage.total_tokens believed (2**53: still exact as a float).
+_MAX_TOKENS = 1 << 53
 # How often a client waiting for capacity on a pool shared with other clients looks again.
 _SHARED_POOL_POLL = 0.05
 
@@ -841,7 +843,9 @@ def _used_tokens(outcome: Outcome) -> int | None:
     usage = outcome.response.get("usage") if isinstance(outcome.response, dict) else None
     if isinstance(usage, dict):
         total = usage.get("total_tokens")
-        if isinstance(total, int) and not isinstance(total, bool):
+        # A count a server could mean: a negative or astronomical one (it would overflow the
+        # limiter's float arithmetic) is ignored, as if the answer had no usage.
+        if isinstance(total, int) and not isinstance(total, bool) and 0 <= total <= _MAX_TOKENS:
             return total
     return None
 

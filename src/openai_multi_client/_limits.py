@@ -203,9 +203,9 @@ class RateLimitHeaders:
     @classmethod
     def parse(cls, headers: Mapping[str, str]) -> RateLimitHeaders:
         return cls(
-            _number(headers.get("x-ratelimit-limit-requests")),
+            _limit(headers.get("x-ratelimit-limit-requests")),
             _number(headers.get("x-ratelimit-remaining-requests")),
-            _number(headers.get("x-ratelimit-limit-tokens")),
+            _limit(headers.get("x-ratelimit-limit-tokens")),
             _number(headers.get("x-ratelimit-remaining-tokens")),
         )
 
@@ -213,3 +213,10 @@ class RateLimitHeaders:
 def _number(value: str | None) -> float | None:
     number = parse_float(value)
     return None if number is None or number < 0 else number
+
+
+def _limit(value: str | None) -> float | None:
+    """A per-minute limit is at least 1: ``0`` or ``1e-300`` is garbage (it would stop the key
+    for ever), not a limit."""
+    number = parse_float(value)
+    return None if number is None or number < 1 else number

@@ -156,7 +156,12 @@ class AiohttpTransport:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         except aiohttp.ClientError as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            # Others (a response aiohttp cannot parse, ...) may quote what the server sent, and a
+            # ClientResponseError holds the request's headers, the key among them: keep only
+            # the text (which the engine redacts), never the exception itself.
+            message = f"{type(exc).__name__}: {exc}"
+        # Raised outside the except block, so not even its __context__ holds aiohttp's error.
+        raise TransportError(message)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

@@ -365,22 +365,25 @@ class Job:
             else:
                 client.close()
 
+        reported = 0
+
+        def bad_line(item: BadLine) -> None:
+            nonlocal reported
+            self.bad_lines += 1
+            progress.bad_line()
+            data = error_line(item.custom_id, code=item.code, message=item.message, line=item.line)
+            if errors is not None:
+                errors.write(data)
+            elif reported < _BAD_LINES_SHOWN:
+                reported += 1
+                print(f"omc run: {item.message}", file=sys.stderr)
+
         async def feed() -> None:
-            reported = 0
             async for item in self._read(loop):
                 if self.stopping:
                     return
                 if isinstance(item, BadLine):
-                    self.bad_lines += 1
-                    progress.bad_line()
-                    data = error_line(
-                        item.custom_id, code=item.code, message=item.message, line=item.line
-                    )
-                    if errors is not None:
-                        errors.write(data)
-                    elif reported < _BAD_LINES_SHOWN:
-                        reported += 1
-                        print(f"omc run: {item.message}", file=sys.stderr)
+                    bad_line(item)
                     continue
                 if item.custom_id in finished:
                     continue
@@ -407,14 +410,26 @@ class Job:
                 if args.max_requests is not None and self.sent >= args.max_requests:
                     self.capped = f"--max-requests {args.max_requests}"
                     return
-                self.sent += 1
-                lines_of[item.custom_id] = (item.line, item.url)
                 try:
-                    await client.request(
+                    request = client.build_request(
                         item.body,
                         endpoint=item.url,
                         metadata={"custom_id": item.custom_id, "line": item.line},
                     )
+                except ConfigurationError as exc:  # e.g. NaN, which only JSON's superset allows
+                    bad_line(
+                        BadLine(
+                            item.line,
+                            item.custom_id,
+                            "invalid_body",
+                            f"line {item.line}: the body cannot be sent: {exc}",
+                        )
+                    )
+                    continue
+                self.sent += 1
+                lines_of[item.custom_id] = (item.line, item.url)
+                try:
+                    await client.submit(request)
                 except ClientClosedError:
                     if self.is_stopping():  # Ctrl-C or a budget closed the client meanwhile
                         return
