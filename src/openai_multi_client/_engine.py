@@ -789,7 +789,8 @@ def _used_tokens(outcome: Outcome) -> int | None:
     usage = outcome.response.get("usage") if isinstance(outcome.response, dict) else None
     if isinstance(usage, dict):
         total = usage.get("total_tokens")
-        if isinstance(total, int) and not isinstance(total, bool):
+        # A negative count (a broken or random server) would refund more than was reserved.
+        if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
             return total
     return None
 
