@@ -15,13 +15,14 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from . import _json
 from ._errors import (
     ConfigurationError,
     CustomAPIError,
     InvalidResponseError,
+    RedirectError,
     RequestError,
     status_error,
 )
@@ -61,6 +62,51 @@ def join_url(base_url: str, path: str, api_version: str | None = None) -> str:
         pairs = [pair for pair in query.split("&") if pair and not pair.startswith("api-version=")]
         query = "&".join([*pairs, urlencode({"api-version": api_version})])
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path, query, ""))
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of an absolute URL (the port only when not the scheme's default),
+    without user info, path or query; raises ``ValueError`` for a URL that has none."""
+    parts = urlsplit(url)
+    scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    if not scheme or not host:
+        raise ValueError(f"no origin in {url!r}")
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" if port is None or port == default else f"{scheme}://{host}:{port}"
+
+
+def redirect_error(
+    status: int,
+    url: str,
+    body: object,
+    headers: Mapping[str, str],
+) -> RedirectError:
+    """The error for a 3xx answer to ``url``. It names the origin redirected to, never its
+    path or query (which could carry anything, the key included)."""
+    location = headers.get("location")
+    target = same = None
+    if location:
+        location = urljoin(url, location.strip())
+        try:
+            target = origin(location)
+            same = target == origin(url)
+        except ValueError:
+            target = None
+    if target is None:
+        where = "without a usable Location" if location else "without a Location header"
+    elif same:
+        where = f"to another path on the same origin, {target}"
+    else:
+        where = f"to another origin, {target}, where the API key was not sent"
+    message = (
+        f"HTTP {status}: the server redirected {where}; redirects are never followed: "
+        "set base_url to the final address if that is the server you mean"
+    )
+    error = RedirectError(message, status_code=status, body=body, headers=headers)
+    error.location, error.target_origin, error.same_origin = location, target, bool(same)
+    return error
 
 
 class HTTPBackend:
@@ -130,14 +176,13 @@ class HTTPBackend:
             return Outcome(body, status, request_id, response_headers)
         if body is None and content:
             body = {"error": {"message": content[:200].decode(errors="replace")}}
-        error = status_error(status, body, response_headers, request_id)
         if 300 <= status < 400:
-            error.args = (
-                f"HTTP {status}: the server redirected (to {response_headers.get('location')!r}); "
-                "redirects are not followed so the key is never sent elsewhere: set base_url to "
-                "the final address",
-            )
-        raise error
+            error = redirect_error(status, self._url(key, request.path), body, response_headers)
+            error.request_id = request_id
+            if error.location is not None and key.secret and key.secret in error.location:
+                error.location = error.location.replace(key.secret, key.id)
+            raise error
+        raise status_error(status, body, response_headers, request_id)
 
     async def aclose(self) -> None:
         close = getattr(self._transport, "aclose", None)

@@ -20,7 +20,7 @@ PUBLIC = {
     "Statistics", "Timeout", "Transport", "TransportError", "UnprocessableEntityError",
     "__version__", "arun_requests", "run_requests", "RequestTooLargeError", "KeyPool",
     "KeyStatistics", "PoolStatistics", "CharacterEstimator", "TokenEstimator", "KeyManager",
-    "stable", "AbandonedRequestError",
+    "stable", "AbandonedRequestError", "RedirectError",
 }  # fmt: skip
 
 TESTING = {
