@@ -88,11 +88,11 @@ def redirect_error(
     location = headers.get("location")
     target = same = None
     if location:
-        location = urljoin(url, location.strip())
         try:
+            location = urljoin(url, location.strip())
             target = origin(location)
             same = target == origin(url)
-        except ValueError:
+        except ValueError:  # e.g. http://[::1 or a port out of range
             target = None
     if target is None:
         where = "without a usable Location" if location else "without a Location header"

@@ -135,11 +135,12 @@ async def test_a_key_echoed_in_the_location_is_not_kept(servers: Servers) -> Non
     assert servers.elsewhere.seen == []
 
 
-async def test_same_origin_redirect_and_missing_location(servers: Servers) -> None:
+async def test_same_origin_unusable_and_missing_location(servers: Servers) -> None:
     base_url = f"http://127.0.0.1:{servers.origin_port}/v1"
     replies = iter(
         [
             web.Response(status=308, headers={"Location": "/v2/chat/completions"}),
+            web.Response(status=301, headers={"Location": "http://[::1/x"}),
             web.Response(status=302),
         ]
     )
@@ -147,17 +148,19 @@ async def test_same_origin_redirect_and_missing_location(servers: Servers) -> No
     results = [
         r
         async for r in arun_requests(
-            [CHAT, CHAT], concurrency=1, api_key=OPENAI_SECRET, base_url=base_url
+            [CHAT] * 3, concurrency=1, api_key=OPENAI_SECRET, base_url=base_url
         )
     ]
-    moved, bare = (r.error for r in results)
+    moved, broken, bare = (r.error for r in results)
     assert isinstance(moved, RedirectError)
     assert moved.same_origin
     assert "same origin" in str(moved)
     assert moved.location == f"{base_url.removesuffix('/v1')}/v2/chat/completions"
+    assert isinstance(broken, RedirectError)
+    assert "without a usable Location" in str(broken)
     assert isinstance(bare, RedirectError)
     assert "without a Location header" in str(bare)
-    assert len(servers.origin.seen) == 2
+    assert len(servers.origin.seen) == 3
 
 
 CLIENT = """
