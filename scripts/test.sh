@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up .venv with the development extras and runs every check the project has:
 # ruff (lint and format), mypy --strict, and the whole pytest suite, first without the optional
-# speed-ups and then again with them (the library must work both ways).
+# speed-ups and then again with them (the library must work both ways). Needs npm (Node 20+) for
+# Prism, which the contract tests (tests/contract) run against OpenAI's OpenAPI spec.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k engine`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,14 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 .venv/bin/python -m pip uninstall --quiet --yes orjson redis >/dev/null 2>&1 || true
+
+# Prism (pinned in package-lock.json) for the contract tests, at node_modules/.bin/prism.
+# `npm ci` takes half a minute even from npm's cache, so it runs only when the lock changed.
+lock_sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -x node_modules/.bin/prism ] || [ "$(cat node_modules/.lock-sum 2>/dev/null)" != "$lock_sum" ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$lock_sum" > node_modules/.lock-sum
+fi
 
 echo "== ruff"
 .venv/bin/ruff check .

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -26,6 +26,7 @@ from ._errors import (
     ConnectionClosedError,
     CustomAPIError,
     InvalidResponseError,
+    RedirectError,
     RequestError,
     StreamInterruptedError,
     status_error,
@@ -67,6 +68,51 @@ def join_url(base_url: str, path: str, api_version: str | None = None) -> str:
         pairs = [pair for pair in query.split("&") if pair and not pair.startswith("api-version=")]
         query = "&".join([*pairs, urlencode({"api-version": api_version})])
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path, query, ""))
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of an absolute URL (the port only when not the scheme's default),
+    without user info, path or query; raises ``ValueError`` for a URL that has none."""
+    parts = urlsplit(url)
+    scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    if not scheme or not host:
+        raise ValueError(f"no origin in {url!r}")
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" if port is None or port == default else f"{scheme}://{host}:{port}"
+
+
+def redirect_error(
+    status: int,
+    url: str,
+    body: object,
+    headers: Mapping[str, str],
+) -> RedirectError:
+    """The error for a 3xx answer to ``url``. It names the origin redirected to, never its
+    path or query (which could carry anything, the key included)."""
+    location = headers.get("location")
+    target = same = None
+    if location:
+        try:
+            location = urljoin(url, location.strip())
+            target = origin(location)
+            same = target == origin(url)
+        except ValueError:  # e.g. http://[::1 or a port out of range
+            target = None
+    if target is None:
+        where = "without a usable Location" if location else "without a Location header"
+    elif same:
+        where = f"to another path on the same origin, {target}"
+    else:
+        where = f"to another origin, {target}, where the API key was not sent"
+    message = (
+        f"HTTP {status}: the server redirected {where}; redirects are never followed: "
+        "set base_url to the final address if that is the server you mean"
+    )
+    error = RedirectError(message, status_code=status, body=body, headers=headers)
+    error.location, error.target_origin, error.same_origin = location, target, bool(same)
+    return error
 
 
 class HTTPBackend:
@@ -139,7 +185,9 @@ class HTTPBackend:
                     f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"
                 )
             return Outcome(body, status, request_id, response_headers)
-        raise _status_failure(status, body, content, _redacted(key, response_headers), request_id)
+        raise _status_failure(
+            status, body, content, response_headers, request_id, self._url(key, request.path), key
+        )
 
     async def _call_stream(self, request: Request, key: Key) -> Outcome:
         """A ``"stream": true`` attempt: events are read, passed on and assembled as they
@@ -181,7 +229,13 @@ class HTTPBackend:
         except ValueError:
             error_body = None
         raise _status_failure(
-            status, error_body, content, _redacted(key, response_headers), request_id
+            status,
+            error_body,
+            content,
+            response_headers,
+            request_id,
+            self._url(key, request.path),
+            key,
         )
 
     async def aclose(self) -> None:
@@ -206,18 +260,19 @@ def _status_failure(
     content: bytes,
     headers: Mapping[str, str],
     request_id: str | None,
+    url: str,
+    key: Key,
 ) -> APIStatusError:
-    """The error for a response with a status other than 2xx."""
+    """The error for a response to ``url`` with a status other than 2xx (a redirect is never
+    followed: it becomes a :class:`RedirectError` naming where it points, never the key)."""
     if body is None and content:
         body = {"error": {"message": content[:200].decode(errors="replace")}}
-    error = status_error(status, body, headers, request_id)
+    headers = _redacted(key, headers)
     if 300 <= status < 400:
-        error.args = (
-            f"HTTP {status}: the server redirected (to {headers.get('location')!r}); "
-            "redirects are not followed so the key is never sent elsewhere: set base_url to "
-            "the final address",
-        )
-    return error
+        error = redirect_error(status, url, body, headers)
+        error.request_id = request_id
+        return error
+    return status_error(status, body, headers, request_id)
 
 
 CustomAPI = Callable[[Request], Awaitable[Any] | Any]

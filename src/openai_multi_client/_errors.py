@@ -21,6 +21,7 @@ which HTTP library is underneath.
         │       └── StreamInterruptedError          a stream that stopped before its end
         ├── InvalidResponseError                    a response we cannot parse
         ├── APIStatusError                          an HTTP error status, with OpenAI's error body
+        │   ├── RedirectError                   3xx: never followed; names the target origin
         │   ├── BadRequestError                 400
         │   ├── AuthenticationError             401
         │   ├── PermissionDeniedError           403
@@ -153,6 +154,18 @@ class APIStatusError(RequestError):
         self.code: str | None = _str_or_none(details.get("code"))
         self.type: str | None = _str_or_none(details.get("type"))
         self.param: str | None = _str_or_none(details.get("param"))
+
+
+class RedirectError(APIStatusError):
+    """3xx: the server redirected the request. Redirects are never followed, so the API key is
+    never sent to another address. ``location`` is the ``Location`` header as sent, resolved
+    against the request's URL (``None`` without one); ``target_origin`` its scheme, host and
+    port (no user info, path or query); ``same_origin`` whether that is the request's origin.
+    Not retried: set ``base_url`` to the final address instead."""
+
+    location: str | None = None
+    target_origin: str | None = None
+    same_origin: bool = False
 
 
 class BadRequestError(APIStatusError):

@@ -117,6 +117,27 @@ async def test_tokens_per_minute_is_enforced(fake_clock: FakeClock) -> None:
     assert fake_clock.now() < 60 * 50 / 100  # refunds make it faster than the reservations
 
 
+async def test_a_negative_usage_count_refunds_nothing(fake_clock: FakeClock) -> None:
+    usages: list[Any] = [None, {"total_tokens": -1000}, {"total_tokens": "7"}]
+    charged = []
+    for usage in usages:
+
+        async def handler(request: HTTPRequest, usage: Any = usage) -> HTTPResponse:
+            return json_response(200, {"choices": [], "usage": usage})
+
+        client = AsyncMultiClient(
+            endpoint="chats", api_key="sk-k1", base_url="http://mock.invalid/v1",
+            transport=_transport(handler),
+        )  # fmt: skip
+        async with client:
+            results = await run(client, 3, max_tokens=50)
+            (key,) = client.statistics().keys.keys
+        assert all(not r.failed for r in results)
+        charged.append(key.tokens)
+    # Counts that cannot be right are ignored: the reservation stands, as with no usage at all.
+    assert charged == [150, 150, 150]
+
+
 async def test_servers_without_headers_get_aimd(fake_clock: FakeClock) -> None:
     in_flight = 0
     peak = 0

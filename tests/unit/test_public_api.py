@@ -22,7 +22,7 @@ PUBLIC = {
     "KeyStatistics", "PoolStatistics", "CharacterEstimator", "TokenEstimator", "KeyManager",
     "stable", "AbandonedRequestError", "Grant", "InMemoryLimits", "LimitsBackend", "RedisLimits",
     "SharedLimitsError", "SharedLimitsStatistics",
-    "StreamInterruptedError", "ChunkCallback",
+    "StreamInterruptedError", "ChunkCallback", "RedirectError",
 }  # fmt: skip
 
 TESTING = {
