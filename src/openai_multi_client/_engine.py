@@ -487,6 +487,8 @@ class AsyncMultiClient:
         tasks = list(self._tasks)
         if self._dispatcher is not None:
             tasks.append(self._dispatcher)
+        if self._keeper is not None:
+            self._keeper.close()
         for task in tasks:
             task.cancel()
         self._wake_all()
@@ -782,6 +784,12 @@ class AsyncMultiClient:
             result.response = getattr(error, "body", None)
             self._failed += 1
         request.body = None
+        if (
+            self._keeper is not None
+            and self._closed
+            and self._succeeded + self._failed == self._submitted
+        ):
+            self._keeper.idle()  # nothing left to send: the shares go to those with work
         if self._ordered:
             self._reorder[result.index] = result
             while self._next_to_output in self._reorder:

@@ -520,10 +520,8 @@ class KeyPool:
             for state in self._states:
                 state.set_share(share)
 
-    def apply_grants(self, grants: Mapping[str, Grant], now: float) -> bool:
-        """Take the shares, cool-downs and retirements a lease renewal brought. Returns whether
-        some share is still below its fair share (worth renewing sooner)."""
-        catching_up = False
+    def apply_grants(self, grants: Mapping[str, Grant], now: float) -> None:
+        """Take the shares, cool-downs and retirements a lease renewal brought."""
         retired: list[tuple[Key, str]] = []
         with self._lock:
             for key_id, grant in grants.items():
@@ -538,10 +536,8 @@ class KeyPool:
                     if state.cooling_until is None or state.cooling_until < until:
                         state.cooling_until = until
                 state.set_share(grant.share)
-                catching_up = catching_up or grant.share < grant.fair_share - 1e-9
         for key, reason in retired:
             self.retire(key, f"retired by another process: {reason}")
-        return catching_up
 
     def retired_reasons(self) -> dict[str, str]:
         """Redacted key id -> why it was retired."""

@@ -35,7 +35,8 @@ from ._validate import check_seconds
 # KEYS: per key, its lease hash, cool-down and retirement keys.
 # ARGV: holder, now in ms ('' for the server's clock), ttl ms, hold ms, then per key its
 # demand and slots (a Claim).
-# Returns per key: share, fair share (as strings), cool-down left in ms, retirement reason ('').
+# Returns per key: share, fair share (as strings), cool-down left in ms, retirement reason (''),
+# ms until the first other lease expires (-1: none).
 _LEASE = """
 local client = ARGV[1]
 local now
@@ -51,7 +52,7 @@ for k = 1, #KEYS / 3 do
   local hash = KEYS[3 * k - 2]
   local demand, slots = tonumber(ARGV[3 + 2 * k]), tonumber(ARGV[4 + 2 * k])
   local raw = redis.call('HGETALL', hash)
-  local claims, held_by_others, mine = {}, 0, nil
+  local claims, held_by_others, mine, expiry = {}, 0, nil, nil
   for i = 1, #raw, 2 do
     local s, h, hu, exp, d = string.match(raw[i + 1], '(%S+) (%S+) (%S+) (%S+) (%S+)')
     s, h, hu, exp, d = tonumber(s), tonumber(h), tonumber(hu), tonumber(exp), tonumber(d)
@@ -64,6 +65,7 @@ for k = 1, #KEYS / 3 do
     else
       claims[#claims + 1] = {name = raw[i], demand = d, share = s}
       held_by_others = held_by_others + holding
+      if expiry == nil or exp < expiry then expiry = exp end
     end
   end
   claims[#claims + 1] = {name = client, demand = demand, share = mine and mine.share or 0}
@@ -120,10 +122,11 @@ for k = 1, #KEYS / 3 do
   local cooling = redis.call('PTTL', KEYS[3 * k - 1])
   if cooling < 0 then cooling = 0 end
   local retired = redis.call('GET', KEYS[3 * k]) or ''
-  out[4 * k - 3] = string.format('%.17g', share)
-  out[4 * k - 2] = string.format('%.17g', fair / slots)
-  out[4 * k - 1] = cooling
-  out[4 * k] = retired
+  out[5 * k - 4] = string.format('%.17g', share)
+  out[5 * k - 3] = string.format('%.17g', fair / slots)
+  out[5 * k - 2] = cooling
+  out[5 * k - 1] = retired
+  if expiry == nil then out[5 * k] = -1 else out[5 * k] = expiry - now end
 end
 return out
 """
@@ -283,8 +286,14 @@ class RedisLimits:
             raise self._failed(exc) from None
         grants: dict[str, Grant] = {}
         for position, key in enumerate(keys):
-            share, fair, cooling, retired = reply[4 * position : 4 * position + 4]
-            grants[key] = Grant(float(share), float(fair), int(cooling) / 1000.0, retired or None)
+            share, fair, cooling, retired, expiry = reply[5 * position : 5 * position + 5]
+            grants[key] = Grant(
+                float(share),
+                float(fair),
+                int(cooling) / 1000.0,
+                retired or None,
+                None if int(expiry) < 0 else int(expiry) / 1000.0,
+            )
         return grants
 
     async def release(self, client: str, keys: Sequence[str]) -> None:

@@ -60,6 +60,8 @@ DEFAULT_HOLD = 1.1  # one limiter window (_limits.WINDOW_SECONDS), and time to a
 DEFAULT_TTL = 3.0
 # A client whose share is below its fair share renews this much sooner, to catch up quickly.
 _CATCH_UP = 0.25
+# A client wanting more looks again this long after another lease would expire.
+_AFTER_EXPIRY = 0.01
 # Demand when requests did not wait: the fraction used, times this. A client with nothing to
 # do asks for nothing; when work comes, its requests wait, and the next renewal asks for all.
 _DEMAND_MARGIN = 1.5
@@ -72,12 +74,15 @@ class Grant:
     """What a renewal says of one key: the ``share`` this client may use now, the
     ``fair_share`` it will get once the others shrink to theirs, how many seconds the key must
     still rest (``cooling_for``; 0.0 when it need not), and why it was retired, if another
-    client retired it."""
+    client retired it. ``others_expire_in``: seconds until the first of the other leases
+    expires unless renewed (``None``: there is none), when a client that wants more should
+    look again."""
 
     share: float
     fair_share: float
     cooling_for: float = 0.0
     retired: str | None = None
+    others_expire_in: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +195,10 @@ def _renew(
     now: float,
     ttl: float,
     hold: float,
-) -> tuple[float, float]:
+) -> tuple[float, float, float | None]:
     """One key's lease table, one renewal: drop expired leases, grant ``client`` its fair share
-    out of what the others do not hold. Returns ``(share, fair share)``. Mirrored line by line
+    out of what the others do not hold. Returns ``(share, fair share, seconds until the first
+    other lease expires)``. Mirrored line by line
     by the Lua script of :mod:`~openai_multi_client._redis_limits`."""
     for name in [name for name, lease in leases.items() if lease.expires <= now]:
         del leases[name]
@@ -212,7 +218,9 @@ def _renew(
         elif mine.held_until > now:  # an earlier shrink's hold runs its course
             held, held_until = mine.held, mine.held_until
     leases[client] = _Lease(share, held, held_until, now + ttl, claim.demand)
-    return share, fair / slots
+    expiry = min((lease.expires for lease in others.values()), default=None)
+    # In whole milliseconds, as Redis counts.
+    return share, fair / slots, None if expiry is None else round((expiry - now) * 1000) / 1000
 
 
 def _release(leases: dict[str, _Lease], client: str, now: float, hold: float) -> None:
@@ -251,9 +259,9 @@ class InMemoryLimits:
         grants: dict[str, Grant] = {}
         for key, claim in claims.items():
             leases = self._leases.setdefault(key, {})
-            share, fair = _renew(leases, client, claim, now, self.ttl, self.hold)
+            share, fair, expiry = _renew(leases, client, claim, now, self.ttl, self.hold)
             cooling_for = max(0.0, self._cooling_until.get(key, now) - now)
-            grants[key] = Grant(share, fair, cooling_for, self._retired.get(key))
+            grants[key] = Grant(share, fair, cooling_for, self._retired.get(key), expiry)
         return grants
 
     async def release(self, client: str, keys: Sequence[str]) -> None:
@@ -321,6 +329,8 @@ class LeaseKeeper:
         self._next_renewal = 0.0
         self._failing = False
         self._local = False
+        self._idle = False
+        self._closing = False
         self._round_trips = 0
         self._failures = 0
 
@@ -344,7 +354,9 @@ class LeaseKeeper:
 
     async def run(self) -> None:
         clock = self._clock
-        while True:
+        # Until close(): a backend may swallow the task's cancellation (a Redis client caught
+        # mid-command has been seen to), so the loop does not rely on it alone.
+        while not self._closing:
             delay = self._next_renewal - clock.now()
             if delay > 0 and not self._events:
                 await self._wait(delay)
@@ -375,6 +387,8 @@ class LeaseKeeper:
     async def _renew(self) -> None:
         backend = self._backend
         claims = self._pool.lease_claims(self._clock.now(), backend.renew_interval)
+        if self._idle:
+            claims = {key: Claim(0.0, claim.slots) for key, claim in claims.items()}
         if not claims:  # every key is retired
             self._next_renewal = math.inf
             return
@@ -387,10 +401,35 @@ class LeaseKeeper:
         if self._failing or self._local:
             logger.warning("shared limits are back: %r answers again", backend)
             self._failing = self._local = False
-        catching_up = self._pool.apply_grants(grants, self._clock.now())
-        interval = backend.renew_interval * (_CATCH_UP if catching_up else 1.0)
-        self._next_renewal = self._clock.now() + interval
+        now = self._clock.now()
+        self._pool.apply_grants(grants, now)
+        self._next_renewal = now + self._renew_in(claims, grants)
         self._on_change()
+
+    def _renew_in(self, claims: Mapping[str, Claim], grants: Mapping[str, Grant]) -> float:
+        """Seconds to the next renewal: the interval; a quarter of it while a share is below
+        its fair share; just after another lease expires if this client wants more (a dead
+        worker's share is taken over as soon as it is free)."""
+        interval = self._backend.renew_interval
+        delay = interval
+        for key, grant in grants.items():
+            if grant.share < grant.fair_share - 1e-9:
+                delay = min(delay, interval * _CATCH_UP)
+            if grant.others_expire_in is not None and grant.share < claims[key].demand - 1e-9:
+                delay = min(delay, grant.others_expire_in + _AFTER_EXPIRY)
+        return max(0.0, delay)
+
+    def close(self) -> None:
+        """Stop :meth:`run` at its next turn (the engine also cancels it)."""
+        self._closing = True
+        self._event.set()
+
+    def idle(self) -> None:
+        """This client has nothing left to send: give its shares up now (ask for nothing)."""
+        if not self._idle:
+            self._idle = True
+            self._next_renewal = self._clock.now()
+            self._event.set()
 
     def cooled_down(self, key: str, seconds: float) -> None:
         self._events.append(("cool", key, seconds))

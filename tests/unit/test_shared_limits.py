@@ -235,11 +235,21 @@ async def test_a_client_that_leaves_gives_its_share_to_the_others(fake_clock: Fa
     shared = InMemoryLimits(clock=fake_clock.now)
     keys = [Key("sk-s1", requests_per_minute=600)]
     short, long = (worker(transport, shared, fake_clock, keys) for _ in range(2))
+    shares: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            shares.append(long.statistics().keys.keys[0].share)
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.ensure_future(sample())
     await asyncio.gather(run_worker(short, 20), run_worker(long, 200))
+    sampler.cancel()
     await short.aclose()
     statistics = long.statistics()
     await long.aclose()
-    assert statistics.keys.keys[0].share == 1.0  # the whole key once the other left
+    assert shares[-1] == 1.0  # the whole key once the other was done
+    assert statistics.keys.keys[0].share == 0.0  # and nothing once it was done itself
     assert statistics.shared_limits is not None
     assert statistics.shared_limits.round_trips < 220 / 2
     assert max_in_any_second(sent) <= 10
@@ -282,3 +292,34 @@ async def test_a_key_retired_or_cooled_by_one_client_rests_in_the_others(
     assert by_key["sk-dead"] == 1  # the second client never tried it
     assert "retired by another process" in caplog.text
     assert "sk-dead" not in caplog.text
+
+
+async def test_the_share_of_a_worker_that_died_is_taken_over_when_its_lease_expires(
+    fake_clock: FakeClock,
+) -> None:
+    """A lease nobody renews (its worker died) expires ttl after its last renewal; a client
+    that wants more takes the share over right then, not at its next regular renewal."""
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        await asyncio.sleep(0.05)
+        return reply()
+
+    shared = InMemoryLimits(clock=fake_clock.now)
+    client = worker(
+        MockTransport(handler), shared, fake_clock, [Key("sk-s1", requests_per_minute=600)]
+    )
+    shares: dict[float, float] = {}
+
+    async def sample() -> None:
+        await asyncio.sleep(0.5)
+        await shared.lease("dead-worker", {"key-7ec34b1c": Claim(0.5, 10)})  # then never again
+        for _ in range(100):
+            shares[round(fake_clock.now(), 2)] = client.statistics().keys.keys[0].share
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.ensure_future(sample())
+    await run_worker(client, 60)
+    await sampler
+    await client.aclose()
+    assert shares[3.45] == 0.5  # the dead worker's lease (taken at 0.5 s) still stands
+    assert shares[3.55] == 1.0  # expired at 3.5 s: taken over at once (next renewal: 4 s)
