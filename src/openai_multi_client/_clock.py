@@ -45,3 +45,15 @@ class LoopClock:
 
     def __repr__(self) -> str:
         return "LoopClock()"
+
+
+async def wait_event(event: asyncio.Event, clock: Clock, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` have passed on ``clock``, whichever is first."""
+    loop = asyncio.get_running_loop()
+    waiters = {loop.create_task(event.wait()), loop.create_task(clock.sleep(seconds))}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from ._api import Backend, CustomAPI, CustomAPIBackend, HTTPBackend, Outcome
-from ._clock import Clock, LoopClock
+from ._clock import Clock, LoopClock, wait_event
 from ._config import is_openai_host, resolve_settings
 from ._errors import (
     AbandonedRequestError,
@@ -591,14 +591,7 @@ class AsyncMultiClient:
                 return
             # Another client sharing the pool may release: look again shortly.
             delay = _SHARED_POOL_POLL
-        loop = asyncio.get_running_loop()
-        waiters = {loop.create_task(wakeup.wait()), loop.create_task(self._clock.sleep(delay))}
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+        await wait_event(wakeup, self._clock, delay)
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)

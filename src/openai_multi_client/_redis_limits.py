@@ -31,14 +31,8 @@ from ._shared_limits import (
 )
 from ._validate import check_seconds
 
-# One renewal of every key of one lease holder; mirrors _shared_limits._renew.
-# KEYS: per key, its lease hash, cool-down and retirement keys.
-# ARGV: holder, now in ms ('' for the server's clock), ttl ms, hold ms, then per key its
-# demand and slots (a Claim).
-# Returns per key: share, fair share (as strings), cool-down left in ms, retirement reason (''),
-# ms until the first other lease expires (-1: none).
-_LEASE = """
-local client = ARGV[1]
+# Both scripts time leases by ARGV[2] in ms, or by the Redis server's clock when it is ''.
+_NOW = """
 local now
 if ARGV[2] == '' then
   local t = redis.call('TIME')
@@ -46,6 +40,18 @@ if ARGV[2] == '' then
 else
   now = tonumber(ARGV[2])
 end
+"""
+
+# One renewal of every key of one lease holder; mirrors _shared_limits._renew.
+# KEYS: per key, its lease hash, cool-down and retirement keys.
+# ARGV: holder, now in ms ('' for the server's clock), ttl ms, hold ms, then per key its
+# demand and slots (a Claim).
+# Returns per key: share, fair share (as strings), cool-down left in ms, retirement reason (''),
+# ms until the first other lease expires (-1: none).
+_LEASE = (
+    _NOW
+    + """
+local client = ARGV[1]
 local ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for k = 1, #KEYS / 3 do
@@ -130,17 +136,13 @@ for k = 1, #KEYS / 3 do
 end
 return out
 """
+)
 
 # Give leases back: each stays held for `hold` ms, then expires. KEYS: lease hashes.
 # ARGV: holder, now in ms ('' for the server's clock), hold ms.
-_RELEASE = """
-local now
-if ARGV[2] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-  now = tonumber(ARGV[2])
-end
+_RELEASE = (
+    _NOW
+    + """
 local hold = tonumber(ARGV[3])
 for k = 1, #KEYS do
   local raw = redis.call('HGET', KEYS[k], ARGV[1])
@@ -155,6 +157,7 @@ for k = 1, #KEYS do
 end
 return 0
 """
+)
 
 # Cool a key down for ARGV[1] ms unless it already rests longer. KEYS[1]: its cool-down key.
 _COOL_DOWN = """

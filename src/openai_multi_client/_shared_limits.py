@@ -46,6 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from ._clock import wait_event
 from ._errors import ConfigurationError, SharedLimitsError
 from ._validate import check_seconds
 
@@ -375,14 +376,7 @@ class LeaseKeeper:
 
     async def _wait(self, delay: float) -> None:
         self._event.clear()
-        loop = asyncio.get_running_loop()
-        waiters = {loop.create_task(self._event.wait()), loop.create_task(self._clock.sleep(delay))}
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+        await wait_event(self._event, self._clock, delay)
 
     async def _renew(self) -> None:
         backend = self._backend
