@@ -216,18 +216,19 @@ def test_redis_settings_are_checked() -> None:
 
 async def test_workers_share_two_keys_through_redis_over_http(redis_server: RedisServer) -> None:
     """Three clients, each with its own list of the same two keys (limits learned from the
-    server's headers), share them through Redis: every request succeeds, the shares of a key
-    never add up to more than the key, 429s stay under 1 % of attempts, and Redis is asked
-    far less than once per request."""
-    limits = {key: KeyLimits(requests_per_minute=3000) for key in ("sk-r1", "sk-r2")}
+    server's headers, and a third that is invalid) share them through Redis: every request
+    succeeds, the shares of a key never add up to more than the key, 429s stay under 1 % of
+    attempts, Redis is asked far less than once per request, and no key is written to it."""
+    secrets = [f"sk-canary-{uuid.uuid4().hex}" for _ in range(3)]  # the last one is invalid
+    limits = {key: KeyLimits(requests_per_minute=3000) for key in secrets[:2]}
     namespace = uuid.uuid4().hex
-    with MockOpenAIServer(keys=limits, latency=0.01) as mock:
+    with MockOpenAIServer(keys=limits, invalid_keys={secrets[2]}, latency=0.01) as mock:
         backends = [RedisLimits(redis_server.url, namespace=namespace) for _ in range(3)]
         clients = [
             AsyncMultiClient(
                 16,
                 endpoint="chats",
-                api_key=["sk-r1", "sk-r2"],
+                api_key=secrets,
                 base_url=mock.base_url,
                 shared_limits=backend,
             )
@@ -273,6 +274,18 @@ async def test_workers_share_two_keys_through_redis_over_http(redis_server: Redi
             assert sum(shares[key] for shares in moment) <= 1.0 + 1e-9
     assert sum(stats.rate_limited_by_type.values()) <= stats.total_requests / 100
     assert round_trips < 450 / 2
+    # What Redis holds: ids, shares, the (redacted) reason the invalid key was retired; no key.
+    import redis
+
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as connection:
+        stored = []
+        for name in connection.scan_iter(f"{{{namespace}}}:*"):
+            kind = connection.type(name)
+            value = connection.hgetall(name) if kind == "hash" else connection.get(name)
+            stored.append(f"{name} {value}")
+    assert any(":retired:" in entry for entry in stored)
+    for secret in secrets:
+        assert not any(secret in entry for entry in stored)
 
 
 def test_two_omc_runs_share_a_key_through_redis(
