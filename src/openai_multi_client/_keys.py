@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ._errors import ConfigurationError
 from ._headers import parse_float
 from ._limits import AdaptiveConcurrency, Admission, RateLimiter, RateLimitHeaders
-from ._shared_limits import Claim, Grant, claim_for
+from ._shared_limits import Claim, Grant, demand_for
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -196,6 +196,7 @@ class _KeyState:
     __slots__ = (
         "adaptive",
         "cooling_until",
+        "demand",
         "failures",
         "headers_seen",
         "in_flight",
@@ -235,6 +236,7 @@ class _KeyState:
         self.rate_limited = 0
         self.failures = 0
         self.share = 1.0  # of the key's limits (shared limits lower it)
+        self.demand = 1.0  # of a share, as last claimed
         self.leased_requests = 0  # self.requests at the last lease renewal
         self.leased_tokens = 0
 
@@ -320,6 +322,7 @@ class KeyPool:
         # A reserve() found no room since the last lease renewal (at first: nothing is known
         # yet, so a client asks for whole keys).
         self._waited = True
+        self._measured_at = -math.inf  # when lease_claims() last measured the use of the keys
         self._largest_cost: float | None = None  # cached; reset when limits change
 
     @property
@@ -501,17 +504,25 @@ class KeyPool:
 
     def lease_claims(self, now: float, interval: float) -> dict[str, Claim]:
         """Each usable key's claim for a share (:mod:`~openai_multi_client._shared_limits`):
-        all of it when requests waited for capacity since the last call, else the fraction
-        used over the last ``interval`` seconds, with a margin."""
+        all of it when requests waited for capacity since the last call; else the fraction
+        used since the last measure, with a margin, measured over at least half of the renewal
+        ``interval`` (a renewal sooner than that repeats the last demand: a few milliseconds
+        without a request say nothing)."""
         with self._lock:
             waited, self._waited = self._waited, False
+            elapsed = now - self._measured_at
+            measure = elapsed >= interval / 2
+            if measure:
+                self._measured_at = now
             claims: dict[str, Claim] = {}
             for state in self._states:
                 if state.retired_reason is None:
-                    used = state.used_since_lease(interval)
-                    claims[state.key.id] = claim_for(
-                        used if used is not None else 1.0, waited, state.slots()
-                    )
+                    if measure:
+                        used = state.used_since_lease(elapsed)
+                        state.demand = demand_for(used if used is not None else 1.0, waited)
+                    elif waited:
+                        state.demand = 1.0
+                    claims[state.key.id] = Claim(state.demand, state.slots())
             return claims
 
     def set_shares(self, share: float) -> None:

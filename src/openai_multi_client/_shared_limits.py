@@ -465,7 +465,6 @@ class LeaseKeeper:
         return f"LeaseKeeper({self.client!r}, {self._backend!r})"
 
 
-def claim_for(used: float, waited: bool, slots: int) -> Claim:
-    """A key's claim from the fraction of it ``used`` since the last renewal."""
-    demand = 1.0 if waited else min(1.0, used * _DEMAND_MARGIN)
-    return Claim(demand, slots)
+def demand_for(used: float, waited: bool) -> float:
+    """A key's demand: all of it if requests waited, else the fraction ``used``, with margin."""
+    return 1.0 if waited else min(1.0, used * _DEMAND_MARGIN)
