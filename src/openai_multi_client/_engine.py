@@ -49,6 +49,7 @@ from ._errors import (
     TransportError,
 )
 from ._keys import Key, KeyPool, PoolStatistics, Reservation, as_keys
+from ._redis_limits import RedisLimits
 from ._request import Callback, Request, Result, merge_template, resolve_endpoint
 from ._retry import (
     Action,
@@ -853,8 +854,6 @@ def _used_tokens(outcome: Outcome) -> int | None:
 
 def _limits_backend(shared_limits: str | LimitsBackend) -> LimitsBackend:
     if isinstance(shared_limits, str):
-        from ._redis_limits import RedisLimits
-
         return RedisLimits(shared_limits)
     if not isinstance(shared_limits, LimitsBackend):
         raise ConfigurationError(

@@ -44,6 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from ._clock import wait_event
@@ -252,10 +253,8 @@ class InMemoryLimits:
         self._leases: dict[str, dict[str, _Lease]] = {}
         self._cooling_until: dict[str, float] = {}
         self._retired: dict[str, str] = {}
-        self.round_trips = 0
 
     async def lease(self, client: str, claims: Mapping[str, Claim]) -> dict[str, Grant]:
-        self.round_trips += 1
         now = self._clock()
         grants: dict[str, Grant] = {}
         for key, claim in claims.items():
@@ -266,19 +265,16 @@ class InMemoryLimits:
         return grants
 
     async def release(self, client: str, keys: Sequence[str]) -> None:
-        self.round_trips += 1
         now = self._clock()
         for key in keys:
             _release(self._leases.get(key, {}), client, now, self.hold)
 
     async def cool_down(self, key: str, seconds: float) -> None:
-        self.round_trips += 1
         until = self._clock() + seconds
         if until > self._cooling_until.get(key, -math.inf):
             self._cooling_until[key] = until
 
     async def retire(self, key: str, reason: str) -> None:
-        self.round_trips += 1
         self._retired.setdefault(key, reason)
 
     async def aclose(self) -> None:
@@ -325,7 +321,8 @@ class LeaseKeeper:
         self._clock = clock
         self._on_change = on_change
         self.client = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._events: list[tuple[str, str, float | str]] = []
+        self._cool_downs: list[tuple[str, float]] = []  # to write through: key id, seconds
+        self._retirements: list[tuple[str, str]] = []  # key id, redacted reason
         self._event = asyncio.Event()
         self._next_renewal = 0.0
         self._failing = False
@@ -359,10 +356,9 @@ class LeaseKeeper:
         # mid-command has been seen to), so the loop does not rely on it alone.
         while not self._closing:
             delay = self._next_renewal - clock.now()
-            if delay > 0 and not self._events:
+            if delay > 0 and not (self._cool_downs or self._retirements):
                 await self._wait(delay)
-            if self._events:
-                await self._send_events()
+            await self._send_events()
             if clock.now() >= self._next_renewal:
                 try:
                     await self._renew()
@@ -426,24 +422,25 @@ class LeaseKeeper:
             self._event.set()
 
     def cooled_down(self, key: str, seconds: float) -> None:
-        self._events.append(("cool", key, seconds))
+        self._cool_downs.append((key, float(seconds)))
         self._event.set()
 
     def retired(self, key: str, reason: str) -> None:
-        self._events.append(("retire", key, reason))
+        self._retirements.append((key, reason))
         self._event.set()
 
     async def _send_events(self) -> None:
-        events, self._events = self._events, []
-        for kind, key, value in events:
+        """Write the cool-downs and retirements noted since the last turn through to the
+        backend (one round trip each)."""
+        cool_downs, self._cool_downs = self._cool_downs, []
+        retirements, self._retirements = self._retirements, []
+        backend = self._backend
+        sends = [("cool-down", key, partial(backend.cool_down, key, s)) for key, s in cool_downs]
+        sends += [("retirement", key, partial(backend.retire, key, r)) for key, r in retirements]
+        for kind, key, send in sends:
             self._round_trips += 1
             try:
-                if kind == "cool":
-                    assert isinstance(value, float)
-                    await self._backend.cool_down(key, value)
-                else:
-                    assert isinstance(value, str)
-                    await self._backend.retire(key, value)
+                await send()
             except SharedLimitsError as exc:
                 self._failures += 1
                 logger.warning("could not share a %s of key %s: %s", kind, key, exc)

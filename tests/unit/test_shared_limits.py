@@ -323,3 +323,27 @@ async def test_the_share_of_a_worker_that_died_is_taken_over_when_its_lease_expi
     await client.aclose()
     assert shares[3.45] == 0.5  # the dead worker's lease (taken at 0.5 s) still stands
     assert shares[3.55] == 1.0  # expired at 3.5 s: taken over at once (next renewal: 4 s)
+
+
+async def test_a_cool_down_capped_by_a_whole_number_is_shared(fake_clock: FakeClock) -> None:
+    """max_server_delay given as an int makes the pause an int: it is written through like any
+    other (it once failed an assertion in the keeper and stopped the run)."""
+    answers = iter(
+        [error_response(429, "slow down", "rate_limit_exceeded", headers={"retry-after": "500"})]
+    )
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        return next(answers, reply())
+
+    shared = InMemoryLimits(clock=fake_clock.now)
+    client = AsyncMultiClient(
+        endpoint="chats", api_key="sk-s1", base_url="http://mock.invalid/v1",
+        transport=MockTransport(handler), shared_limits=shared, clock=fake_clock,
+        max_server_delay=30,
+    )  # fmt: skip
+    assert await run_worker(client, 3) == 0
+    statistics = client.statistics().shared_limits
+    await client.aclose()
+    assert statistics is not None
+    assert statistics.failures == 0
+    assert shared._cooling_until  # the key's rest reached the shared limits
