@@ -457,8 +457,7 @@ class KeyPool:
         if seen.limit_requests is not None and key.requests_per_minute is None:
             if state.requests_limiter is None:
                 state.requests_limiter = RateLimiter(seen.limit_requests)
-                if state.share > 0:
-                    state.requests_limiter.set_share(state.share)
+                state.set_share(state.share)  # a shared key's share applies to it too
                 # What went out before the limit was known counts as sent just now.
                 state.requests_limiter.acquire(state.in_flight + 1, now)
             state.requests_limiter.observe(seen.limit_requests, seen.remaining_requests, now)
@@ -467,8 +466,7 @@ class KeyPool:
         if seen.limit_tokens is not None and key.tokens_per_minute is None:
             if state.tokens_limiter is None:
                 state.tokens_limiter = RateLimiter(seen.limit_tokens)
-                if state.share > 0:
-                    state.tokens_limiter.set_share(state.share)
+                state.set_share(state.share)
                 state.tokens_limiter.acquire(used_tokens, now)
             state.tokens_limiter.observe(seen.limit_tokens, seen.remaining_tokens, now)
         elif state.tokens_limiter is not None:
