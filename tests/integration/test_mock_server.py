@@ -984,3 +984,32 @@ def test_cli_arguments() -> None:
     assert mock_cli._make_server(args)._fault_kinds == ["stream_cut", "500"]
     with pytest.raises(SystemExit):
         parser.parse_args(["mock", "--fault-kinds", "stream_cutt"])
+
+
+def test_faults_accept_a_set_of_kinds() -> None:
+    faults = Faults(rate=0.5, kinds={"500", "reset"})
+    assert faults.weights == {"500": 1.0, "reset": 1.0}
+    assert Faults(kinds=["hang"]).weights == {"hang": 1.0}
+    with pytest.raises(ValueError, match="unknown fault kind 'boom'"):
+        Faults(kinds={"boom"})
+    with pytest.raises(ValueError, match="collection of kinds"):
+        Faults(kinds="500")
+
+
+def test_default_hang_is_shorter_than_the_default_timeouts() -> None:
+    from openai_multi_client._transport import Timeout
+
+    hang = Faults(rate=0.1).hang_seconds
+    assert hang <= 10.0
+    assert hang < Timeout().total
+    assert hang < openai.DEFAULT_TIMEOUT.read  # type: ignore[operator]
+    args = mock_cli_parser().parse_args(["mock", "--fault-rate", "0.1"])
+    server = mock_cli._make_server(args)
+    assert server._faults is not None
+    assert server._faults.hang_seconds == hang
+
+
+def mock_cli_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omc")
+    mock_cli.add_parser(parser.add_subparsers(dest="command"))
+    return parser
