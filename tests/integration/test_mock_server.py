@@ -189,7 +189,7 @@ async def test_embeddings_are_deterministic_unit_vectors(
     assert vectors == [item["embedding"] for item in again["data"]]
     assert vectors[0] != vectors[1]
     for vector in vectors:
-        assert len(vector) == 8
+        assert len(vector) == 1536  # the model's real size
         assert math.fsum(value * value for value in vector) == pytest.approx(1.0)
 
     sized = (await post(session, url, {**body, "input": "alpha", "dimensions": 3})).json()
@@ -198,7 +198,27 @@ async def test_embeddings_are_deterministic_unit_vectors(
 
     packed = await post(session, url, {**body, "encoding_format": "base64"})
     raw = base64.b64decode(packed.json()["data"][0]["embedding"])
-    assert list(struct.unpack("<8f", raw)) == pytest.approx(vectors[0], abs=1e-6)
+    assert list(struct.unpack("<1536f", raw)) == pytest.approx(vectors[0], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("model", "size"),
+    [
+        ("text-embedding-3-small", 1536),
+        ("text-embedding-3-large", 3072),
+        ("text-embedding-ada-002", 1536),
+    ],
+)
+async def test_embeddings_have_the_models_real_size(
+    server: MockOpenAIServer, session: aiohttp.ClientSession, model: str, size: int
+) -> None:
+    url = f"{server.base_url}/embeddings"
+    reply = (await post(session, url, {"model": model, "input": "x"})).json()
+    assert len(reply["data"][0]["embedding"]) == size
+    async with MockOpenAIServer(embedding_dimensions=8) as small:
+        url = f"{small.base_url}/embeddings"
+        reply = (await post(session, url, {"model": model, "input": "x"})).json()
+        assert len(reply["data"][0]["embedding"]) == 8
 
 
 async def test_moderations_shape(server: MockOpenAIServer, session: aiohttp.ClientSession) -> None:
@@ -783,7 +803,7 @@ async def test_official_sdk_parses_the_answers(server: MockOpenAIServer) -> None
         assert completion.usage.total_tokens > 0
         embedding = await client.embeddings.create(model="text-embedding-3-small", input="ping")
         vector = embedding.data[0].embedding
-        assert len(vector) == 8
+        assert len(vector) == 1536
         assert math.fsum(value * value for value in vector) == pytest.approx(1.0, rel=1e-5)
 
 
@@ -964,3 +984,32 @@ def test_cli_arguments() -> None:
     assert mock_cli._make_server(args)._fault_kinds == ["stream_cut", "500"]
     with pytest.raises(SystemExit):
         parser.parse_args(["mock", "--fault-kinds", "stream_cutt"])
+
+
+def test_faults_accept_a_set_of_kinds() -> None:
+    faults = Faults(rate=0.5, kinds={"500", "reset"})
+    assert faults.weights == {"500": 1.0, "reset": 1.0}
+    assert Faults(kinds=["hang"]).weights == {"hang": 1.0}
+    with pytest.raises(ValueError, match="unknown fault kind 'boom'"):
+        Faults(kinds={"boom"})
+    with pytest.raises(ValueError, match="collection of kinds"):
+        Faults(kinds="500")
+
+
+def test_default_hang_is_shorter_than_the_default_timeouts() -> None:
+    from openai_multi_client._transport import Timeout
+
+    hang = Faults(rate=0.1).hang_seconds
+    assert hang <= 10.0
+    assert hang < Timeout().total
+    assert hang < openai.DEFAULT_TIMEOUT.read  # type: ignore[operator]
+    args = mock_cli_parser().parse_args(["mock", "--fault-rate", "0.1"])
+    server = mock_cli._make_server(args)
+    assert server._faults is not None
+    assert server._faults.hang_seconds == hang
+
+
+def mock_cli_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omc")
+    mock_cli.add_parser(parser.add_subparsers(dest="command"))
+    return parser

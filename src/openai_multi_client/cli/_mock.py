@@ -116,7 +116,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=0.0,
         metavar="P",
         help="probability of a fault per request: 500, 502, 503, connection reset, hang or "
-        "truncated body, equally likely (0)",
+        "truncated body, equally likely (0); a hang drops the connection after 5 s",
     )
     parser.add_argument(
         "--fault-kinds",

@@ -4,9 +4,11 @@ No real API is needed to exercise a client end to end: :class:`MockOpenAIServer`
 OpenAI REST API over real HTTP (aiohttp.web) and imitates the parts that matter to a bulk client:
 
 * the endpoints ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
-  ``/v1/moderations``, ``/v1/responses``, ``/v1/images/generations`` and ``GET /v1/models``, plus
-  Azure's ``/openai/deployments/{deployment}/...`` form, with response bodies shaped like
-  OpenAI's and deterministic content;
+  ``/v1/moderations``, ``/v1/responses``, ``/v1/images/generations``, ``GET /v1/models`` and
+  ``GET /v1/models/{model}``, plus Azure's ``/openai/...`` and
+  ``/openai/deployments/{deployment}/...`` forms, with response bodies shaped like OpenAI's and
+  deterministic content: tool calls when ``tool_choice`` requires one, JSON conforming to a
+  ``response_format`` / ``text.format`` schema, logprobs when asked for (see ``_mock_answers``);
 * authentication (``Authorization: Bearer KEY`` or Azure's ``api-key``), invalid keys (401) and
   keys without quota (429 ``insufficient_quota``);
 * per-key rate limits enforced the way OpenAI enforces them (requests and tokens per minute,
@@ -42,7 +44,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -50,10 +52,17 @@ from typing import Any, Final, NamedTuple
 from aiohttp import web
 
 from .. import _json
+from . import _mock_answers as answers
+from ._mock_chat_stream import completion_events
+from ._mock_errors import BadRequest as _BadRequest
+from ._mock_errors import invalid_type as _invalid_type
+from ._mock_responses_stream import response_events
+from ._mock_sse import split
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_HANG_SECONDS",
     "FAULT_KINDS",
     "Faults",
     "KeyLimits",
@@ -64,6 +73,9 @@ __all__ = [
     "format_go_duration",
 ]
 
+#: How long a ``hang`` or ``stream_stall`` fault lasts by default: far less than the 600 s
+#: default timeout of this library's client and of the official SDK, so a hang costs seconds.
+DEFAULT_HANG_SECONDS: Final = 5.0
 #: The kinds of fault :class:`Faults` can inject.
 FAULT_KINDS: Final[tuple[str, ...]] = (
     "500",
@@ -80,10 +92,6 @@ FAULT_KINDS: Final[tuple[str, ...]] = (
 _DEFAULT_FAULT_KINDS: Final = FAULT_KINDS[:6]
 # Kinds that send part of the answer, so they are injected while answering.
 _ANSWER_FAULTS: Final = frozenset({"malformed", "stream_cut", "stream_stall", "stream_error"})
-# Sizes of the pieces a streamed reply's text is cut into, in turn (deterministic).
-_PIECE_SIZES: Final = (3, 5, 1, 7, 4, 2, 6)
-# Sizes of the writes a stream's bytes go out in, so events straddle reads.
-_WRITE_SIZES: Final = (61, 17, 230, 5, 96)
 
 _JSON: Final = "application/json"
 _ORGANIZATION: Final = "org-mock"
@@ -96,6 +104,13 @@ _DEFAULT_MAX_TOKENS: Final = 16
 # How many characters of the user's message a mock reply quotes.
 _QUOTE_CHARS: Final = 200
 _MAX_EMBEDDING_DIMENSIONS: Final = 8192
+# The size of each OpenAI embedding model's vectors; other models get the most common size.
+_EMBEDDING_SIZES: Final = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+_DEFAULT_EMBEDDING_SIZE: Final = 1536
 # A valid 1x1 PNG, the mock's only image.
 _PNG_B64: Final = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6"
@@ -109,6 +124,7 @@ _MODELS: Final = (
     "gpt-3.5-turbo-instruct",
     "text-embedding-3-small",
     "text-embedding-3-large",
+    "text-embedding-ada-002",
     "omni-moderation-latest",
     "dall-e-3",
     "gpt-image-1",
@@ -167,13 +183,16 @@ class Faults:
 
     ``rate`` is the probability that a request (one that got past authentication, validation and
     rate limits) meets a fault; ``kinds`` gives the relative weights of the kinds of fault
-    (see :data:`FAULT_KINDS`; kinds left out weigh 0; default: the first six, equally):
+    (see :data:`FAULT_KINDS`; kinds left out weigh 0; default: the first six, equally); a
+    collection of kinds (``{"500", "reset"}``) weighs them equally:
 
     * ``"500"``, ``"502"``, ``"503"``: that status (500 and 503 with OpenAI's JSON error body,
       502 with an HTML page, as a proxy in front of the API sends);
     * ``"reset"``: the TCP connection is aborted (RST) without a response;
     * ``"hang"``: no answer for ``hang_seconds`` (or until the server stops), then the
-      connection is aborted;
+      connection is aborted; a client waits ``min(hang_seconds, its timeout)`` for it (default
+      :data:`DEFAULT_HANG_SECONDS`, 5 s, well under the usual 600 s default timeouts, so a test
+      with faults does not stall; raise it above your timeout to exercise timeouts);
     * ``"malformed"``: HTTP 200 with a truncated JSON body (a stream: one truncated event
       midway, the rest as usual);
     * ``"stream_cut"``: HTTP 200 and half the answer's bytes (a stream: half its events, cut
@@ -185,18 +204,24 @@ class Faults:
     """
 
     rate: float = 0.0
-    kinds: Mapping[str, float] = field(default_factory=_default_fault_weights, hash=False)
-    hang_seconds: float = 3600.0
+    kinds: Mapping[str, float] | Iterable[str] = field(
+        default_factory=_default_fault_weights, hash=False
+    )
+    hang_seconds: float = DEFAULT_HANG_SECONDS
 
     def __post_init__(self) -> None:
         if not _is_real(self.rate) or not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"Faults.rate must be a probability in [0, 1], not {self.rate!r}")
-        if not isinstance(self.kinds, Mapping):
+        kinds = self.kinds
+        if isinstance(kinds, str) or not isinstance(kinds, Iterable):
             raise ValueError(
-                f"Faults.kinds must be a mapping of kind to weight, not {self.kinds!r}"
+                "Faults.kinds must be a mapping of kind to weight or a collection of kinds, "
+                f"not {kinds!r}"
             )
+        if not isinstance(kinds, Mapping):
+            kinds = dict.fromkeys(sorted(kinds, key=str), 1.0)  # sorted: sets are unordered
         weights: dict[str, float] = {}
-        for kind, weight in self.kinds.items():
+        for kind, weight in kinds.items():
             if kind not in FAULT_KINDS:
                 raise ValueError(
                     f"Faults.kinds: unknown fault kind {kind!r}; expected some of {FAULT_KINDS}"
@@ -214,6 +239,12 @@ class Faults:
                 f"not {self.hang_seconds!r}"
             )
         object.__setattr__(self, "kinds", weights)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The kinds and their weights as validated (a collection of kinds: 1.0 each)."""
+        assert isinstance(self.kinds, dict)  # __post_init__ made it so
+        return dict(self.kinds)
 
 
 def _is_real(value: object) -> bool:
@@ -385,16 +416,6 @@ _UNLIMITED_TOKEN_HEADERS: Final = {
 # --------------------------------------------------------------------------------------------
 
 
-class _BadRequest(Exception):
-    """A 400 ``invalid_request_error`` as OpenAI words it."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
-
 class _Plan(NamedTuple):
     """What validation learnt of a request: its admission cost and generation parameters."""
 
@@ -411,31 +432,9 @@ def canonical_hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 def _missing(param: str) -> _BadRequest:
     return _BadRequest(
         f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
-    )
-
-
-def _invalid_type(param: str, expected: str, value: object) -> _BadRequest:
-    return _BadRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
-        param,
-        "invalid_type",
     )
 
 
@@ -517,9 +516,12 @@ def _last_user_text(items: list[Any]) -> str:
     return _text_of(last.get("content")) if isinstance(last, dict) else ""
 
 
-def _reply(prefix: str, text: str, max_tokens: int | None) -> tuple[str, int, bool]:
-    """A deterministic reply quoting ``text``: (reply, its tokens, whether truncated)."""
-    quoted = text if len(text) <= _QUOTE_CHARS else text[:_QUOTE_CHARS] + "..."
+def _reply(
+    prefix: str, text: str, max_tokens: int | None, *, quote: bool = True
+) -> tuple[str, int, bool]:
+    """A deterministic reply quoting ``text`` (``quote=False``: all of it): (reply, its
+    tokens, whether truncated)."""
+    quoted = text if len(text) <= _QUOTE_CHARS or not quote else text[:_QUOTE_CHARS] + "..."
     reply = f"{prefix}{quoted}"
     tokens = max(1, _estimate(len(reply)))
     if max_tokens is not None and tokens > max_tokens:
@@ -572,6 +574,9 @@ def _check_chat(body: Mapping[str, Any]) -> _Plan:
         if "role" not in message:
             raise _missing(f"messages[{index}].role")
     _check_stream(body)
+    answers.chat_logprobs_wanted(body)
+    answers.tool_call(body)
+    answers.structured_text(body.get("response_format"), "response_format", "")
     n = _int_param(body, "n", 1, 128) or 1
     max_tokens = _int_param(body, "max_completion_tokens", 1, None)
     if max_tokens is None:
@@ -602,6 +607,7 @@ def _prompts(body: Mapping[str, Any]) -> list[Any]:
 def _check_completions(body: Mapping[str, Any]) -> _Plan:
     prompts = _prompts(body)
     _check_stream(body)
+    answers.completions_logprobs_wanted(body)
     n = _int_param(body, "n", 1, 128) or 1
     max_tokens = _int_param(body, "max_tokens", 1, None)
     prompt_tokens = _estimate(_chars(prompts))
@@ -679,6 +685,11 @@ def _check_responses(body: Mapping[str, Any]) -> _Plan:
     if not isinstance(value, (str, list)):
         raise _invalid_type("input", "a string or an array", value)
     _check_stream(body)
+    answers.tool_call(body, flat=True)
+    text = body.get("text")
+    if text is not None and not isinstance(text, dict):
+        raise _invalid_type("text", "an object", text)
+    answers.structured_text((text or {}).get("format"), "text.format", "")
     max_tokens = _int_param(body, "max_output_tokens", 1, None)
     prompt_tokens = _estimate(_chars(value) + _chars(body.get("instructions")))
     return _Plan(_generation_cost(prompt_tokens, max_tokens, 1), prompt_tokens, 1, max_tokens)
@@ -751,11 +762,15 @@ _OPENAI_ROUTES: Final = (
     ("responses", _RESPONSES),
     ("images/generations", _IMAGES),
 )
+# Azure's per-deployment form (the SDK's AzureOpenAI sends the first four there, and
+# moderations and responses to /openai/{suffix}; both forms answer all of them).
 _AZURE_ROUTES: Final = (
     ("chat/completions", _CHAT),
     ("completions", _COMPLETIONS),
     ("embeddings", _EMBEDDINGS),
     ("images/generations", _IMAGES),
+    ("moderations", _MODERATIONS),
+    ("responses", _RESPONSES),
 )
 
 
@@ -827,96 +842,11 @@ _STREAM_ERROR: Final = _error_body(
 )
 
 
-def _split(data: bytes, sizes: tuple[int, ...] = _WRITE_SIZES) -> list[bytes]:
-    """``data`` in pieces of ``sizes``, in turn."""
-    pieces: list[bytes] = []
-    start = 0
-    for size in itertools.cycle(sizes):
-        if start >= len(data):
-            return pieces
-        pieces.append(data[start : start + size])
-        start += size
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _text_pieces(text: str) -> list[str]:
-    pieces: list[str] = []
-    start = 0
-    for size in itertools.cycle(_PIECE_SIZES):
-        if start >= len(text):
-            return pieces
-        pieces.append(text[start : start + size])
-        start += size
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _sse(payload: Mapping[str, Any], event: str | None = None) -> bytes:
-    line = b"data: " + _json.dumps(payload) + b"\n\n"
-    return line if event is None else b"event: " + event.encode() + b"\n" + line
-
-
 def _stream_events(answer: dict[str, Any], include_usage: bool) -> list[bytes]:
-    """The server-sent events that stream ``answer`` (chat, completions or responses), as
-    OpenAI sends them: a comment, text in small deterministic pieces, a finish_reason per
-    choice, the usage chunk when asked for, ``[DONE]``."""
+    """The server-sent events that stream ``answer`` (chat, completions or responses)."""
     if answer.get("object") == "response":
-        return _response_events(answer)
-    chat = answer["object"] == "chat.completion"
-    base: dict[str, Any] = {
-        "id": answer["id"],
-        "object": "chat.completion.chunk" if chat else "text_completion",
-        "created": answer["created"],
-        "model": answer["model"],
-        "system_fingerprint": answer.get("system_fingerprint"),
-    }
-    if chat:
-        base["service_tier"] = answer.get("service_tier")
-    if include_usage:
-        base["usage"] = None
-
-    def chunk(index: int, text: str | None, finish: str | None = None) -> bytes:
-        if chat:
-            delta: dict[str, Any] = {} if text is None else {"content": text}
-            if text == "":
-                delta = {"role": "assistant", "content": "", "refusal": None}
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        else:
-            choice = {"text": text or "", "index": index, "logprobs": None, "finish_reason": finish}
-        return _sse({**base, "choices": [choice]})
-
-    choices = answer["choices"]
-    texts = [c["message"]["content"] if chat else c["text"] for c in choices]
-    pieces = [_text_pieces(text) for text in texts]
-    events = [b": mock keep-alive\n\n"]
-    if chat:
-        events += [chunk(index, "") for index in range(len(choices))]
-    for step in range(max((len(p) for p in pieces), default=0)):
-        events += [chunk(i, p[step]) for i, p in enumerate(pieces) if step < len(p)]
-    events += [chunk(i, None, c["finish_reason"]) for i, c in enumerate(choices)]
-    if include_usage:
-        events.append(_sse({**base, "choices": [], "usage": answer["usage"]}))
-    events.append(b"data: [DONE]\n\n")
-    return events
-
-
-def _response_events(answer: dict[str, Any]) -> list[bytes]:
-    """The Responses API's events for ``answer`` (no ``[DONE]``: the last event ends it)."""
-    item = answer["output"][0]
-    text = item["content"][0]["text"]
-    started = {**answer, "status": "in_progress", "output": [], "usage": None}
-    events: list[tuple[str, dict[str, Any]]] = [
-        ("response.created", {"response": started}),
-        ("response.in_progress", {"response": started}),
-    ]
-    for piece in _text_pieces(text):
-        delta = {"item_id": item["id"], "output_index": 0, "content_index": 0, "delta": piece}
-        events.append(("response.output_text.delta", delta))
-    final = "response.completed" if answer["status"] == "completed" else "response.incomplete"
-    events.append((final, {"response": answer}))
-    return [
-        _sse({"type": kind, "sequence_number": number, **fields}, kind)
-        for number, (kind, fields) in enumerate(events)
-    ]
+        return response_events(answer)
+    return completion_events(answer, include_usage)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -959,6 +889,10 @@ class MockOpenAIServer:
     Rate-limited (429) requests count against the limits, as at OpenAI: a client that keeps
     sending faster than a key's rate gets nothing through. ``count_rejected=False`` makes a
     more lenient server that charges only admitted requests.
+
+    Embeddings have the model's real size (1536 for ``text-embedding-3-small`` and
+    ``text-embedding-ada-002``, 3072 for ``text-embedding-3-large``, 1536 for other models), or
+    ``embedding_dimensions`` for every model when given; a request's ``dimensions`` wins.
     """
 
     def __init__(
@@ -976,7 +910,7 @@ class MockOpenAIServer:
         seed: int = 0,
         retry_after: bool = True,
         rate_limit_headers: bool = True,
-        embedding_dimensions: int = 8,
+        embedding_dimensions: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         count_rejected: bool = True,
     ) -> None:
@@ -1020,7 +954,7 @@ class MockOpenAIServer:
             raise ValueError(f"faults must be a Faults or None, not {faults!r}")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed must be an integer, not {seed!r}")
-        if (
+        if embedding_dimensions is not None and (
             not isinstance(embedding_dimensions, int)
             or isinstance(embedding_dimensions, bool)
             or not 1 <= embedding_dimensions <= _MAX_EMBEDDING_DIMENSIONS
@@ -1046,7 +980,7 @@ class MockOpenAIServer:
         self._fault_cumulative: list[float] = []
         if faults is not None:
             total = 0.0
-            for kind, weight in faults.kinds.items():
+            for kind, weight in faults.weights.items():
                 if weight > 0:
                     total += weight
                     self._fault_kinds.append(kind)
@@ -1307,11 +1241,14 @@ class MockOpenAIServer:
             handler = self._handler(endpoint, azure=False)
             router.add_post(f"/v1/{suffix}", handler)
             router.add_post(f"/openai/v1/{suffix}", handler)  # Azure's newer v1 form
+            router.add_post(f"/openai/{suffix}", handler)  # Azure, outside deployments
         for suffix, endpoint in _AZURE_ROUTES:
             router.add_post(
                 f"/openai/deployments/{{deployment}}/{suffix}", self._handler(endpoint, azure=True)
             )
-        router.add_get("/v1/models", self._models)
+        for prefix in ("/v1", "/openai/v1", "/openai"):
+            router.add_get(f"{prefix}/models", self._models)
+            router.add_get(f"{prefix}/models/{{model}}", self._models)
         router.add_get("/mock/images/{name}", self._image_file)
         router.add_route("*", "/{tail:.*}", self._not_found)
 
@@ -1609,7 +1546,7 @@ class MockOpenAIServer:
         digest = self._count_answer(body) if fault is None else None
         try:
             await response.prepare(request)
-            for piece in _split(b"".join(events)):
+            for piece in split(b"".join(events)):
                 await response.write(piece)
             await response.write_eof()
         except ConnectionError:
@@ -1669,19 +1606,31 @@ class MockOpenAIServer:
     ) -> dict[str, Any]:
         text = _last_user_text(body["messages"])
         reply, tokens, truncated = _reply("Mock reply to: ", text, plan.max_tokens)
+        structured = answers.structured_text(body.get("response_format"), "response_format", reply)
+        if structured is not None:
+            reply, tokens, truncated = _reply("", structured, plan.max_tokens, quote=False)
         finish = "length" if truncated else "stop"
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply,
+            "refusal": None,
+            "annotations": [],
+        }
+        call = answers.tool_call(body)
+        if call is not None:
+            finish = "tool_calls"
+            tokens = max(1, _estimate(len(call.name) + len(call.arguments)))
+            function = {"name": call.name, "arguments": call.arguments}
+            call_id = self._object_id("call_", sequence)
+            message.update(
+                content=None, tool_calls=[{"id": call_id, "type": "function", "function": function}]
+            )
+        top = answers.chat_logprobs_wanted(body)
+        logprobs = None
+        if top is not None and message["content"] is not None:
+            logprobs = answers.chat_logprobs(message["content"], top)
         choices: list[dict[str, Any]] = [
-            {
-                "index": index,
-                "message": {
-                    "role": "assistant",
-                    "content": reply,
-                    "refusal": None,
-                    "annotations": [],
-                },
-                "logprobs": None,
-                "finish_reason": finish,
-            }
+            {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
             for index in range(plan.n)
         ]
         completion_tokens = tokens * plan.n
@@ -1712,15 +1661,17 @@ class MockOpenAIServer:
     ) -> dict[str, Any]:
         choices: list[dict[str, Any]] = []
         completion_tokens = 0
+        top = answers.completions_logprobs_wanted(body)
         for prompt in _prompts(body):
             text = prompt if isinstance(prompt, str) else f"{len(prompt)} tokens"
             reply, tokens, truncated = _reply("Mock completion of: ", text, plan.max_tokens)
+            logprobs = None if top is None else answers.completions_logprobs(reply, top)
             for _ in range(plan.n):
                 choices.append(
                     {
                         "text": reply,
                         "index": len(choices),
-                        "logprobs": None,
+                        "logprobs": logprobs,
                         "finish_reason": "length" if truncated else "stop",
                     }
                 )
@@ -1741,6 +1692,8 @@ class MockOpenAIServer:
 
     def _embeddings_answer(self, body: dict[str, Any], model: str, plan: _Plan) -> dict[str, Any]:
         dimensions = body.get("dimensions") or self._embedding_dimensions
+        if dimensions is None:
+            dimensions = _EMBEDDING_SIZES.get(model, _DEFAULT_EMBEDDING_SIZE)
         as_base64 = body.get("encoding_format") == "base64"
         data: list[dict[str, Any]] = []
         for index, item in enumerate(_embedding_inputs(body)):
@@ -1780,7 +1733,29 @@ class MockOpenAIServer:
         value = body["input"]
         text = value if isinstance(value, str) else _last_user_text(value)
         reply, tokens, truncated = _reply("Mock reply to: ", text, plan.max_tokens)
+        text_format = (body.get("text") or {}).get("format")
+        structured = answers.structured_text(text_format, "text.format", reply)
+        if structured is not None:
+            reply, tokens, truncated = _reply("", structured, plan.max_tokens, quote=False)
         status = "incomplete" if truncated else "completed"
+        item: dict[str, Any] = {
+            "type": "message",
+            "id": self._object_id("msg_", sequence),
+            "status": status,
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": reply, "annotations": [], "logprobs": []}],
+        }
+        call = answers.tool_call(body, flat=True)
+        if call is not None:
+            tokens = max(1, _estimate(len(call.name) + len(call.arguments)))
+            item = {
+                "type": "function_call",
+                "id": self._object_id("fc_", sequence),
+                "call_id": self._object_id("call_", sequence),
+                "name": call.name,
+                "arguments": call.arguments,
+                "status": "completed",
+            }
         now = int(time.time())
         temperature = body.get("temperature")
         top_p = body.get("top_p")
@@ -1796,25 +1771,15 @@ class MockOpenAIServer:
             "instructions": body.get("instructions"),
             "max_output_tokens": plan.max_tokens,
             "model": model,
-            "output": [
-                {
-                    "type": "message",
-                    "id": self._object_id("msg_", sequence),
-                    "status": status,
-                    "role": "assistant",
-                    "content": [
-                        {"type": "output_text", "text": reply, "annotations": [], "logprobs": []}
-                    ],
-                }
-            ],
+            "output": [item],
             "parallel_tool_calls": True,
             "previous_response_id": body.get("previous_response_id"),
             "reasoning": {"effort": None, "summary": None},
             "store": bool(body.get("store", True)),
             "temperature": temperature if _is_real(temperature) else 1.0,
-            "text": {"format": {"type": "text"}},
-            "tool_choice": "auto",
-            "tools": [],
+            "text": {"format": text_format or {"type": "text"}},
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [],
             "top_p": top_p if _is_real(top_p) else 1.0,
             "truncation": "disabled",
             "usage": {
@@ -1845,16 +1810,22 @@ class MockOpenAIServer:
     # ---------------------------------------------------------------- other routes
 
     async def _models(self, request: web.Request) -> web.Response:
+        """``GET /models`` (the list) and ``GET /models/{model}`` (any model: the mock serves
+        every model name)."""
         _, request_id = self._next_ids()
         key, refusal = self._authenticate(request)
         self._count_arrival(key, "models")
         if refusal is not None:
             return self._refuse(refusal, key, request_id)
+        wanted = request.match_info.get("model")
         models = [
             {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
-            for name in _MODELS
+            for name in (_MODELS if wanted is None else (wanted,))
         ]
-        body = _json.dumps({"object": "list", "data": models})
+        if wanted is None:
+            body = _json.dumps({"object": "list", "data": models})
+        else:
+            body = _json.dumps(models[0])
         return self._respond(200, body, request_id, self._state(key))
 
     async def _image_file(self, request: web.Request) -> web.Response:
