@@ -165,7 +165,7 @@ class StreamReader:
             return
         try:
             chunk = _json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             chunk = None
         if not isinstance(chunk, dict):
             raise InvalidResponseError(
@@ -203,7 +203,7 @@ class StreamReader:
             content = content.replace(secret, self._key_id.encode())
         try:
             body = _json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidResponseError(
                 f"a streamed request got a body that is neither events nor JSON "
                 f"({len(content)} bytes: {content[:80]!r})"

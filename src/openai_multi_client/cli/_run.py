@@ -31,12 +31,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import IO, Any
 
-from .._batch import BadLine, BatchRequest, error_line, output_line, read_batch
+from .._batch import BadLine, BatchRequest, error_line, output_line, read_batch, result_line
 from .._cache import ResponseCache, cache_key
 from .._engine import AsyncMultiClient
 from .._errors import (
     AbandonedRequestError,
-    APIStatusError,
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
@@ -534,24 +533,7 @@ class Job:
 
     @staticmethod
     def _output_of(custom_id: str, result: Result) -> tuple[bytes, bool]:
-        error = result.error
-        if error is None:
-            data = output_line(
-                custom_id,
-                status_code=result.status_code or 200,
-                request_id=result.request_id,
-                body=result.response,
-            )
-            return data, False
-        if isinstance(error, APIStatusError):
-            data = output_line(
-                custom_id,
-                status_code=error.status_code,
-                request_id=error.request_id,
-                body=error.body,
-            )
-            return data, True
-        return error_line(custom_id, code=type(error).__name__, message=str(error)), True
+        return result_line(custom_id, result)
 
     def _open_outputs(self, journal: Journal) -> tuple[IO[bytes], IO[bytes] | None]:
         """Rewrite the output files from the journal (they are its projection), then keep them
