@@ -49,6 +49,7 @@ from .._keys import Key
 from .._progress import RunProgress, load_prices
 from .._redis_limits import RedisLimits
 from .._request import Request, Result
+from .._transport import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes
 
 # Results committed per journal transaction at most, and the longest a result waits for one.
 _COMMIT_EVERY = 256
@@ -118,6 +119,13 @@ def add_parser(subparsers: Any) -> None:
     limits.add_argument("--budget-tokens", type=int, help="stop cleanly after this many tokens")
     limits.add_argument("--budget-dollars", type=float, help="stop cleanly at this cost")
     limits.add_argument("--max-line-bytes", type=int, default=1_000_000)
+    limits.add_argument(
+        "--max-response-bytes",
+        type=int,
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        help="the largest answer read, in bytes; a larger one is that request's failure "
+        f"(default: {DEFAULT_MAX_RESPONSE_BYTES:,})",
+    )
     other = parser.add_argument_group("other")
     other.add_argument("--cache", help="reuse answers to identical requests from this file")
     other.add_argument("--prices", help="JSON price table overriding the built-in one")
@@ -159,6 +167,7 @@ class Job:
             raise ConfigurationError("--concurrency must be at least 1")
         if args.max_line_bytes < 1:
             raise ConfigurationError("--max-line-bytes must be at least 1")
+        check_max_response_bytes(args.max_response_bytes, "--max-response-bytes")
         for option, value in (
             ("--max-requests", args.max_requests),
             ("--budget-tokens", args.budget_tokens),
@@ -313,6 +322,7 @@ class Job:
             ordered=args.ordered,
             on_send=on_send,
             shared_limits=self.shared_limits,
+            max_response_bytes=args.max_response_bytes,
         )
         loop = asyncio.get_running_loop()
         main_task = asyncio.current_task()
