@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from openai_multi_client import InvalidResponseError, Result
+from openai_multi_client import InvalidResponseError, Request, Result, RetryPolicy
 from openai_multi_client import _json as codec
 from openai_multi_client._batch import output_line, result_line
 from openai_multi_client._cache import ResponseCache, cache_key
+from openai_multi_client._stream import StreamReader
 
 CODECS = ["stdlib", "orjson"]
 
@@ -129,3 +130,27 @@ def test_the_cache_stores_odd_answers_and_keys_odd_requests(
         assert cache.get("other") is None
     finally:
         cache.close()
+
+
+def test_streamed_chunks_with_odd_values_are_assembled(json_codec: str) -> None:
+    request = Request(0, "chats", "chat/completions", {"stream": True}, {}, None, RetryPolicy())
+    chunks: list[dict[str, Any]] = []
+    request.on_chunk = lambda chunk, _: chunks.append(chunk)
+    reader = StreamReader(request)
+    reader.feed(
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"a\\ud800"},'
+        b'"logprobs":{"content":[{"token":"a","logprob":-Infinity}]}}]}\n\n'
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"b"},"logprobs":{"content":'
+        b'[{"token":"b","logprob":NaN}]},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    response = reader.finish({}, None)
+    choice = response["choices"][0]
+    assert choice["message"]["content"] == "a\ud800b"
+    logprobs = [entry["logprob"] for entry in choice["logprobs"]["content"]]
+    assert logprobs[0] == -math.inf
+    assert math.isnan(logprobs[1])
+    assert len(chunks) == 2
+    record = strict_loads(output_line("req-1", status_code=200, request_id=None, body=response))
+    body = record["response"]["body"]["choices"][0]
+    assert [entry["logprob"] for entry in body["logprobs"]["content"]] == ["-Infinity", "NaN"]
+    assert body["message"]["content"] == "a\ufffdb"
