@@ -34,7 +34,7 @@ from ._errors import (
 from ._keys import Key
 from ._request import Request
 from ._stream import StreamReader, prepare_stream
-from ._transport import HTTPRequest, Timeout, Transport
+from ._transport import HTTPRequest, Timeout, Transport, response_too_large
 
 
 @dataclass(slots=True)
@@ -125,8 +125,10 @@ class HTTPBackend:
         timeout: Timeout,
         headers: Mapping[str, str] | None = None,
         owns_transport: bool = True,
+        max_response_bytes: int | None = None,
     ) -> None:
         self._transport = transport
+        self._max_response_bytes = max_response_bytes
         self._base_url = base_url
         self._timeout = timeout
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -159,13 +161,28 @@ class HTTPBackend:
         headers = self._key_headers.get(key)
         if headers is None:
             headers = self._key_headers[key] = {**self._headers, **key.auth_headers()}
+        limit = self._max_response_bytes
         response = await self._transport.handle(
-            HTTPRequest("POST", self._url(key, request.path), headers, request.body, self._timeout)
+            HTTPRequest(
+                "POST",
+                self._url(key, request.path),
+                headers,
+                request.body,
+                self._timeout,
+                max_response_bytes=limit,
+            )
         )
         response_headers = response.headers
         request_id = response_headers.get("x-request-id")
         status = response.status_code
         content = response.content
+        if limit is not None and len(content) > limit:  # a transport that read it all anyway
+            raise response_too_large(limit, len(content))
+        if 200 <= status < 300 and not content.strip():
+            raise InvalidResponseError(
+                f"HTTP {status} with an empty body, where a JSON answer was expected "
+                "(retried, as any malformed response)"
+            )
         secret = key.secret_bytes
         if secret and secret in content:  # a server that echoes the key: never keep it
             content = content.replace(secret, key.id.encode())
@@ -198,9 +215,17 @@ class HTTPBackend:
             headers = {**self._headers, **key.auth_headers(), "Accept": "text/event-stream"}
             self._stream_headers[key] = headers
         secret = key.secret_bytes
-        reader = StreamReader(request, secret.decode(errors="replace") if secret else "", key.id)
+        limit = self._max_response_bytes
+        reader = StreamReader(
+            request, secret.decode(errors="replace") if secret else "", key.id, limit
+        )
         http_request = HTTPRequest(
-            "POST", self._url(key, request.path), headers, request.body, self._timeout
+            "POST",
+            self._url(key, request.path),
+            headers,
+            request.body,
+            self._timeout,
+            max_response_bytes=limit,
         )
         http_request.on_data = reader.feed
         try:
@@ -217,6 +242,8 @@ class HTTPBackend:
         request_id = response_headers.get("x-request-id")
         status = response.status_code
         content = response.content
+        if limit is not None and len(content) > limit:
+            raise response_too_large(limit, len(content))
         if 200 <= status < 300:
             if content:  # a transport that ignores on_data: the whole body at once
                 reader.feed(content)

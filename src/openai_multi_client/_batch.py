@@ -19,9 +19,13 @@ from array import array
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ._json import dumps, loads
+from ._errors import APIStatusError, InvalidResponseError
+from ._json import dumps_record, loads
+
+if TYPE_CHECKING:
+    from ._request import Result
 
 __all__ = [
     "BATCH_ENDPOINTS",
@@ -30,6 +34,7 @@ __all__ = [
     "error_line",
     "output_line",
     "read_batch",
+    "result_line",
 ]
 
 BATCH_ENDPOINTS = (
@@ -406,7 +411,10 @@ def output_line(custom_id: str, *, status_code: int, request_id: str | None, bod
     """One Batch API output line, newline included, for a request that got an HTTP response.
 
     HTTP failures (4xx, 5xx) are written here too, with their status and body; ``error`` is
-    ``null``. Raises ``TypeError`` when ``body`` cannot be encoded as JSON.
+    ``null``. The line is always strict JSON: non-finite numbers in ``body`` are written as the
+    strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and lone surrogates as U+FFFD. Raises
+    ``TypeError`` or ``ValueError`` when ``body`` holds what no JSON can (see
+    :func:`result_line`, which turns that into the request's failure).
     """
     record = {
         "id": _record_id(),
@@ -414,7 +422,7 @@ def output_line(custom_id: str, *, status_code: int, request_id: str | None, bod
         "response": {"status_code": status_code, "request_id": request_id, "body": body},
         "error": None,
     }
-    return dumps(record) + b"\n"
+    return dumps_record(record) + b"\n"
 
 
 def error_line(custom_id: str | None, *, code: str, message: str, line: int | None = None) -> bytes:
@@ -428,7 +436,42 @@ def error_line(custom_id: str | None, *, code: str, message: str, line: int | No
     if line is not None:
         error["line"] = line
     record = {"id": _record_id(), "custom_id": custom_id, "response": None, "error": error}
-    return dumps(record) + b"\n"
+    return dumps_record(record) + b"\n"
+
+
+def result_line(custom_id: str, result: Result) -> tuple[bytes, bool]:
+    """The output line of one request's :class:`Result`, and whether it failed.
+
+    An answer, or an HTTP error with its body, is written with :func:`output_line`; another
+    failure with :func:`error_line`, its code the error's class name. An answer that cannot be
+    written at all (no JSON can hold it) becomes this request's ``InvalidResponseError``
+    failure, naming its ``custom_id``, instead of an exception that would end the run.
+    """
+    error = result.error
+    try:
+        if error is None:
+            line = output_line(
+                custom_id,
+                status_code=result.status_code or 200,
+                request_id=result.request_id,
+                body=result.response,
+            )
+            return line, False
+        if isinstance(error, APIStatusError):
+            line = output_line(
+                custom_id,
+                status_code=error.status_code,
+                request_id=error.request_id,
+                body=error.body,
+            )
+            return line, True
+    except (TypeError, ValueError) as exc:
+        message = (
+            f"the answer to custom_id {_excerpt(custom_id)} cannot be written as JSON: "
+            f"{str(exc)[:_MESSAGE_PART_CHARS]}"
+        )
+        return error_line(custom_id, code=InvalidResponseError.__name__, message=message), True
+    return error_line(custom_id, code=type(error).__name__, message=str(error)), True
 
 
 class SeenIds:

@@ -20,7 +20,8 @@ from . import _json
 def cache_key(url: str, body: Any) -> str:
     """The canonical key of a request."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{url}\n{canonical}".encode()).hexdigest()
+    # surrogatepass: a body with a lone surrogate still has a key (it fails later, when sent)
+    return hashlib.sha256(f"{url}\n{canonical}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class ResponseCache:
@@ -54,10 +55,16 @@ class ResponseCache:
         return int(row[0]), row[1], _json.loads(bytes(row[2]))
 
     def put(self, key: str, status: int, request_id: str | None, body: Any) -> None:
+        """Store an answer (2xx only), encoded as ``omc run``'s output is: non-finite numbers
+        as strings, lone surrogates as U+FFFD; one that no JSON can hold is not stored."""
         if 200 <= status < 300:
+            try:
+                encoded = _json.dumps_record(body)
+            except (TypeError, ValueError):
+                return
             self._db.execute(
                 "INSERT OR REPLACE INTO answers (key, status, request_id, body) VALUES (?,?,?,?)",
-                (key, status, request_id, _json.dumps(body)),
+                (key, status, request_id, encoded),
             )
 
     def close(self) -> None:

@@ -64,10 +64,12 @@ from ._stream import ChunkCallback, raise_chunk_error
 from ._tokens import TokenEstimator, default_estimator
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUT,
     AiohttpTransport,
     Timeout,
     Transport,
+    check_max_response_bytes,
 )
 from ._validate import check_positive, check_seconds
 
@@ -148,8 +150,10 @@ class AsyncMultiClient:
         shared_limits: str | LimitsBackend | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         check_positive("concurrency", concurrency)
+        check_max_response_bytes(max_response_bytes)
         if queue_size is None:
             queue_size = concurrency
         check_positive("queue_size", queue_size)
@@ -214,6 +218,7 @@ class AsyncMultiClient:
                 Timeout(timeout, connect_timeout, read_timeout),
                 default_headers,
                 owns_transport=transport is None,
+                max_response_bytes=max_response_bytes,
             )
             self._pool = shared_pool or KeyPool(keys, concurrency=concurrency)
             self._estimator = token_estimator or default_estimator()

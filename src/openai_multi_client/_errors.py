@@ -20,6 +20,7 @@ which HTTP library is underneath.
         │   └── ConnectionClosedError               reset or cut off mid-response
         │       └── StreamInterruptedError          a stream that stopped before its end
         ├── InvalidResponseError                    a response we cannot parse
+        │   └── ResponseTooLargeError               over max_response_bytes: not retried
         ├── APIStatusError                          an HTTP error status, with OpenAI's error body
         │   ├── RedirectError                   3xx: never followed; names the target origin
         │   ├── BadRequestError                 400
@@ -105,6 +106,15 @@ class StreamInterruptedError(ConnectionClosedError):
 
 class InvalidResponseError(RequestError):
     """The server answered with a body that could not be parsed as the expected JSON."""
+
+
+class ResponseTooLargeError(InvalidResponseError):
+    """The response's body was larger than the client's ``max_response_bytes`` (``omc run
+    --max-response-bytes``): reading stopped there and nothing of it was kept, so a runaway
+    answer cannot exhaust memory. Not retried (the same request would get the same answer);
+    raise the cap if such answers are expected."""
+
+    max_response_bytes: int = 0
 
 
 class CustomAPIError(RequestError):

@@ -18,7 +18,8 @@ header ``x-should-retry: true|false``      RETRY / FAIL (the server knows best)
 408, 409, 429, 5xx                         RETRY
 any other HTTP status (400, 404, 422, ...) FAIL
 connect error, timeout, connection reset   RETRY
-unparseable response body                  RETRY
+body over ``max_response_bytes``           FAIL
+unparseable response body (empty too)      RETRY
 ``custom_api`` raised                      RETRY (the seed retried every exception)
 no usable key, cancelled                   FAIL
 =========================================  ==========
@@ -40,6 +41,7 @@ from ._errors import (
     RateLimitError,
     RequestError,
     RequestTimeoutError,
+    ResponseTooLargeError,
     TransportError,
 )
 from ._headers import (
@@ -72,6 +74,8 @@ def classify(error: RequestError) -> Action:
             return Action.RETRY if should_retry else Action.FAIL
         if error.status_code in _RETRY_STATUSES or error.status_code >= 500:
             return Action.RETRY
+        return Action.FAIL
+    if isinstance(error, ResponseTooLargeError):
         return Action.FAIL
     if isinstance(error, TransportError | InvalidResponseError | CustomAPIError):
         return Action.RETRY

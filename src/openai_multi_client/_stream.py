@@ -33,6 +33,7 @@ from ._errors import (
     status_error,
 )
 from ._sse import ServerSentEvent, SSEDecoder
+from ._transport import response_too_large
 
 if TYPE_CHECKING:
     from ._request import Request, Result
@@ -89,7 +90,8 @@ class StreamReader:
     """One attempt's streamed body: ``feed(piece)`` as it arrives, ``finish()`` at its end.
 
     ``secret`` (the key, as the server might echo it) is replaced by ``key_id`` in every event
-    before it is parsed, passed on or quoted in an error."""
+    before it is parsed, passed on or quoted in an error. ``max_bytes`` caps the whole body
+    (``None``: no cap); beyond it ``feed`` raises :class:`ResponseTooLargeError`."""
 
     __slots__ = (
         "_assembler",
@@ -98,15 +100,21 @@ class StreamReader:
         "_error",
         "_key_id",
         "_kind",
+        "_max_bytes",
         "_plain",
         "_request",
         "_secret",
+        "_size",
         "events",
         "started",
     )
 
-    def __init__(self, request: Request, secret: str = "", key_id: str = "") -> None:
+    def __init__(
+        self, request: Request, secret: str = "", key_id: str = "", max_bytes: int | None = None
+    ) -> None:
         self._request = request
+        self._max_bytes = max_bytes
+        self._size = 0
         self._kind = stream_kind(request.path) or _CHAT
         self._assembler: _ChoicesAssembler | _ResponsesAssembler = (
             _ResponsesAssembler() if self._kind == _RESPONSES else _ChoicesAssembler(self._kind)
@@ -127,7 +135,11 @@ class StreamReader:
 
     def feed(self, piece: bytes) -> None:
         """Take the next piece of the body; raises :class:`InvalidResponseError` on an event
-        that is not a JSON object (stop reading: the stream is broken)."""
+        that is not a JSON object (stop reading: the stream is broken), and
+        :class:`ResponseTooLargeError` past ``max_bytes``."""
+        self._size += len(piece)
+        if self._max_bytes is not None and self._size > self._max_bytes:
+            raise response_too_large(self._max_bytes)
         if self._plain is not None:
             self._plain += piece
             return
@@ -165,7 +177,7 @@ class StreamReader:
             return
         try:
             chunk = _json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             chunk = None
         if not isinstance(chunk, dict):
             raise InvalidResponseError(
@@ -203,7 +215,7 @@ class StreamReader:
             content = content.replace(secret, self._key_id.encode())
         try:
             body = _json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidResponseError(
                 f"a streamed request got a body that is neither events nor JSON "
                 f"({len(content)} bytes: {content[:80]!r})"

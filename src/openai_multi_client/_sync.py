@@ -32,7 +32,12 @@ from ._retry import RetryBudget
 from ._shared_limits import LimitsBackend
 from ._stream import ChunkCallback, raise_chunk_error
 from ._tokens import TokenEstimator
-from ._transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Transport
+from ._transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    Transport,
+)
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -53,7 +58,7 @@ class OpenAIMultiClient:
     ``transport``, ``retry_budget``, ``token_estimator``, ``on_chunk`` (called with each chunk
     of a streamed request, in the client's event-loop thread), ``read_timeout`` and
     ``shared_limits`` (a Redis URL or a :class:`RedisLimits`: share the keys' limits with other
-    processes).
+    processes), ``max_response_bytes`` (the largest response body read; ``None``: no cap).
     """
 
     _ordered = False
@@ -84,6 +89,7 @@ class OpenAIMultiClient:
         read_timeout: float | None = None,
         shared_limits: str | LimitsBackend | None = None,
         clock: Clock | None = None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         # Built here, so bad arguments raise in the caller's thread before any thread starts.
         self._engine = AsyncMultiClient(
@@ -111,6 +117,7 @@ class OpenAIMultiClient:
             read_timeout=read_timeout,
             shared_limits=shared_limits,
             clock=clock,
+            max_response_bytes=max_response_bytes,
         )
         self._portal = Portal(name=f"omc-loop-{id(self):x}")
         self._buffer: deque[Result] = deque()

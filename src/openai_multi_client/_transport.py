@@ -21,11 +21,35 @@ from ._errors import (
     ConnectError,
     ConnectionClosedError,
     RequestTimeoutError,
+    ResponseTooLargeError,
     TransportError,
 )
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""The largest response body read by default (64 MiB, decompressed): room for ten
+``b64_json`` images or a thousand 3072-dimension float embeddings, far above any chat answer."""
+
+
+def check_max_response_bytes(value: object, argument: str = "max_response_bytes") -> None:
+    """``None`` (no cap) or a whole number of bytes >= 1."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(
+            f"{argument} must be a whole number of bytes >= 1, or None for no cap; got {value!r}"
+        )
+
+
+def response_too_large(limit: int, size: int | None = None) -> ResponseTooLargeError:
+    """The error for a body over ``limit`` bytes (``size``: its announced length, if known)."""
+    seen = f"announced as {size:,} bytes" if size is not None else "still arriving"
+    error = ResponseTooLargeError(
+        f"the response body is over the cap of {limit:,} bytes (max_response_bytes) and was "
+        f"{seen}; reading stopped and nothing was kept. Not retried: if such answers are "
+        "expected, raise max_response_bytes (omc run: --max-response-bytes)"
+    )
+    error.max_response_bytes = limit
+    return error
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +77,8 @@ class HTTPRequest:
     """One request. With ``on_data`` set, a transport that can should pass a 2xx response's
     body to it piece by piece as it arrives (then ``HTTPResponse.content`` is empty); one that
     ignores it returns the whole body as usual. Whatever ``on_data`` raises ends the exchange
-    and is raised by ``handle``."""
+    and is raised by ``handle``. ``max_response_bytes`` (``None``: no cap) bounds the body a
+    transport reads: one that can should stop at it and raise :func:`response_too_large`."""
 
     method: str
     url: str
@@ -61,6 +86,7 @@ class HTTPRequest:
     content: bytes
     timeout: Timeout = field(default_factory=Timeout)
     on_data: Callable[[bytes], None] | None = None
+    max_response_bytes: int | None = None
 
     def __repr__(self) -> str:
         # Headers carry the key: never show them.
@@ -130,13 +156,7 @@ class AiohttpTransport:
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
-                on_data = request.on_data
-                if on_data is not None and 200 <= response.status < 300:
-                    async for piece in response.content.iter_any():
-                        on_data(piece)
-                    return HTTPResponse(response.status, response.headers, b"")
-                content = await response.read()
-                return HTTPResponse(response.status, response.headers, content)
+                return await _receive(request, response)
         except asyncio.TimeoutError as exc:
             limits = f"within {request.timeout.total:g} s"
             if request.timeout.read is not None:
@@ -171,6 +191,33 @@ class AiohttpTransport:
     def __repr__(self) -> str:
         state = "open" if self._session is not None else "idle"
         return f"AiohttpTransport({state})"
+
+
+async def _receive(request: HTTPRequest, response: aiohttp.ClientResponse) -> HTTPResponse:
+    """Read ``response``'s body piece by piece (to ``on_data`` for a 2xx answer when set), never
+    more than ``max_response_bytes`` of it: a larger announced length fails before reading."""
+    limit = request.max_response_bytes
+    on_data = request.on_data if 200 <= response.status < 300 else None
+    if on_data is None and limit is None:
+        return HTTPResponse(response.status, response.headers, await response.read())
+    length = response.content_length
+    # With a Content-Encoding the length is the compressed size: the pieces are counted instead.
+    announced = length if "Content-Encoding" not in response.headers else None
+    if limit is not None and announced is not None and announced > limit:
+        response.close()  # the connection goes, with the body never read
+        raise response_too_large(limit, announced)
+    pieces: list[bytes] = []
+    size = 0
+    async for piece in response.content.iter_any():
+        size += len(piece)
+        if limit is not None and size > limit:
+            response.close()
+            raise response_too_large(limit)
+        if on_data is not None:
+            on_data(piece)
+        else:
+            pieces.append(piece)
+    return HTTPResponse(response.status, response.headers, b"".join(pieces))
 
 
 def _origin(url: str) -> str:

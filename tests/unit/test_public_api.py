@@ -23,6 +23,7 @@ PUBLIC = {
     "stable", "AbandonedRequestError", "Grant", "InMemoryLimits", "LimitsBackend", "RedisLimits",
     "SharedLimitsError", "SharedLimitsStatistics",
     "StreamInterruptedError", "ChunkCallback", "RedirectError",
+    "ResponseTooLargeError",
 }  # fmt: skip
 
 TESTING = {

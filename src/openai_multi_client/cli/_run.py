@@ -31,12 +31,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import IO, Any
 
-from .._batch import BadLine, BatchRequest, error_line, output_line, read_batch
+from .._batch import BadLine, BatchRequest, error_line, output_line, read_batch, result_line
 from .._cache import ResponseCache, cache_key
 from .._engine import AsyncMultiClient
 from .._errors import (
     AbandonedRequestError,
-    APIStatusError,
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
@@ -50,6 +49,7 @@ from .._keys import Key
 from .._progress import RunProgress, load_prices
 from .._redis_limits import RedisLimits
 from .._request import Request, Result
+from .._transport import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes
 
 # Results committed per journal transaction at most, and the longest a result waits for one.
 _COMMIT_EVERY = 256
@@ -119,6 +119,13 @@ def add_parser(subparsers: Any) -> None:
     limits.add_argument("--budget-tokens", type=int, help="stop cleanly after this many tokens")
     limits.add_argument("--budget-dollars", type=float, help="stop cleanly at this cost")
     limits.add_argument("--max-line-bytes", type=int, default=1_000_000)
+    limits.add_argument(
+        "--max-response-bytes",
+        type=int,
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        help="the largest answer read, in bytes; a larger one is that request's failure "
+        f"(default: {DEFAULT_MAX_RESPONSE_BYTES:,})",
+    )
     other = parser.add_argument_group("other")
     other.add_argument("--cache", help="reuse answers to identical requests from this file")
     other.add_argument("--prices", help="JSON price table overriding the built-in one")
@@ -160,6 +167,7 @@ class Job:
             raise ConfigurationError("--concurrency must be at least 1")
         if args.max_line_bytes < 1:
             raise ConfigurationError("--max-line-bytes must be at least 1")
+        check_max_response_bytes(args.max_response_bytes, "--max-response-bytes")
         for option, value in (
             ("--max-requests", args.max_requests),
             ("--budget-tokens", args.budget_tokens),
@@ -314,6 +322,7 @@ class Job:
             ordered=args.ordered,
             on_send=on_send,
             shared_limits=self.shared_limits,
+            max_response_bytes=args.max_response_bytes,
         )
         loop = asyncio.get_running_loop()
         main_task = asyncio.current_task()
@@ -534,24 +543,7 @@ class Job:
 
     @staticmethod
     def _output_of(custom_id: str, result: Result) -> tuple[bytes, bool]:
-        error = result.error
-        if error is None:
-            data = output_line(
-                custom_id,
-                status_code=result.status_code or 200,
-                request_id=result.request_id,
-                body=result.response,
-            )
-            return data, False
-        if isinstance(error, APIStatusError):
-            data = output_line(
-                custom_id,
-                status_code=error.status_code,
-                request_id=error.request_id,
-                body=error.body,
-            )
-            return data, True
-        return error_line(custom_id, code=type(error).__name__, message=str(error)), True
+        return result_line(custom_id, result)
 
     def _open_outputs(self, journal: Journal) -> tuple[IO[bytes], IO[bytes] | None]:
         """Rewrite the output files from the journal (they are its projection), then keep them
