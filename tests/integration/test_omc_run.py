@@ -289,3 +289,77 @@ def test_usage_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
         done = omc(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def _stop_with(
+    tmp_path: Path, server: MockOpenAIServer, signum: signal.Signals, prefix: list[str]
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Start ``omc run`` (through ``prefix``), send ``signum`` once 10 requests are in flight,
+    and wait for it to stop by itself."""
+    source = write_input(tmp_path / "in.jsonl", 200)
+    out = tmp_path / "out.jsonl"
+    args = [
+        *prefix, "run", str(source), "-o", str(out),
+        "--base-url", server.base_url, "--key", "k", "-c", "10",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while server.stats.total_requests < 10 and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break  # it failed to start: the assertions show why
+        time.sleep(0.02)  # each request takes 0.5 s or more: these 10 are in flight
+    if process.poll() is None:
+        process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, process.returncode, "", stderr), out
+
+
+def _assert_stopped_cleanly(done: subprocess.CompletedProcess[str], out: Path, code: int) -> None:
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Run interrupted after" in done.stderr  # the summary
+    answered = output_ids(out)
+    assert 10 <= len(answered) < 200  # those in flight finished and were written
+    with Journal.open(str(out) + ".journal", None) as journal:
+        status = journal.status()
+    assert status.in_doubt == 0  # nothing will be sent (and billed) twice
+    assert status.done == len(answered)
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)]
+)
+def test_a_stop_signal_lets_requests_in_flight_finish(
+    tmp_path: Path, mock_openai_factory: Factory, signum: signal.Signals, code: int
+) -> None:
+    server = mock_openai_factory(latency=(0.5, 1.0), seed=5)
+    prefix = [sys.executable, "-m", "openai_multi_client"]
+    done, out = _stop_with(tmp_path, server, signum, prefix)
+    _assert_stopped_cleanly(done, out, code)
+    assert f"{signum.name}: stopping" in done.stderr
+
+
+# A Windows-like start: no fcntl module, an event loop without add_signal_handler (as the
+# Proactor loop), so the journal lock and the stop signals take their portable paths. On Linux
+# without fcntl, filelock falls back to its soft lock and warns so; on Windows it uses msvcrt.
+_WINDOWS_LIKE = """
+import asyncio, runpy, sys, warnings
+sys.modules["fcntl"] = None
+warnings.filterwarnings("ignore", "only soft file lock is available")
+def add_signal_handler(*args, **kwargs):
+    raise NotImplementedError
+asyncio.SelectorEventLoop.add_signal_handler = add_signal_handler
+sys.argv[0] = "omc"
+runpy.run_module("openai_multi_client", run_name="__main__")
+"""
+
+
+def test_omc_run_works_without_fcntl_and_loop_signal_handlers(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    server = mock_openai_factory(latency=(0.5, 1.0), seed=6)
+    prefix = [sys.executable, "-c", _WINDOWS_LIKE]
+    done, out = _stop_with(tmp_path, server, signal.SIGINT, prefix)
+    _assert_stopped_cleanly(done, out, 130)
+    assert "SIGINT: stopping" in done.stderr

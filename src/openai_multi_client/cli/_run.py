@@ -11,8 +11,9 @@ request as sent before it leaves; the consumer records outcomes in the journal, 
 only then appends them to the output files.
 
 The output files are a projection of the journal: a resumed run first rewrites them from the
-journal, then appends. Ctrl-C once stops reading input and lets requests in flight finish (within
-their timeout) and be committed; twice aborts at once. Either way the journal stays consistent.
+journal, then appends. Ctrl-C (or SIGTERM, SIGHUP) once stops reading input and lets requests in
+flight finish (within their timeout) and be committed; twice aborts at once. Either way the
+journal stays consistent.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from .._keys import Key
 from .._progress import RunProgress, load_prices
 from .._redis_limits import RedisLimits
 from .._request import Request, Result
+from ._signals import exit_code_for, stop_signals
 
 # Results committed per journal transaction at most, and the longest a result waits for one.
 _COMMIT_EVERY = 256
@@ -188,6 +190,9 @@ class Job:
         self.prices = load_prices(args.prices)
         self.stopping = False
         self.interrupted = False
+        self.stop_signal: signal.Signals | None = None
+        self.client: AsyncMultiClient | None = None
+        self.main_task: asyncio.Task[Any] | None = None
         self.sent = 0
         self.failed = 0
         self.bad_lines = 0
@@ -242,6 +247,7 @@ class Job:
 
     async def main(self) -> int:
         args = self.args
+        self.main_task = asyncio.current_task()
         fingerprint, self.total = self.scan_input()
         journal = (
             NullJournal()
@@ -260,7 +266,8 @@ class Job:
                 await mock.start()
                 base_url = mock.base_url
                 print(f"omc run: using the built-in mock server at {base_url}", file=sys.stderr)
-            return await self._run(journal, cache, base_url)
+            with stop_signals(asyncio.get_running_loop(), self._on_signal):
+                return await self._run(journal, cache, base_url)
         finally:
             journal.close()
             if cache is not None:
@@ -315,24 +322,10 @@ class Job:
             on_send=on_send,
             shared_limits=self.shared_limits,
         )
+        self.client = client
+        if self.stopping:  # a signal came while the run was starting
+            client.abandon_unsent()
         loop = asyncio.get_running_loop()
-        main_task = asyncio.current_task()
-        assert main_task is not None
-
-        def on_interrupt() -> None:
-            if self.interrupted:
-                main_task.cancel()  # the second Ctrl-C: abort now
-                return
-            self.interrupted = True
-            print(
-                "\nomc run: stopping: no new requests; waiting for those in flight "
-                "(Ctrl-C again to abort)",
-                file=sys.stderr,
-            )
-            self._stop(client)
-
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, on_interrupt)
         pending: list[tuple[bytes, bool]] = []
         last_commit = time.monotonic()
 
@@ -502,8 +495,28 @@ class Job:
             if stop:
                 print(f"omc run: stopped at {stop}; run again to go on", file=sys.stderr)
         if exit_code == EXIT_INTERRUPTED or self.interrupted:
-            return EXIT_INTERRUPTED
+            return EXIT_INTERRUPTED if self.stop_signal is None else exit_code_for(self.stop_signal)
         return EXIT_FAILURES if self.failed or self.bad_lines else EXIT_OK
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        """The first stop signal stops the run cleanly; a second one aborts it."""
+        if self.stop_signal is not None:
+            task = self.main_task
+            if task is not None:
+                task.cancel()
+            return
+        self.stop_signal = signum
+        self.interrupted = True
+        again = "Ctrl-C" if signum == signal.SIGINT else signum.name
+        print(
+            f"\nomc run: {signum.name}: stopping: no new requests; waiting for those in flight "
+            f"({again} again to abort)",
+            file=sys.stderr,
+        )
+        if self.client is None:
+            self.stopping = True
+        else:
+            self._stop(self.client)
 
     def is_stopping(self) -> bool:
         return self.stopping
