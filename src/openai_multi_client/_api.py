@@ -180,6 +180,8 @@ class HTTPBackend:
                     f"({len(content)} bytes: {content[:80]!r})"
                 ) from None
         if 200 <= status < 300:
+            if not content:
+                raise InvalidResponseError(f"HTTP {status} with an empty body (expected JSON)")
             if not isinstance(body, dict):
                 raise InvalidResponseError(
                     f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"

@@ -143,7 +143,11 @@ def test_the_cache_answers_repeated_requests(tmp_path: Path, mock_openai: MockOp
     cache = str(tmp_path / "cache.sqlite")
     base = ("--base-url", mock_openai.base_url, "--key", "k", "--cache", cache)
     assert omc("run", str(source), "-o", str(tmp_path / "a.jsonl"), *base).returncode == 0
-    assert omc("run", str(source), "-o", str(tmp_path / "b.jsonl"), *base).returncode == 0
+    again = omc("run", str(source), "-o", str(tmp_path / "b.jsonl"), *base)
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"from the cache \(not sent\)\s+10\n", again.stderr)
+    assert "Tokens: 0 in, 0 out" in again.stderr  # answers from the cache spend nothing
+    assert "Estimated cost: $0.00" in again.stderr
     assert mock_openai.stats.total_requests == 10
     assert len(output_ids(tmp_path / "b.jsonl")) == 10
 

@@ -391,14 +391,7 @@ class Job:
                             body=body,
                         )
                         finish(item.custom_id, item.line, data, False)
-                        model = item.body.get("model")
-                        usage = body.get("usage") if isinstance(body, dict) else None
-                        progress.finished(
-                            ok=True,
-                            error_class=None,
-                            model=model if isinstance(model, str) else None,
-                            usage=usage if isinstance(usage, dict) else None,
-                        )
+                        progress.cached()  # not sent: no tokens spent, no cost
                         continue
                 if args.max_requests is not None and self.sent >= args.max_requests:
                     self.capped = f"--max-requests {args.max_requests}"
@@ -436,6 +429,7 @@ class Job:
                 progress.waiting_retry(statistics.waiting_to_retry - waiting)
                 progress.rate_limited(statistics.keys.rate_limited - limited)
                 waiting, limited = statistics.waiting_to_retry, statistics.keys.rate_limited
+                progress.retry_error(statistics.last_retry_error)
                 progress.tick()
                 if pending and time.monotonic() - last_commit > _COMMIT_SECONDS:
                     flush()  # no result came to trigger it: commit what waits
