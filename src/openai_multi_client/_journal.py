@@ -88,6 +88,9 @@ class Journal:
         for another input or other request-shaping options (unless ``force``).
         """
         lock_path = path + ".lock"
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):  # filelock would create it: say so instead
+            raise ConfigurationError(f"no directory {folder!r} for the journal {path!r}")
         # Not thread-local: the journal may be closed from another thread than opened it.
         lock = filelock.FileLock(lock_path, timeout=0, mode=0o600, thread_local=False)
         try:

@@ -270,7 +270,7 @@ def test_max_requests_sends_exactly_that_many(
     out = tmp_path / "out.jsonl"
     base = ("run", str(source), "-o", str(out), "--base-url", mock_openai.base_url, "--key", "k")
     capped = omc(*base, "--max-requests", "15", "-c", "5")
-    assert capped.returncode == 0, capped.stderr
+    assert capped.returncode == 3, capped.stderr  # stopped with requests left
     assert "--max-requests 15" in capped.stderr
     assert len(output_ids(out)) == 15
     assert omc(*base).returncode == 0
@@ -288,6 +288,8 @@ def test_usage_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
          "--mock"),
         ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--max-retries", "-1"),
         ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--max-line-bytes", "0"),
+        ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--rpm", "0"),
+        ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--tpm", "0"),
         ("status", str(source)),
     ):  # fmt: skip
         done = omc(*args)
@@ -367,3 +369,53 @@ def test_omc_run_works_without_fcntl_and_loop_signal_handlers(
     done, out = _stop_with(tmp_path, server, signal.SIGINT, prefix)
     _assert_stopped_cleanly(done, out, 130)
     assert "SIGINT: stopping" in done.stderr
+
+
+def test_a_budget_stop_with_requests_left_exits_3_and_a_complete_run_0(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 40)
+    out = tmp_path / "out.jsonl"
+    base = ("run", str(source), "-o", str(out), "--mock")  # its answers report usage
+    stopped = omc(*base, "--budget-tokens", "1", "-c", "2")
+    assert stopped.returncode == 3, stopped.stderr
+    assert "stopped at --budget-tokens 1" in stopped.stderr
+    assert len(output_ids(out)) < 40
+    finished = omc(*base, "--budget-tokens", "1000000", "--max-requests", "40")
+    assert finished.returncode == 0, finished.stderr  # the limits were not what stopped it
+
+
+def test_rpm_zero_is_refused_with_a_message(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 2)
+    done = omc("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--rpm", "0")
+    assert done.returncode == 2
+    assert "--rpm must be a number above 0, got 0" in done.stderr
+    assert "leave it out for no fixed limit" in done.stderr
+
+
+def test_run_help_documents_exit_codes_and_defaults() -> None:
+    text = " ".join(omc("run", "--help").stdout.split())  # argparse wraps lines
+    codes = (
+        "0 every request succeeded",
+        "1 some requests failed",
+        "2 usage error",
+        "3 stopped at --max-requests",
+        "130 stopped by Ctrl-C",
+        "143 by SIGTERM",
+    )
+    for code in codes:
+        assert code in text
+    assert "--max-line-bytes MAX_LINE_BYTES longest input line, in bytes" in text
+    assert "(default: 1000000)" in text
+    assert "--rpm RPM requests per minute per key, > 0 (default: no fixed limit" in text
+
+
+def test_blank_lines_are_not_requests(tmp_path: Path, mock_openai: MockOpenAIServer) -> None:
+    source = tmp_path / "in.jsonl"
+    lines = [request_line(n) for n in range(5)]
+    source.write_text("\n\n".join(lines) + "\n  \n\r\n\n")
+    done = omc(
+        "run", str(source), "-o", str(tmp_path / "o.jsonl"),
+        "--base-url", mock_openai.base_url, "--key", "k",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"\n\s+total\s+5\n", done.stderr), done.stderr
+    assert "not processed" not in done.stderr
