@@ -101,6 +101,8 @@ class Statistics:
     retry_budget_level: int | None
     keys: PoolStatistics
     shared_limits: SharedLimitsStatistics | None = None
+    last_retry_error: str | None = None
+    """The error (class name and message, keys redacted) of the last attempt to be retried."""
 
 
 class AsyncMultiClient:
@@ -227,6 +229,7 @@ class AsyncMultiClient:
         self._intake: deque[Request] = deque()
         self._ready_retries: deque[Request] = deque()
         self._waiting: dict[Request, asyncio.Task[None]] = {}
+        self._last_retry_error: str | None = None
         self._output: deque[Result] = deque()
         self._reorder: dict[int, Result] = {}
         self._next_to_output = 0
@@ -701,6 +704,7 @@ class AsyncMultiClient:
             if cost is not None:
                 request.retry_cost += cost
                 self._retries += 1
+                self._last_retry_error = f"{type(error).__name__}: {redacted}"
                 failures = request.attempt - request.paced
                 delay = request.policy.next_delay(failures, error, self._rng)
                 logger.debug(
@@ -814,6 +818,7 @@ class AsyncMultiClient:
             retry_budget_level=None if self._budget is None else self._budget.level,
             keys=self._pool.statistics(self._clock.now()),
             shared_limits=None if self._keeper is None else self._keeper.statistics(),
+            last_retry_error=self._last_retry_error,
         )
 
     @property

@@ -11,7 +11,9 @@ Promises, and how they are kept:
   :meth:`Journal.mark_sent` commits it as *sent*. After a crash, the requests still marked
   *sent* are exactly those whose outcome is unknown; a resumed run sends them again and says
   how many there are.
-* **One process per journal**: an exclusive ``flock`` on ``JOURNAL.lock``.
+* **One process per journal**: an exclusive lock on ``JOURNAL.lock``, taken with ``filelock``
+  (``flock`` on Unix, ``msvcrt.locking`` on Windows), so the operating system releases it when
+  the process dies, however it dies.
 * **Files are private** (mode 0600) and **never hold a key**: the journal stores custom ids,
   line numbers, output lines (response bodies, which the engine scrubs of keys) and a
   fingerprint of the input and of the options that shape requests.
@@ -23,12 +25,12 @@ again.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+import filelock
 
 from ._errors import ConfigurationError, OpenAIMultiClientError
 
@@ -70,10 +72,12 @@ def _private_file(path: str) -> None:
 class Journal:
     """One run's journal. Use :meth:`open`; close with :meth:`close` (or ``with``)."""
 
-    def __init__(self, path: str, connection: sqlite3.Connection, lock_file: int) -> None:
+    def __init__(
+        self, path: str, connection: sqlite3.Connection, lock: filelock.BaseFileLock | None
+    ) -> None:
         self.path = path
         self._db = connection
-        self._lock_file = lock_file
+        self._lock = lock
         self._pending = 0
 
     @classmethod
@@ -84,12 +88,14 @@ class Journal:
         for another input or other request-shaping options (unless ``force``).
         """
         lock_path = path + ".lock"
-        _private_file(lock_path)
-        lock_file = os.open(lock_path, os.O_RDWR)
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):  # filelock would create it: say so instead
+            raise ConfigurationError(f"no directory {folder!r} for the journal {path!r}")
+        # Not thread-local: the journal may be closed from another thread than opened it.
+        lock = filelock.FileLock(lock_path, timeout=0, mode=0o600, thread_local=False)
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_file)
+            lock.acquire()
+        except filelock.Timeout:
             raise JournalError(
                 f"{path} is in use by another omc run (lock {lock_path}); wait for it to "
                 "finish, or give this run its own --journal"
@@ -104,11 +110,10 @@ class Journal:
                 connection.executescript(_SCHEMA)
             finally:
                 os.umask(old_umask)
-            journal = cls(path, connection, lock_file)
+            journal = cls(path, connection, lock)
             journal._check_fingerprint(fingerprint, force)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(lock_file)
+            lock.release()
             raise
         return journal
 
@@ -202,8 +207,8 @@ class Journal:
             self._commit()
             self._db.close()
         finally:
-            with contextlib.suppress(OSError):
-                os.close(self._lock_file)
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> Journal:
         return self
@@ -221,7 +226,7 @@ def open_status(path: str) -> JournalStatus:
         raise ConfigurationError(f"no journal at {path}")
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        journal = Journal(path, connection, -1)
+        journal = Journal(path, connection, None)
         return journal.status()
     finally:
         connection.close()

@@ -211,12 +211,14 @@ class RunProgress:
     __slots__ = (
         "_already_done",
         "_bad_lines",
+        "_cached",
         "_closed",
         "_drawn",
         "_errors",
         "_failed",
         "_in_flight",
         "_interval",
+        "_last_error",
         "_live",
         "_next_due",
         "_no_usage",
@@ -274,6 +276,8 @@ class RunProgress:
         self._bad_lines = 0
         self._in_flight = 0
         self._waiting_retry = 0
+        self._last_error: str | None = None
+        self._cached = 0
         self._rate_limited = 0
         self._no_usage = 0
         self._errors: dict[str, int] = {}
@@ -293,8 +297,21 @@ class RunProgress:
         self._in_flight += 1
 
     def waiting_retry(self, delta: int) -> None:
-        """``delta`` more (or, negative, fewer) requests are waiting to be retried."""
+        """``delta`` more (or, negative, fewer) requests are waiting to be retried. They are
+        shown as "retrying", not "in flight" (they were :meth:`started` and are not finished)."""
         self._waiting_retry += delta
+
+    def retry_error(self, message: str | None) -> None:
+        """The error of the last attempt to be retried (class and message, no key): shown on
+        the status line while requests wait to be retried, so a wrong URL or a server down shows
+        long before the run ends."""
+        self._last_error = message
+
+    def cached(self) -> None:
+        """An input item was answered from the cache: a success that was not sent, so it
+        spends no tokens and costs nothing."""
+        self._ok += 1
+        self._cached += 1
 
     def finished(
         self,
@@ -415,7 +432,8 @@ class RunProgress:
             percent = 100.0 * done / self._total if self._total else 100.0
             parts.append(f"{done:,}/{self._total:,} ({percent:.1f}%)")
         parts.append(f"{self._failed:,} failed")
-        parts.append(f"{self._in_flight:,} in flight")
+        # Started and not finished, less those waiting to be retried: at most the concurrency.
+        parts.append(f"{max(0, self._in_flight - self._waiting_retry):,} in flight")
         parts.append(f"{self._waiting_retry:,} retrying")
         parts.append(f"{_rate(request_rate)} req/s")
         parts.append(f"{_si(token_rate)} tok/s")
@@ -433,6 +451,9 @@ class RunProgress:
             parts.append("$?")
         else:
             parts.append(_money(cost) + ("+?" if unpriced else ""))
+        if self._waiting_retry > 0 and self._last_error:
+            error = self._last_error
+            parts.append("last error: " + (error if len(error) <= 160 else error[:157] + "..."))
         return " | ".join(parts)
 
     def summary(self, *, interrupted: bool = False) -> str:
@@ -449,7 +470,10 @@ class RunProgress:
         verb = "interrupted after" if interrupted else "finished in"
         lines.append(f"Run {verb} {_clock(wall)} ({wall:,.1f} s).")
 
-        rows: list[tuple[str, int]] = [("succeeded", self._ok), ("failed", self._failed)]
+        rows: list[tuple[str, int]] = [("succeeded", self._ok)]
+        if self._cached:
+            rows.append(("  from the cache (not sent)", self._cached))
+        rows.append(("failed", self._failed))
         errors = sorted(self._errors.items(), key=lambda item: (-item[1], item[0]))
         rows.extend((f"  {name}", count) for name, count in errors)
         rows.append(("bad input lines", self._bad_lines))

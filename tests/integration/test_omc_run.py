@@ -143,7 +143,11 @@ def test_the_cache_answers_repeated_requests(tmp_path: Path, mock_openai: MockOp
     cache = str(tmp_path / "cache.sqlite")
     base = ("--base-url", mock_openai.base_url, "--key", "k", "--cache", cache)
     assert omc("run", str(source), "-o", str(tmp_path / "a.jsonl"), *base).returncode == 0
-    assert omc("run", str(source), "-o", str(tmp_path / "b.jsonl"), *base).returncode == 0
+    again = omc("run", str(source), "-o", str(tmp_path / "b.jsonl"), *base)
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"from the cache \(not sent\)\s+10\n", again.stderr)
+    assert "Tokens: 0 in, 0 out" in again.stderr  # answers from the cache spend nothing
+    assert "Estimated cost: $0.00" in again.stderr
     assert mock_openai.stats.total_requests == 10
     assert len(output_ids(tmp_path / "b.jsonl")) == 10
 
@@ -266,7 +270,7 @@ def test_max_requests_sends_exactly_that_many(
     out = tmp_path / "out.jsonl"
     base = ("run", str(source), "-o", str(out), "--base-url", mock_openai.base_url, "--key", "k")
     capped = omc(*base, "--max-requests", "15", "-c", "5")
-    assert capped.returncode == 0, capped.stderr
+    assert capped.returncode == 3, capped.stderr  # stopped with requests left
     assert "--max-requests 15" in capped.stderr
     assert len(output_ids(out)) == 15
     assert omc(*base).returncode == 0
@@ -284,8 +288,134 @@ def test_usage_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
          "--mock"),
         ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--max-retries", "-1"),
         ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--max-line-bytes", "0"),
+        ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--rpm", "0"),
+        ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--tpm", "0"),
         ("status", str(source)),
     ):  # fmt: skip
         done = omc(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def _stop_with(
+    tmp_path: Path, server: MockOpenAIServer, signum: signal.Signals, prefix: list[str]
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Start ``omc run`` (through ``prefix``), send ``signum`` once 10 requests are in flight,
+    and wait for it to stop by itself."""
+    source = write_input(tmp_path / "in.jsonl", 200)
+    out = tmp_path / "out.jsonl"
+    args = [
+        *prefix, "run", str(source), "-o", str(out),
+        "--base-url", server.base_url, "--key", "k", "-c", "10",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while server.stats.total_requests < 10 and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break  # it failed to start: the assertions show why
+        time.sleep(0.02)  # each request takes 0.5 s or more: these 10 are in flight
+    if process.poll() is None:
+        process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, process.returncode, "", stderr), out
+
+
+def _assert_stopped_cleanly(done: subprocess.CompletedProcess[str], out: Path, code: int) -> None:
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Run interrupted after" in done.stderr  # the summary
+    answered = output_ids(out)
+    assert 10 <= len(answered) < 200  # those in flight finished and were written
+    with Journal.open(str(out) + ".journal", None) as journal:
+        status = journal.status()
+    assert status.in_doubt == 0  # nothing will be sent (and billed) twice
+    assert status.done == len(answered)
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)]
+)
+def test_a_stop_signal_lets_requests_in_flight_finish(
+    tmp_path: Path, mock_openai_factory: Factory, signum: signal.Signals, code: int
+) -> None:
+    server = mock_openai_factory(latency=(0.5, 1.0), seed=5)
+    prefix = [sys.executable, "-m", "openai_multi_client"]
+    done, out = _stop_with(tmp_path, server, signum, prefix)
+    _assert_stopped_cleanly(done, out, code)
+    assert f"{signum.name}: stopping" in done.stderr
+
+
+# A Windows-like start: no fcntl module, an event loop without add_signal_handler (as the
+# Proactor loop), so the journal lock and the stop signals take their portable paths. On Linux
+# without fcntl, filelock falls back to its soft lock and warns so; on Windows it uses msvcrt.
+_WINDOWS_LIKE = """
+import asyncio, runpy, sys, warnings
+sys.modules["fcntl"] = None
+warnings.filterwarnings("ignore", "only soft file lock is available")
+def add_signal_handler(*args, **kwargs):
+    raise NotImplementedError
+asyncio.SelectorEventLoop.add_signal_handler = add_signal_handler
+sys.argv[0] = "omc"
+runpy.run_module("openai_multi_client", run_name="__main__")
+"""
+
+
+def test_omc_run_works_without_fcntl_and_loop_signal_handlers(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    server = mock_openai_factory(latency=(0.5, 1.0), seed=6)
+    prefix = [sys.executable, "-c", _WINDOWS_LIKE]
+    done, out = _stop_with(tmp_path, server, signal.SIGINT, prefix)
+    _assert_stopped_cleanly(done, out, 130)
+    assert "SIGINT: stopping" in done.stderr
+
+
+def test_a_budget_stop_with_requests_left_exits_3_and_a_complete_run_0(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 40)
+    out = tmp_path / "out.jsonl"
+    base = ("run", str(source), "-o", str(out), "--mock")  # its answers report usage
+    stopped = omc(*base, "--budget-tokens", "1", "-c", "2")
+    assert stopped.returncode == 3, stopped.stderr
+    assert "stopped at --budget-tokens 1" in stopped.stderr
+    assert len(output_ids(out)) < 40
+    finished = omc(*base, "--budget-tokens", "1000000", "--max-requests", "40")
+    assert finished.returncode == 0, finished.stderr  # the limits were not what stopped it
+
+
+def test_rpm_zero_is_refused_with_a_message(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 2)
+    done = omc("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--mock", "--rpm", "0")
+    assert done.returncode == 2
+    assert "--rpm must be a number above 0, got 0" in done.stderr
+    assert "leave it out for no fixed limit" in done.stderr
+
+
+def test_run_help_documents_exit_codes_and_defaults() -> None:
+    text = " ".join(omc("run", "--help").stdout.split())  # argparse wraps lines
+    codes = (
+        "0 every request succeeded",
+        "1 some requests failed",
+        "2 usage error",
+        "3 stopped at --max-requests",
+        "130 stopped by Ctrl-C",
+        "143 by SIGTERM",
+    )
+    for code in codes:
+        assert code in text
+    assert "--max-line-bytes MAX_LINE_BYTES longest input line, in bytes" in text
+    assert "(default: 1000000)" in text
+    assert "--rpm RPM requests per minute per key, > 0 (default: no fixed limit" in text
+
+
+def test_blank_lines_are_not_requests(tmp_path: Path, mock_openai: MockOpenAIServer) -> None:
+    source = tmp_path / "in.jsonl"
+    lines = [request_line(n) for n in range(5)]
+    source.write_text("\n\n".join(lines) + "\n  \n\r\n\n")
+    done = omc(
+        "run", str(source), "-o", str(tmp_path / "o.jsonl"),
+        "--base-url", mock_openai.base_url, "--key", "k",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"\n\s+total\s+5\n", done.stderr), done.stderr
+    assert "not processed" not in done.stderr

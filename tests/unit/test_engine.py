@@ -20,6 +20,7 @@ from openai_multi_client import (
     HTTPRequest,
     HTTPResponse,
     InternalServerError,
+    InvalidResponseError,
     Key,
     NoUsableKeyError,
     Result,
@@ -585,3 +586,33 @@ async def test_abandon_unsent_stops_retries_and_queued_requests(fake_clock: Fake
     assert len(results) == 10
     assert all(isinstance(r.error, AbandonedRequestError) for r in results)
     assert calls == in_flight  # the failed attempts in flight were not retried
+
+
+async def test_statistics_name_the_last_error_retried(fake_clock: FakeClock) -> None:
+    calls = 0
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectError(f"cannot connect to http://127.0.0.1:9 with {KEY}")
+        return chat_reply(request)
+
+    async with make_client(handler) as client:
+        assert client.statistics().last_retry_error is None
+        results = await run_all(client, 1)
+        error = client.statistics().last_retry_error
+    assert not results[0].failed
+    assert error is not None
+    assert error.startswith("ConnectError: cannot connect to http://127.0.0.1:9 with ")
+    assert KEY not in error
+
+
+async def test_an_empty_200_body_says_so(fake_clock: FakeClock) -> None:
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse.build(200, {"content-type": "application/json"}, b"")
+
+    async with make_client(handler, max_retries=1) as client:
+        results = await run_all(client, 1)
+    assert isinstance(results[0].error, InvalidResponseError)
+    assert "empty body" in str(results[0].error)

@@ -279,7 +279,7 @@ def test_status_line_counts() -> None:
     progress.bad_line()
     now.advance(1)
     line = progress.status_line()
-    assert line.startswith("52/200 (26.0%) | 1 failed | 2 in flight | 1 retrying | ")
+    assert line.startswith("52/200 (26.0%) | 1 failed | 1 in flight | 1 retrying | ")
     assert "| 5x429 |" in line
     assert line.endswith("| $0.00")
 
@@ -595,3 +595,44 @@ def test_fake_now_is_the_only_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     progress.summary()
     assert math.isfinite(now.t)
     assert stream.getvalue()
+
+
+def test_requests_waiting_to_retry_are_not_in_flight() -> None:
+    progress, _, _ = make(total=20)
+    for _ in range(10):  # a concurrency of 10, all sent
+        progress.started()
+    progress.waiting_retry(4)  # 4 failed and wait; 4 others took their places
+    for _ in range(4):
+        progress.started()
+    line = progress.status_line()
+    assert "| 10 in flight | 4 retrying |" in line
+
+
+def test_the_last_retry_error_shows_while_requests_wait_to_retry() -> None:
+    progress, now, stream = make(total=20, live=False, interval=10)
+    error = "ConnectError: cannot connect to http://127.0.0.1:9: [Errno 111] Connect call failed"
+    progress.started()
+    progress.waiting_retry(1)
+    progress.retry_error(error)
+    now.advance(10)
+    progress.tick()
+    assert f"| last error: {error}" in stream.getvalue()  # long before the run ends
+    progress.waiting_retry(-1)
+    progress.finished(ok=True, error_class=None, model=None, usage=None)
+    assert "last error" not in progress.status_line()  # nothing is retrying any more
+
+
+def test_cache_hits_are_successes_that_cost_nothing() -> None:
+    progress, _, _ = make(total=3)
+    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 0}
+    progress.started()
+    progress.finished(ok=True, error_class=None, model="gpt-4o-mini", usage=usage)
+    progress.cached()
+    progress.cached()
+    assert progress.tokens == 1_000_000
+    assert progress.cost == pytest.approx(0.15)
+    summary = progress.summary()
+    assert re.search(r"succeeded\s+3\n\s+from the cache \(not sent\)\s+2\n", summary)
+    assert "Tokens: 1,000,000 in, 0 out" in summary
+    assert "Estimated cost: $0.15" in summary
+    assert "0 in flight" in progress.status_line()

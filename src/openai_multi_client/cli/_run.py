@@ -11,8 +11,9 @@ request as sent before it leaves; the consumer records outcomes in the journal, 
 only then appends them to the output files.
 
 The output files are a projection of the journal: a resumed run first rewrites them from the
-journal, then appends. Ctrl-C once stops reading input and lets requests in flight finish (within
-their timeout) and be committed; twice aborts at once. Either way the journal stays consistent.
+journal, then appends. Ctrl-C (or SIGTERM, SIGHUP) once stops reading input and lets requests in
+flight finish (within their timeout) and be committed; twice aborts at once. Either way the
+journal stays consistent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -50,6 +52,7 @@ from .._progress import RunProgress, load_prices
 from .._redis_limits import RedisLimits
 from .._request import Request, Result
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes
+from ._signals import exit_code_for, stop_signals
 
 # Results committed per journal transaction at most, and the longest a result waits for one.
 _COMMIT_EVERY = 256
@@ -58,7 +61,17 @@ _READ_BATCH = 256
 _PROGRESS_SECONDS = 0.1
 _BAD_LINES_SHOWN = 20  # bad lines printed when there is no --errors file
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+_EPILOG = """\
+exit codes:
+  0    every request succeeded
+  1    some requests failed or input lines were bad (see --errors), or the keys stopped working
+  2    usage error: bad arguments, unreadable files, a journal in use or made for other input
+  3    stopped at --max-requests, --budget-tokens or --budget-dollars with requests left:
+       run the same command again to go on
+  130  stopped by Ctrl-C (SIGINT); 143 by SIGTERM, 129 by SIGHUP (128 + the signal's number):
+       requests in flight finished and were recorded; run the same command again to go on
+"""
 # Failures that say nothing about the request: the keys are dead. Never recorded as outcomes.
 _KEY_ERRORS = (AuthenticationError, PermissionDeniedError, InsufficientQuotaError, NoUsableKeyError)
 
@@ -68,6 +81,8 @@ def add_parser(subparsers: Any) -> None:
         "run",
         help="send a Batch-API JSONL file of requests; write the results (resumable)",
         description=__doc__.split("\n\n")[0],
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", help="Batch API JSONL input file, or - for standard input")
     parser.add_argument("-o", "--output", required=True, help="results, Batch API JSONL")
@@ -83,8 +98,15 @@ def add_parser(subparsers: Any) -> None:
     keys.add_argument("--base-url", help="API base URL (default: OPENAI_BASE_URL or OpenAI)")
     keys.add_argument("--azure", action="store_true", help="send keys as Azure's api-key header")
     keys.add_argument("--api-version", help="Azure api-version query parameter")
-    keys.add_argument("--rpm", type=float, help="requests per minute per key")
-    keys.add_argument("--tpm", type=float, help="tokens per minute per key")
+    keys.add_argument(
+        "--rpm",
+        type=float,
+        help="requests per minute per key, > 0 (default: no fixed limit; the limits are "
+        "learned from the server's rate-limit headers)",
+    )
+    keys.add_argument(
+        "--tpm", type=float, help="tokens per minute per key, > 0 (default: as for --rpm)"
+    )
     keys.add_argument("--mock", action="store_true", help="run against the built-in mock server")
     keys.add_argument(
         "--redis",
@@ -118,7 +140,13 @@ def add_parser(subparsers: Any) -> None:
     limits.add_argument("--max-requests", type=int, help="send at most this many requests")
     limits.add_argument("--budget-tokens", type=int, help="stop cleanly after this many tokens")
     limits.add_argument("--budget-dollars", type=float, help="stop cleanly at this cost")
-    limits.add_argument("--max-line-bytes", type=int, default=1_000_000)
+    limits.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=1_000_000,
+        help="longest input line, in bytes; a longer line is reported as a bad line and "
+        "skipped (default: 1000000)",
+    )
     limits.add_argument(
         "--max-response-bytes",
         type=int,
@@ -175,6 +203,12 @@ class Job:
         ):
             if value is not None and value < 0:
                 raise ConfigurationError(f"{option} must not be negative, got {value}")
+        for option, rate in (("--rpm", args.rpm), ("--tpm", args.tpm)):
+            if rate is not None and not 0 < rate < math.inf:
+                raise ConfigurationError(
+                    f"{option} must be a number above 0, got {rate:g}; leave it out for no fixed "
+                    "limit (the limits are then learned from the server's rate-limit headers)"
+                )
         if args.ordered and args.cache:
             raise ConfigurationError(
                 "--ordered and --cache together are not supported yet: answers from the cache "
@@ -196,9 +230,14 @@ class Job:
         self.prices = load_prices(args.prices)
         self.stopping = False
         self.interrupted = False
+        self.stop_signal: signal.Signals | None = None
+        self.client: AsyncMultiClient | None = None
+        self.main_task: asyncio.Task[Any] | None = None
         self.sent = 0
         self.failed = 0
         self.bad_lines = 0
+        self.read_all = False  # the whole input was read
+        self.abandoned = 0  # requests stopped before they were sent
         self.budget_hit: str | None = None
         self.capped: str | None = None
         self.no_key: str | None = None
@@ -226,18 +265,21 @@ class Job:
 
     def scan_input(self) -> tuple[str | None, int | None]:
         """The fingerprint of the input's bytes and of the options that shape requests, and
-        the number of input lines; ``(None, None)`` for stdin, which cannot be read twice."""
+        the number of input lines that are not blank (the reader skips those); ``(None, None)``
+        for stdin, which cannot be read twice."""
         if self.args.input == "-":
             return None, None
         digest = hashlib.sha256()
         lines = 0
-        last = b"\n"
+        blank = True  # the line read so far is only whitespace
         with open(self.args.input, "rb") as file:
-            for chunk in iter(lambda: file.read(1 << 20), b""):
-                digest.update(chunk)
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
-        lines += last != b"\n"
+            while part := file.readline(1 << 20):  # in parts: a line may be huge
+                digest.update(part)
+                blank = blank and part.isspace()
+                if part.endswith(b"\n"):
+                    lines += not blank
+                    blank = True
+        lines += not blank
         args = self.args
         shaping = {
             "base_url": args.base_url,
@@ -250,6 +292,7 @@ class Job:
 
     async def main(self) -> int:
         args = self.args
+        self.main_task = asyncio.current_task()
         fingerprint, self.total = self.scan_input()
         journal = (
             NullJournal()
@@ -268,7 +311,8 @@ class Job:
                 await mock.start()
                 base_url = mock.base_url
                 print(f"omc run: using the built-in mock server at {base_url}", file=sys.stderr)
-            return await self._run(journal, cache, base_url)
+            with stop_signals(asyncio.get_running_loop(), self._on_signal):
+                return await self._run(journal, cache, base_url)
         finally:
             journal.close()
             if cache is not None:
@@ -324,24 +368,10 @@ class Job:
             shared_limits=self.shared_limits,
             max_response_bytes=args.max_response_bytes,
         )
+        self.client = client
+        if self.stopping:  # a signal came while the run was starting
+            client.abandon_unsent()
         loop = asyncio.get_running_loop()
-        main_task = asyncio.current_task()
-        assert main_task is not None
-
-        def on_interrupt() -> None:
-            if self.interrupted:
-                main_task.cancel()  # the second Ctrl-C: abort now
-                return
-            self.interrupted = True
-            print(
-                "\nomc run: stopping: no new requests; waiting for those in flight "
-                "(Ctrl-C again to abort)",
-                file=sys.stderr,
-            )
-            self._stop(client)
-
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, on_interrupt)
         pending: list[tuple[bytes, bool]] = []
         last_commit = time.monotonic()
 
@@ -407,14 +437,7 @@ class Job:
                             body=body,
                         )
                         finish(item.custom_id, item.line, data, False)
-                        model = item.body.get("model")
-                        usage = body.get("usage") if isinstance(body, dict) else None
-                        progress.finished(
-                            ok=True,
-                            error_class=None,
-                            model=model if isinstance(model, str) else None,
-                            usage=usage if isinstance(usage, dict) else None,
-                        )
+                        progress.cached()  # not sent: no tokens spent, no cost
                         continue
                 if args.max_requests is not None and self.sent >= args.max_requests:
                     self.capped = f"--max-requests {args.max_requests}"
@@ -443,6 +466,7 @@ class Job:
                     if self.is_stopping():  # Ctrl-C or a budget closed the client meanwhile
                         return
                     raise
+            self.read_all = True
 
         async def show_progress() -> None:
             """Feed the engine's gauges to the display and redraw it, results or not."""
@@ -452,6 +476,7 @@ class Job:
                 progress.waiting_retry(statistics.waiting_to_retry - waiting)
                 progress.rate_limited(statistics.keys.rate_limited - limited)
                 waiting, limited = statistics.waiting_to_retry, statistics.keys.rate_limited
+                progress.retry_error(statistics.last_retry_error)
                 progress.tick()
                 if pending and time.monotonic() - last_commit > _COMMIT_SECONDS:
                     flush()  # no result came to trigger it: commit what waits
@@ -466,6 +491,7 @@ class Job:
                     custom_id = result.metadata["custom_id"]
                     line, url = lines_of.pop(custom_id)
                     if isinstance(result.error, AbandonedRequestError):
+                        self.abandoned += 1
                         continue  # stopped before an outcome: a later run sends it
                     if isinstance(result.error, _KEY_ERRORS):
                         # Not the request's fault: keep it for a run with working keys.
@@ -511,8 +537,30 @@ class Job:
             if stop:
                 print(f"omc run: stopped at {stop}; run again to go on", file=sys.stderr)
         if exit_code == EXIT_INTERRUPTED or self.interrupted:
-            return EXIT_INTERRUPTED
+            return EXIT_INTERRUPTED if self.stop_signal is None else exit_code_for(self.stop_signal)
+        if self.capped or (self.budget_hit and (self.abandoned or not self.read_all)):
+            return EXIT_STOPPED  # requests are left for the next run
         return EXIT_FAILURES if self.failed or self.bad_lines else EXIT_OK
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        """The first stop signal stops the run cleanly; a second one aborts it."""
+        if self.stop_signal is not None:
+            task = self.main_task
+            if task is not None:
+                task.cancel()
+            return
+        self.stop_signal = signum
+        self.interrupted = True
+        again = "Ctrl-C" if signum == signal.SIGINT else signum.name
+        print(
+            f"\nomc run: {signum.name}: stopping: no new requests; waiting for those in flight "
+            f"({again} again to abort)",
+            file=sys.stderr,
+        )
+        if self.client is None:
+            self.stopping = True
+        else:
+            self._stop(self.client)
 
     def is_stopping(self) -> bool:
         return self.stopping
