@@ -3,6 +3,10 @@
 Like anyio's BlockingPortal: synchronous code calls coroutines on the loop and blocks until they
 finish. The loop thread is a daemon, so a program that forgets to close a client still exits,
 and :func:`shutdown_all_at_exit` closes the portals still open when the interpreter exits.
+
+A ``KeyboardInterrupt`` or ``SystemExit`` raised by a called coroutine is carried back to the
+calling thread as itself; it never escapes into the loop (where asyncio would let it stop the
+loop and tear the thread down under everything still running on it).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 logger = logging.getLogger("openai_multi_client")
@@ -77,18 +82,30 @@ class Portal:
                 raise PortalClosedError("the client's event loop has stopped")
             future = asyncio.run_coroutine_threadsafe(_as_coroutine(function, args), self._loop)
         try:
-            if slow_after is not None and on_slow is not None:
-                try:
-                    return future.result(timeout=slow_after)
-                except concurrent.futures.TimeoutError:
-                    on_slow()
-            try:
-                return future.result(timeout)
-            except concurrent.futures.TimeoutError:
-                raise TimeoutError(f"no answer from the event loop within {timeout} s") from None
+            outcome = self._wait(future, slow_after, on_slow, timeout)
         except BaseException:
             future.cancel()
             raise
+        if isinstance(outcome, _Interrupt):
+            raise outcome.exception
+        return outcome.value
+
+    @staticmethod
+    def _wait(
+        future: concurrent.futures.Future[_Returned[T] | _Interrupt],
+        slow_after: float | None,
+        on_slow: Callable[[], object] | None,
+        timeout: float | None,
+    ) -> _Returned[T] | _Interrupt:
+        if slow_after is not None and on_slow is not None:
+            try:
+                return future.result(timeout=slow_after)
+            except concurrent.futures.TimeoutError:
+                on_slow()
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no answer from the event loop within {timeout} s") from None
 
     def call_soon(self, function: Callable[..., object], *args: Any) -> None:
         """Schedule a plain function on the loop without waiting."""
@@ -109,8 +126,25 @@ class Portal:
             self._thread.join(timeout)
 
 
-async def _as_coroutine(function: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
-    return await function(*args)
+@dataclass(frozen=True, slots=True)
+class _Returned(Generic[T]):
+    value: T
+
+
+@dataclass(frozen=True, slots=True)
+class _Interrupt:
+    """A ``KeyboardInterrupt`` or ``SystemExit`` on its way to the calling thread."""
+
+    exception: BaseException
+
+
+async def _as_coroutine(
+    function: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+) -> _Returned[T] | _Interrupt:
+    try:
+        return _Returned(await function(*args))
+    except (KeyboardInterrupt, SystemExit) as exc:  # asyncio would re-raise these in the loop
+        return _Interrupt(exc)
 
 
 _exit_hooks: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -81,6 +81,44 @@ def test_exception_in_request_function_reaches_the_iterating_thread() -> None:
         api.request({"n": 99})
 
 
+class _Custom(BaseException):
+    """A BaseException that is neither an interrupt nor an exit."""
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit, _Custom])
+def test_base_exception_in_request_function_reaches_the_iterating_thread(
+    kind: type[BaseException],
+) -> None:
+    before = threading.active_count()
+    api = OpenAIMultiOrderedClient(custom_api=echo, endpoint="completions")
+    raised = kind("producer stopped")
+
+    def make_requests() -> None:
+        for n in range(5):
+            api.request({"n": n}, metadata={"id": n})
+        raise raised
+
+    api.run_request_function(make_requests)
+    ids: list[int] = []
+    with pytest.raises(kind) as caught:
+        for result in api:
+            ids.append(result.metadata["id"])
+    assert caught.value is raised
+    assert ids == list(range(5))  # the queued results came first
+    assert list(api) == []
+    with pytest.raises(ClientClosedError):
+        api.request({"n": 99})
+    _wait_for_threads(before)
+
+
+def _wait_for_threads(count: int) -> None:
+    """Threads end when the client shuts down; the request-function thread a moment after."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("omc-"):
+            thread.join(5)
+    assert threading.active_count() == count, threading.enumerate()
+
+
 def test_exception_in_callback_keeps_the_result_and_iteration_goes_on() -> None:
     def callback(result: Result) -> None:
         if result.metadata["id"] == 2:
