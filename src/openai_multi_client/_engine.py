@@ -464,6 +464,17 @@ class AsyncMultiClient:
         self._dispatch_wakeup.set()
         return batch
 
+    @property
+    def drained(self) -> bool:
+        """Closed, every result taken, and nothing left to raise: iteration is over."""
+        return (
+            self._closed
+            and self._consumed >= self._submitted
+            and not self._output
+            and self._fatal is None
+            and self._close_reason is None
+        )
+
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> AsyncMultiClient:
@@ -551,7 +562,7 @@ class AsyncMultiClient:
                 self._take_request()
                 self._in_flight += 1
                 self._spawn(self._attempt(request, reservation))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # shut down, or its loop was dropped
             raise
         except BaseException as exc:  # a bug: make sure the caller hears of it
             self._die(exc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import weakref
@@ -114,6 +115,35 @@ class Portal:
                 raise PortalClosedError("the client's event loop has stopped")
             self._loop.call_soon_threadsafe(function, *args)
 
+    def shut_down(self, function: Callable[[], Awaitable[object]], timeout: float) -> None:
+        """Run ``function()`` on the loop, then stop the loop; idempotent.
+
+        From another thread, wait up to ``timeout`` seconds for both (then cancel the call and
+        stop regardless). From the loop's own thread (a finaliser run by the garbage collector
+        there), schedule them and return."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            future = asyncio.run_coroutine_threadsafe(self._run_then_stop(function), self._loop)
+        _open_portals.discard(self)
+        if self.in_loop_thread():
+            return
+        try:
+            future.result(timeout)
+        except BaseException as exc:  # timed out, or the call failed: stop regardless
+            logger.debug("shutting down the event loop: %r", exc)
+            future.cancel()
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+
+    async def _run_then_stop(self, function: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await function()
+        finally:
+            self._loop.stop()
+
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop the loop (tasks still running are cancelled) and wait for its thread."""
         with self._lock:
@@ -147,20 +177,7 @@ async def _as_coroutine(
         return _Interrupt(exc)
 
 
-_exit_hooks: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def on_exit(owner: Any) -> None:
-    """Ask for ``owner._shutdown_at_exit()`` at interpreter exit, if ``owner`` is still alive."""
-    _exit_hooks.add(owner)
-
-
 @atexit.register
 def shutdown_all_at_exit() -> None:
-    for owner in list(_exit_hooks):
-        try:
-            owner._shutdown_at_exit()
-        except Exception:  # pragma: no cover - best effort at exit
-            logger.debug("error while shutting down a client at exit", exc_info=True)
     for portal in list(_open_portals):
         portal.stop(timeout=1.0)

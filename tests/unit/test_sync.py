@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from openai_multi_client import (
     Result,
     run_requests,
 )
+from openai_multi_client.testing import MockOpenAIServer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -218,6 +220,79 @@ def test_with_block_releases_everything() -> None:
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert threading.active_count() == before
+
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _wait_for_fds(count: int) -> None:
+    """The mock server (in this process) closes its side of a connection when it sees the
+    client's side close: wait for it, boundedly."""
+    deadline = time.monotonic() + 5
+    while _open_fds() > count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _open_fds() == count
+
+
+def test_taking_the_last_result_shuts_the_client_down(mock_openai: MockOpenAIServer) -> None:
+    threads, fds = threading.active_count(), _open_fds()
+    clients = []
+    for _ in range(30):
+        api = OpenAIMultiClient(endpoint="chats", api_key="sk-test", base_url=mock_openai.base_url)
+        api.request(CHAT)
+        api.close()
+        assert not next(iter(api)).failed  # the last result: no StopIteration needed
+        clients.append(api)  # still referenced: it is the shutdown, not the collector
+    assert threading.active_count() == threads
+    _wait_for_fds(fds)
+    for api in clients:
+        assert list(api) == []
+        with pytest.raises(ClientClosedError):
+            api.request(CHAT)
+    del clients, api
+    gc.collect()
+    assert threading.active_count() == threads
+
+
+def test_a_request_function_failing_after_the_shutdown_is_still_heard() -> None:
+    api = OpenAIMultiClient(custom_api=echo, endpoint="completions")
+    go_on = threading.Event()
+
+    def make_requests() -> None:
+        api.request({"n": 0})
+        go_on.wait(10)
+        raise KeyError("late failure")
+
+    producer = api.run_request_function(make_requests, stop_at_end=False)
+    result = next(iter(api))
+    api.close()
+    assert list(api) == []  # the client shut down
+    go_on.set()
+    producer.join(10)
+    assert result.response["echo"] == {"n": 0}
+    with pytest.raises(KeyError, match="late failure"):
+        next(api)
+    assert list(api) == []
+
+
+@pytest.mark.parametrize("taken", [0, 1])
+def test_a_dropped_client_releases_everything(mock_openai: MockOpenAIServer, taken: int) -> None:
+    threads, fds = threading.active_count(), _open_fds()
+    for _ in range(30):
+        api = OpenAIMultiClient(endpoint="chats", api_key="sk-test", base_url=mock_openai.base_url)
+        for _ in range(3):
+            api.request(CHAT)
+        if taken:
+            api.close()
+            next(iter(api))  # results are left unread
+        del api
+    gc.collect()  # warnings are errors: an unclosed session or a pending task fails the test
+    assert threading.active_count() == threads, threading.enumerate()
+    _wait_for_fds(fds)
 
 
 def test_leaving_early_cancels_the_rest() -> None:
