@@ -49,6 +49,7 @@ from ._errors import (
     TransportError,
 )
 from ._keys import Key, KeyPool, PoolStatistics, Reservation, as_keys
+from ._producers import RequestFunction, RequestFunctions
 from ._redis_limits import RedisLimits
 from ._request import Callback, Request, Result, merge_template, resolve_endpoint
 from ._retry import (
@@ -241,13 +242,14 @@ class AsyncMultiClient:
         self._fatal: BaseException | None = None
         self._consumer_task: asyncio.Task[Any] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatch_wakeup = asyncio.Event()
         self._output_wakeup = asyncio.Event()
         self._space_wakeup = asyncio.Event()
         self._keeper: LeaseKeeper | None = None
         self._keeper_started = False
         self._owned_limits: LimitsBackend | None = None  # made here from a URL: closed here
+        self._producers = RequestFunctions(self.close)
         if shared_limits is not None:
             backend = _limits_backend(shared_limits)
             if isinstance(shared_limits, str):
@@ -367,6 +369,28 @@ class AsyncMultiClient:
         self._closed = True
         self._close_reason = reason
         self._wake_all()
+
+    def run_request_function(
+        self,
+        function: RequestFunction,
+        *args: Any,
+        stop_at_end: bool = True,
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        """Run ``await function(*args, **kwargs)`` (or a coroutine) in a task owned by the
+        client, to queue requests while the caller iterates. With ``stop_at_end`` (the
+        default) the client is closed when it returns (with several, when the last returns).
+        If it raises, the client is closed and iteration re-raises that exception after
+        yielding the results of the requests already queued. Shutting down cancels it."""
+        if self._shut_down:
+            if inspect.iscoroutine(function):
+                function.close()
+            raise ClientClosedError("the client was shut down")
+        self._ensure_started()
+        task = self._producers.start(function, args, kwargs, stop_at_end)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
 
     def abandon_unsent(self) -> int:
         """Stop: close the intake and give up every request not in flight (queued, or waiting
@@ -610,7 +634,7 @@ class AsyncMultiClient:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._die(task.exception())  # type: ignore[arg-type]
