@@ -314,11 +314,14 @@ class AsyncMultiClient:
     ) -> Request:
         """Validate and build a request without queueing it (any thread may call this)."""
         name = endpoint if endpoint is not None else self._endpoint
-        if name is None:
+        if name is not None:
+            path = resolve_endpoint(name)
+        elif isinstance(self._backend, CustomAPIBackend):
+            path = ""  # the seed's custom_api needs no endpoint: it gets request.endpoint None
+        else:
             raise ConfigurationError(
                 "no endpoint: pass endpoint=... to the client or to request(), e.g. 'chats'"
             )
-        path = resolve_endpoint(name)
         merged = merge_template(self._data_template, data, "data")
         merged_metadata = merge_template(self._metadata_template, metadata, "metadata")
         if callback is not None and not callable(callback):

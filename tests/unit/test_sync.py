@@ -314,13 +314,36 @@ def test_leaving_early_cancels_the_rest() -> None:
 def test_bad_arguments_raise_in_the_callers_thread() -> None:
     with pytest.raises(ConfigurationError, match="concurrency"):
         OpenAIMultiClient(concurrency=-1, custom_api=echo)
-    api = OpenAIMultiClient(custom_api=echo)
-    with pytest.raises(ConfigurationError, match="endpoint"):
+    api = OpenAIMultiClient(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigurationError, match="no endpoint"):
         api.request({})
     with pytest.raises(ConfigurationError, match="endpoint"):
         api.request({}, endpoint="chat")
     api.close()
     assert list(api) == []
+
+
+def test_custom_api_needs_no_endpoint_as_in_the_seed() -> None:
+    """The seed's mock_test.py shape: custom_api, no endpoint, prompts with ids."""
+    seen: list[str | None] = []
+
+    async def mock_api(payload: Payload) -> dict[str, Any]:
+        seen.append(payload.endpoint)
+        return {"choices": [{"text": f"mock answer to {payload.data['prompt']}"}]}
+
+    api = OpenAIMultiOrderedClient(custom_api=mock_api, max_retries=3, retry_multiplier=2)
+
+    def put_data() -> None:
+        for pid in range(1, 21):
+            api.request({"prompt": f"test {pid}"}, metadata={"id": pid})
+
+    api.run_request_function(put_data)
+    results = list(api)
+    assert [r.metadata["id"] for r in results] == list(range(1, 21))
+    assert results[0].response["choices"][0]["text"] == "mock answer to test 1"
+    assert not any(r.failed for r in results)
+    assert {r.endpoint for r in results} == {None}
+    assert set(seen) == {None}
 
 
 def test_run_requests_one_call_form() -> None:
