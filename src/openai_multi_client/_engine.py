@@ -48,7 +48,7 @@ from ._errors import (
     SharedLimitsError,
     TransportError,
 )
-from ._keys import Key, KeyPool, PoolStatistics, Reservation, as_keys
+from ._keys import Key, KeyPool, PoolStatistics, Reservation, as_keys, check_secret
 from ._producers import RequestFunction, RequestFunctions
 from ._redis_limits import RedisLimits
 from ._request import Callback, Request, Result, merge_template, resolve_endpoint
@@ -189,23 +189,16 @@ class AsyncMultiClient:
                 raise ConfigurationError("custom_api must be a callable taking the request")
             self._backend = CustomAPIBackend(custom_api, concurrency)
             self._pool = shared_pool or KeyPool(
-                as_keys(_key_list(api_key)) or [Key("", name="custom-api")]
+                as_keys(_key_list(api_key)) or [Key.keyless(name="custom-api")]
             )
         else:
             explicit = [] if shared_pool is not None else _key_list(api_key)
-            settings = resolve_settings(
-                explicit[0] if len(explicit) == 1 and isinstance(explicit[0], str) else None,
-                base_url,
-                organization,
-            )
-            keys = as_keys(explicit)
+            single = explicit[0] if len(explicit) == 1 and isinstance(explicit[0], str) else None
+            settings = resolve_settings(single, base_url, organization)
+            # api_key="" alone: no key (a local server); in a list, an empty key is a mistake.
+            keys = [] if single is not None and not single.strip() else as_keys(explicit)
             if not keys and shared_pool is None:
-                if settings.api_key is None and is_openai_host(settings.base_url):
-                    raise ConfigurationError(
-                        "no API key: pass api_key=..., set the OPENAI_API_KEY environment "
-                        "variable, or set openai.api_key"
-                    )
-                keys = [Key(settings.api_key or "")]
+                keys = [_default_key(settings.api_key, settings.base_url)]
             default_headers = dict(headers or {})
             if settings.organization:
                 default_headers.setdefault("OpenAI-Organization", settings.organization)
@@ -899,6 +892,21 @@ def _limits_backend(shared_limits: str | LimitsBackend) -> LimitsBackend:
             f"{type(shared_limits).__name__}"
         )
     return shared_limits
+
+
+def _default_key(secret: str | None, base_url: str) -> Key:
+    """The key from the settings (argument, environment or ``openai.api_key``): none at all is
+    fine for a local server, not for OpenAI's."""
+    if secret is None or not secret.strip():
+        if is_openai_host(base_url):
+            raise ConfigurationError(
+                "no API key: pass api_key=..., set the OPENAI_API_KEY environment "
+                "variable, or set openai.api_key"
+                + ("" if secret is None else " (the key given is empty)")
+            )
+        return Key.keyless()
+    check_secret(secret, "the API key")
+    return Key(secret)
 
 
 def _key_list(api_key: KeysArgument) -> list[str | Key]:

@@ -69,11 +69,8 @@ class Key:
         tokens_per_minute: float | None = None,
         weight: float = 1.0,
     ) -> None:
-        if not isinstance(secret, str):
-            raise ConfigurationError(
-                f"a key's secret must be a string, got {type(secret).__name__}"
-            )
-        if name is not None and secret and secret in name:
+        check_secret(secret, "a key's secret")
+        if name is not None and secret in name:
             raise ConfigurationError("a key's name must not contain its secret")
         for argument, limit in (
             ("requests_per_minute", requests_per_minute),
@@ -98,6 +95,16 @@ class Key:
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.weight = float(weight)
+
+    @classmethod
+    def keyless(cls, name: str | None = None, *, base_url: str | None = None) -> Key:
+        """A key without a secret, for a server that needs none (a local vLLM or Ollama):
+        requests carry no ``Authorization`` header."""
+        key = cls("\0", name=name, base_url=base_url)  # replaced below
+        key._secret, key._secret_bytes = "", b""
+        if name is None:
+            key.id = redacted_id("")
+        return key
 
     @property
     def secret(self) -> str:
@@ -133,6 +140,26 @@ class Key:
     __str__ = __repr__
 
 
+# What a README's example key looks like; sent as a key, it would only earn a 401 per request.
+_PLACEHOLDERS = frozenset({"...", "…"})
+
+
+def check_secret(secret: object, what: str) -> None:
+    """Refuse what cannot be a key: not a string, empty, blank, or the placeholder ``...``.
+    The message names ``what`` (e.g. "API key 2"), never the value."""
+    if not isinstance(secret, str):
+        raise ConfigurationError(f"{what} must be a string, got {type(secret).__name__}")
+    if not secret.strip():
+        raise ConfigurationError(
+            f"{what} is {'empty' if not secret else 'only whitespace'}: give the key itself "
+            "(for a server that needs no key, leave api_key out or use Key.keyless())"
+        )
+    if secret.strip() in _PLACEHOLDERS:
+        raise ConfigurationError(
+            f"{what} is the placeholder '...' from an example: replace it with your API key"
+        )
+
+
 def as_keys(keys: Iterable[str | Key]) -> list[Key]:
     """Normalise a list of secrets or :class:`Key` objects."""
     result: list[Key] = []
@@ -140,6 +167,7 @@ def as_keys(keys: Iterable[str | Key]) -> list[Key]:
         if isinstance(item, Key):
             result.append(item)
         elif isinstance(item, str):
+            check_secret(item, f"API key {position}")
             result.append(Key(item))
         else:
             raise ConfigurationError(
