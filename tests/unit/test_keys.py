@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -179,7 +180,7 @@ BLANKS = ["", "   ", "\t\n", "...", " ... "]
 def test_empty_blank_and_placeholder_keys_are_refused(secret: str) -> None:
     from openai_multi_client import AsyncMultiClient, KeyManager, OpenAIMultiClient
 
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: Key(secret),
         lambda: as_keys(["sk-good-key-1", secret]),
         lambda: KeyManager(["sk-good-key-1", secret]),
