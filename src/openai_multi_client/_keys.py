@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ._errors import ConfigurationError
 from ._headers import parse_float
 from ._limits import AdaptiveConcurrency, Admission, RateLimiter, RateLimitHeaders
+from ._redact import Redactor
 from ._shared_limits import Claim, Grant, demand_for
 
 logger = logging.getLogger("openai_multi_client")
@@ -44,6 +45,7 @@ class Key:
     """
 
     __slots__ = (
+        "_redactor",
         "_secret",
         "_secret_bytes",
         "api_version",
@@ -88,6 +90,7 @@ class Key:
         self._secret = secret
         self._secret_bytes = secret.encode("utf-8")
         self.id = name if name is not None else redacted_id(secret)
+        self._redactor = Redactor(secret, self.id)
         self.base_url = base_url
         self.organization = organization
         self.azure = azure
@@ -104,6 +107,7 @@ class Key:
         key._secret, key._secret_bytes = "", b""
         if name is None:
             key.id = redacted_id("")
+        key._redactor = Redactor("", key.id)
         return key
 
     @property
@@ -129,10 +133,13 @@ class Key:
         return headers
 
     def redact(self, text: str) -> str:
-        """``text`` with every occurrence of the secret replaced by the redacted id."""
-        if self._secret and self._secret in text:
-            return text.replace(self._secret, self.id)
-        return text
+        """``text`` with the secret, or the start of it (see :mod:`._redact`), replaced by the
+        redacted id."""
+        return self._redactor.in_text(text)
+
+    def redact_bytes(self, content: bytes) -> bytes:
+        """As :meth:`redact`, for a body as received."""
+        return self._redactor.in_bytes(content)
 
     def __repr__(self) -> str:
         return f"Key({self.id!r})"

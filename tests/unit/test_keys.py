@@ -210,3 +210,30 @@ def test_an_empty_key_alone_means_no_key_only_for_a_local_server() -> None:
             AsyncMultiClient(endpoint="chats", api_key=blank)
     with pytest.raises(ConfigurationError, match="placeholder"):
         AsyncMultiClient(endpoint="chats", api_key="...", base_url="http://127.0.0.1:9/v1")
+
+
+@pytest.mark.parametrize(
+    ("secret", "shortest"),
+    [
+        ("sk-CANARY1234567890abcdef", "sk-CANARY12"),  # "sk-" and 8 characters
+        ("sk-proj-Abc123def456ghi789", "sk-proj-Abc123de"),  # the type prefix is "sk-proj-"
+        ("0123456789abcdef0123456789abcdef", "01234567"),  # no type prefix (Azure)
+    ],
+)
+def test_the_start_of_a_key_is_redacted_but_not_less(secret: str, shortest: str) -> None:
+    key = Key(secret)
+    for length in range(len(shortest), len(secret) + 1):
+        fragment = secret[:length]
+        assert key.redact(f"partial {fragment}.") == f"partial {key.id}."
+        assert key.redact_bytes(f'"{fragment}"'.encode()) == f'"{key.id}"'.encode()
+    too_short = secret[: len(shortest) - 1]
+    assert key.redact(f"partial {too_short}.") == f"partial {too_short}."
+    ordinary = "Incorrect API key provided: sk-... You can find your API key at sk-proj- pages."
+    assert key.redact(ordinary) == ordinary
+    twice = f"{secret[:20]}x and {secret}"
+    assert key.redact(twice) == f"{key.id}x and {key.id}"
+
+
+def test_a_short_key_is_only_redacted_whole() -> None:
+    key = Key("sk-a1")
+    assert key.redact("sk-a1 sk-a sk-") == f"{key.id} sk-a sk-"
