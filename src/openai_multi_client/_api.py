@@ -183,9 +183,7 @@ class HTTPBackend:
                 f"HTTP {status} with an empty body, where a JSON answer was expected "
                 "(retried, as any malformed response)"
             )
-        secret = key.secret_bytes
-        if secret and secret in content:  # a server that echoes the key: never keep it
-            content = content.replace(secret, key.id.encode())
+        content = key.redact_bytes(content)  # a server that echoes the key: never keep it
         body: Any
         try:
             body = _json.loads(content) if content else None
@@ -214,11 +212,8 @@ class HTTPBackend:
         if headers is None:
             headers = {**self._headers, **key.auth_headers(), "Accept": "text/event-stream"}
             self._stream_headers[key] = headers
-        secret = key.secret_bytes
         limit = self._max_response_bytes
-        reader = StreamReader(
-            request, secret.decode(errors="replace") if secret else "", key.id, limit
-        )
+        reader = StreamReader(request, key.secret, key.id, limit)
         http_request = HTTPRequest(
             "POST",
             self._url(key, request.path),
@@ -249,8 +244,7 @@ class HTTPBackend:
                 reader.feed(content)
             body = reader.finish(response_headers, request_id)
             return Outcome(body, status, request_id, response_headers)
-        if secret and secret in content:
-            content = content.replace(secret, key.id.encode())
+        content = key.redact_bytes(content)
         try:
             error_body: Any = _json.loads(content) if content else None
         except ValueError:
@@ -274,7 +268,7 @@ class HTTPBackend:
 def _redacted(key: Key, headers: Mapping[str, str]) -> Mapping[str, str]:
     """``headers`` without the key: they are kept on the error, and a server that echoes the
     key in a header (a redirect's location, say) must not put it there."""
-    if key.secret and any(key.secret in value for value in headers.values()):
+    if any(key.redact(value) != value for value in headers.values()):
         return CIMultiDictProxy(
             CIMultiDict((name, key.redact(value)) for name, value in headers.items())
         )

@@ -48,7 +48,8 @@ from ._errors import (
     SharedLimitsError,
     TransportError,
 )
-from ._keys import Key, KeyPool, PoolStatistics, Reservation, as_keys
+from ._keys import Key, KeyPool, PoolStatistics, Reservation, as_keys, check_secret
+from ._producers import RequestFunction, RequestFunctions
 from ._redis_limits import RedisLimits
 from ._request import Callback, Request, Result, merge_template, resolve_endpoint
 from ._retry import (
@@ -194,23 +195,16 @@ class AsyncMultiClient:
                 raise ConfigurationError("custom_api must be a callable taking the request")
             self._backend = CustomAPIBackend(custom_api, concurrency)
             self._pool = shared_pool or KeyPool(
-                as_keys(_key_list(api_key)) or [Key("", name="custom-api")]
+                as_keys(_key_list(api_key)) or [Key.keyless(name="custom-api")]
             )
         else:
             explicit = [] if shared_pool is not None else _key_list(api_key)
-            settings = resolve_settings(
-                explicit[0] if len(explicit) == 1 and isinstance(explicit[0], str) else None,
-                base_url,
-                organization,
-            )
-            keys = as_keys(explicit)
+            single = explicit[0] if len(explicit) == 1 and isinstance(explicit[0], str) else None
+            settings = resolve_settings(single, base_url, organization)
+            # api_key="" alone: no key (a local server); in a list, an empty key is a mistake.
+            keys = [] if single is not None and not single.strip() else as_keys(explicit)
             if not keys and shared_pool is None:
-                if settings.api_key is None and is_openai_host(settings.base_url):
-                    raise ConfigurationError(
-                        "no API key: pass api_key=..., set the OPENAI_API_KEY environment "
-                        "variable, or set openai.api_key"
-                    )
-                keys = [Key(settings.api_key or "")]
+                keys = [_default_key(settings.api_key, settings.base_url)]
             default_headers = dict(headers or {})
             if settings.organization:
                 default_headers.setdefault("OpenAI-Organization", settings.organization)
@@ -249,13 +243,14 @@ class AsyncMultiClient:
         self._fatal: BaseException | None = None
         self._consumer_task: asyncio.Task[Any] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatch_wakeup = asyncio.Event()
         self._output_wakeup = asyncio.Event()
         self._space_wakeup = asyncio.Event()
         self._keeper: LeaseKeeper | None = None
         self._keeper_started = False
         self._owned_limits: LimitsBackend | None = None  # made here from a URL: closed here
+        self._producers = RequestFunctions(self.close)
         if shared_limits is not None:
             backend = _limits_backend(shared_limits)
             if isinstance(shared_limits, str):
@@ -320,11 +315,14 @@ class AsyncMultiClient:
     ) -> Request:
         """Validate and build a request without queueing it (any thread may call this)."""
         name = endpoint if endpoint is not None else self._endpoint
-        if name is None:
+        if name is not None:
+            path = resolve_endpoint(name)
+        elif isinstance(self._backend, CustomAPIBackend):
+            path = ""  # the seed's custom_api needs no endpoint: it gets request.endpoint None
+        else:
             raise ConfigurationError(
                 "no endpoint: pass endpoint=... to the client or to request(), e.g. 'chats'"
             )
-        path = resolve_endpoint(name)
         merged = merge_template(self._data_template, data, "data")
         merged_metadata = merge_template(self._metadata_template, metadata, "metadata")
         if callback is not None and not callable(callback):
@@ -375,6 +373,28 @@ class AsyncMultiClient:
         self._closed = True
         self._close_reason = reason
         self._wake_all()
+
+    def run_request_function(
+        self,
+        function: RequestFunction,
+        *args: Any,
+        stop_at_end: bool = True,
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        """Run ``await function(*args, **kwargs)`` (or a coroutine) in a task owned by the
+        client, to queue requests while the caller iterates. With ``stop_at_end`` (the
+        default) the client is closed when it returns (with several, when the last returns).
+        If it raises, the client is closed and iteration re-raises that exception after
+        yielding the results of the requests already queued. Shutting down cancels it."""
+        if self._shut_down:
+            if inspect.iscoroutine(function):
+                function.close()
+            raise ClientClosedError("the client was shut down")
+        self._ensure_started()
+        task = self._producers.start(function, args, kwargs, stop_at_end)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
 
     def abandon_unsent(self) -> int:
         """Stop: close the intake and give up every request not in flight (queued, or waiting
@@ -472,6 +492,17 @@ class AsyncMultiClient:
         self._dispatch_wakeup.set()
         return batch
 
+    @property
+    def drained(self) -> bool:
+        """Closed, every result taken, and nothing left to raise: iteration is over."""
+        return (
+            self._closed
+            and self._consumed >= self._submitted
+            and not self._output
+            and self._fatal is None
+            and self._close_reason is None
+        )
+
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> AsyncMultiClient:
@@ -559,7 +590,7 @@ class AsyncMultiClient:
                 self._take_request()
                 self._in_flight += 1
                 self._spawn(self._attempt(request, reservation))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # shut down, or its loop was dropped
             raise
         except BaseException as exc:  # a bug: make sure the caller hears of it
             self._die(exc)
@@ -607,7 +638,7 @@ class AsyncMultiClient:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._die(task.exception())  # type: ignore[arg-type]
@@ -871,6 +902,21 @@ def _limits_backend(shared_limits: str | LimitsBackend) -> LimitsBackend:
             f"{type(shared_limits).__name__}"
         )
     return shared_limits
+
+
+def _default_key(secret: str | None, base_url: str) -> Key:
+    """The key from the settings (argument, environment or ``openai.api_key``): none at all is
+    fine for a local server, not for OpenAI's."""
+    if secret is None or not secret.strip():
+        if is_openai_host(base_url):
+            raise ConfigurationError(
+                "no API key: pass api_key=..., set the OPENAI_API_KEY environment "
+                "variable, or set openai.api_key"
+                + ("" if secret is None else " (the key given is empty)")
+            )
+        return Key.keyless()
+    check_secret(secret, "the API key")
+    return Key(secret)
 
 
 def _key_list(api_key: KeysArgument) -> list[str | Key]:

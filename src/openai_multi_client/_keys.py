@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ._errors import ConfigurationError
 from ._headers import parse_float
 from ._limits import AdaptiveConcurrency, Admission, RateLimiter, RateLimitHeaders
+from ._redact import Redactor
 from ._shared_limits import Claim, Grant, demand_for
 
 logger = logging.getLogger("openai_multi_client")
@@ -44,6 +45,7 @@ class Key:
     """
 
     __slots__ = (
+        "_redactor",
         "_secret",
         "_secret_bytes",
         "api_version",
@@ -69,11 +71,8 @@ class Key:
         tokens_per_minute: float | None = None,
         weight: float = 1.0,
     ) -> None:
-        if not isinstance(secret, str):
-            raise ConfigurationError(
-                f"a key's secret must be a string, got {type(secret).__name__}"
-            )
-        if name is not None and secret and secret in name:
+        check_secret(secret, "a key's secret")
+        if name is not None and secret in name:
             raise ConfigurationError("a key's name must not contain its secret")
         for argument, limit in (
             ("requests_per_minute", requests_per_minute),
@@ -91,6 +90,7 @@ class Key:
         self._secret = secret
         self._secret_bytes = secret.encode("utf-8")
         self.id = name if name is not None else redacted_id(secret)
+        self._redactor = Redactor(secret, self.id)
         self.base_url = base_url
         self.organization = organization
         self.azure = azure
@@ -98,6 +98,17 @@ class Key:
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.weight = float(weight)
+
+    @classmethod
+    def keyless(cls, name: str | None = None, *, base_url: str | None = None) -> Key:
+        """A key without a secret, for a server that needs none (a local vLLM or Ollama):
+        requests carry no ``Authorization`` header."""
+        key = cls("\0", name=name, base_url=base_url)  # replaced below
+        key._secret, key._secret_bytes = "", b""
+        if name is None:
+            key.id = redacted_id("")
+        key._redactor = Redactor("", key.id)
+        return key
 
     @property
     def secret(self) -> str:
@@ -122,15 +133,38 @@ class Key:
         return headers
 
     def redact(self, text: str) -> str:
-        """``text`` with every occurrence of the secret replaced by the redacted id."""
-        if self._secret and self._secret in text:
-            return text.replace(self._secret, self.id)
-        return text
+        """``text`` with the secret, or the start of it (see :mod:`._redact`), replaced by the
+        redacted id."""
+        return self._redactor.in_text(text)
+
+    def redact_bytes(self, content: bytes) -> bytes:
+        """As :meth:`redact`, for a body as received."""
+        return self._redactor.in_bytes(content)
 
     def __repr__(self) -> str:
         return f"Key({self.id!r})"
 
     __str__ = __repr__
+
+
+# What a README's example key looks like; sent as a key, it would only earn a 401 per request.
+_PLACEHOLDERS = frozenset({"...", "…"})
+
+
+def check_secret(secret: object, what: str) -> None:
+    """Refuse what cannot be a key: not a string, empty, blank, or the placeholder ``...``.
+    The message names ``what`` (e.g. "API key 2"), never the value."""
+    if not isinstance(secret, str):
+        raise ConfigurationError(f"{what} must be a string, got {type(secret).__name__}")
+    if not secret.strip():
+        raise ConfigurationError(
+            f"{what} is {'empty' if not secret else 'only whitespace'}: give the key itself "
+            "(for a server that needs no key, leave api_key out or use Key.keyless())"
+        )
+    if secret.strip() in _PLACEHOLDERS:
+        raise ConfigurationError(
+            f"{what} is the placeholder '...' from an example: replace it with your API key"
+        )
 
 
 def as_keys(keys: Iterable[str | Key]) -> list[Key]:
@@ -140,6 +174,7 @@ def as_keys(keys: Iterable[str | Key]) -> list[Key]:
         if isinstance(item, Key):
             result.append(item)
         elif isinstance(item, str):
+            check_secret(item, f"API key {position}")
             result.append(Key(item))
         else:
             raise ConfigurationError(

@@ -3,6 +3,10 @@
 Like anyio's BlockingPortal: synchronous code calls coroutines on the loop and blocks until they
 finish. The loop thread is a daemon, so a program that forgets to close a client still exits,
 and :func:`shutdown_all_at_exit` closes the portals still open when the interpreter exits.
+
+A ``KeyboardInterrupt`` or ``SystemExit`` raised by a called coroutine is carried back to the
+calling thread as itself; it never escapes into the loop (where asyncio would let it stop the
+loop and tear the thread down under everything still running on it).
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 logger = logging.getLogger("openai_multi_client")
@@ -77,18 +83,30 @@ class Portal:
                 raise PortalClosedError("the client's event loop has stopped")
             future = asyncio.run_coroutine_threadsafe(_as_coroutine(function, args), self._loop)
         try:
-            if slow_after is not None and on_slow is not None:
-                try:
-                    return future.result(timeout=slow_after)
-                except concurrent.futures.TimeoutError:
-                    on_slow()
-            try:
-                return future.result(timeout)
-            except concurrent.futures.TimeoutError:
-                raise TimeoutError(f"no answer from the event loop within {timeout} s") from None
+            outcome = self._wait(future, slow_after, on_slow, timeout)
         except BaseException:
             future.cancel()
             raise
+        if isinstance(outcome, _Interrupt):
+            raise outcome.exception
+        return outcome.value
+
+    @staticmethod
+    def _wait(
+        future: concurrent.futures.Future[_Returned[T] | _Interrupt],
+        slow_after: float | None,
+        on_slow: Callable[[], object] | None,
+        timeout: float | None,
+    ) -> _Returned[T] | _Interrupt:
+        if slow_after is not None and on_slow is not None:
+            try:
+                return future.result(timeout=slow_after)
+            except concurrent.futures.TimeoutError:
+                on_slow()
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no answer from the event loop within {timeout} s") from None
 
     def call_soon(self, function: Callable[..., object], *args: Any) -> None:
         """Schedule a plain function on the loop without waiting."""
@@ -96,6 +114,35 @@ class Portal:
             if self._stopped:
                 raise PortalClosedError("the client's event loop has stopped")
             self._loop.call_soon_threadsafe(function, *args)
+
+    def shut_down(self, function: Callable[[], Awaitable[object]], timeout: float) -> None:
+        """Run ``function()`` on the loop, then stop the loop; idempotent.
+
+        From another thread, wait up to ``timeout`` seconds for both (then cancel the call and
+        stop regardless). From the loop's own thread (a finaliser run by the garbage collector
+        there), schedule them and return."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            future = asyncio.run_coroutine_threadsafe(self._run_then_stop(function), self._loop)
+        _open_portals.discard(self)
+        if self.in_loop_thread():
+            return
+        try:
+            future.result(timeout)
+        except BaseException as exc:  # timed out, or the call failed: stop regardless
+            logger.debug("shutting down the event loop: %r", exc)
+            future.cancel()
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+
+    async def _run_then_stop(self, function: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await function()
+        finally:
+            self._loop.stop()
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop the loop (tasks still running are cancelled) and wait for its thread."""
@@ -109,24 +156,28 @@ class Portal:
             self._thread.join(timeout)
 
 
-async def _as_coroutine(function: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
-    return await function(*args)
+@dataclass(frozen=True, slots=True)
+class _Returned(Generic[T]):
+    value: T
 
 
-_exit_hooks: weakref.WeakSet[Any] = weakref.WeakSet()
+@dataclass(frozen=True, slots=True)
+class _Interrupt:
+    """A ``KeyboardInterrupt`` or ``SystemExit`` on its way to the calling thread."""
+
+    exception: BaseException
 
 
-def on_exit(owner: Any) -> None:
-    """Ask for ``owner._shutdown_at_exit()`` at interpreter exit, if ``owner`` is still alive."""
-    _exit_hooks.add(owner)
+async def _as_coroutine(
+    function: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+) -> _Returned[T] | _Interrupt:
+    try:
+        return _Returned(await function(*args))
+    except (KeyboardInterrupt, SystemExit) as exc:  # asyncio would re-raise these in the loop
+        return _Interrupt(exc)
 
 
 @atexit.register
 def shutdown_all_at_exit() -> None:
-    for owner in list(_exit_hooks):
-        try:
-            owner._shutdown_at_exit()
-        except Exception:  # pragma: no cover - best effort at exit
-            logger.debug("error while shutting down a client at exit", exc_info=True)
     for portal in list(_open_portals):
         portal.stop(timeout=1.0)

@@ -100,7 +100,7 @@ class Request:
     """
 
     index: int
-    endpoint: str
+    endpoint: str | None  # None: a custom_api client without an endpoint (as in the seed)
     path: str
     data: dict[str, Any]
     metadata: dict[str, Any]
@@ -135,7 +135,7 @@ class Result:
     """
 
     index: int
-    endpoint: str
+    endpoint: str | None
     data: dict[str, Any]
     metadata: dict[str, Any]
     response: Any = None

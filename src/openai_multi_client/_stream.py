@@ -32,6 +32,7 @@ from ._errors import (
     StreamInterruptedError,
     status_error,
 )
+from ._redact import Redactor
 from ._sse import ServerSentEvent, SSEDecoder
 from ._transport import response_too_large
 
@@ -89,21 +90,21 @@ def raise_chunk_error(result: Result) -> None:
 class StreamReader:
     """One attempt's streamed body: ``feed(piece)`` as it arrives, ``finish()`` at its end.
 
-    ``secret`` (the key, as the server might echo it) is replaced by ``key_id`` in every event
-    before it is parsed, passed on or quoted in an error. ``max_bytes`` caps the whole body
-    (``None``: no cap); beyond it ``feed`` raises :class:`ResponseTooLargeError`."""
+    ``secret`` (the key, as the server might echo it, whole or its start) is replaced by
+    ``key_id`` in every event before it is parsed, passed on or quoted in an error.
+    ``max_bytes`` caps the whole body (``None``: no cap); beyond it ``feed`` raises
+    :class:`ResponseTooLargeError`."""
 
     __slots__ = (
         "_assembler",
         "_decoder",
         "_done",
         "_error",
-        "_key_id",
         "_kind",
         "_max_bytes",
         "_plain",
+        "_redactor",
         "_request",
-        "_secret",
         "_size",
         "events",
         "started",
@@ -120,8 +121,7 @@ class StreamReader:
             _ResponsesAssembler() if self._kind == _RESPONSES else _ChoicesAssembler(self._kind)
         )
         self._decoder = SSEDecoder()
-        self._secret = secret
-        self._key_id = key_id
+        self._redactor = Redactor(secret, key_id)
         self._done = False
         self._error: dict[str, Any] | None = None
         self._plain: bytearray | None = None  # a server that ignored "stream": a JSON body
@@ -170,8 +170,7 @@ class StreamReader:
         if self._done or self._error is not None:
             return  # nothing after the end or an error counts
         data = event.data
-        if self._secret and self._secret in data:
-            data = data.replace(self._secret, self._key_id)
+        data = self._redactor.in_text(data)
         if data == "[DONE]":
             self._done = True
             return
@@ -210,9 +209,7 @@ class StreamReader:
 
     def _plain_response(self, headers: Mapping[str, str], request_id: str | None) -> dict[str, Any]:
         content = bytes(self._plain or b"")
-        secret = self._secret.encode()
-        if secret and secret in content:
-            content = content.replace(secret, self._key_id.encode())
+        content = self._redactor.in_bytes(content)
         try:
             body = _json.loads(content)
         except (ValueError, RecursionError):

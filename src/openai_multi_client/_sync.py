@@ -10,13 +10,19 @@ to it and results back.
 Guarantees: nothing is pickled; no call here can hang on a closed or failed client; a script
 that never calls ``close()`` still exits; Ctrl-C while iterating interrupts at once; callbacks
 run in the iterating thread, as in the seed.
+
+Shutdown (the engine is closed, connections released, the loop thread ended) happens at the
+first of: the last result handed out after ``close()``; iteration ending (exhausted, or raising
+what stopped the run); leaving a ``with`` block; the client being garbage-collected; interpreter
+exit. The last two go through a :func:`weakref.finalize` holding only the portal and the engine,
+never the client, so a forgotten client does not keep its thread alive.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
@@ -26,7 +32,7 @@ from ._api import CustomAPI
 from ._clock import Clock
 from ._engine import AsyncMultiClient, KeysArgument, Statistics
 from ._errors import CallbackError, ClientClosedError
-from ._portal import Portal, PortalClosedError, on_exit
+from ._portal import Portal, PortalClosedError
 from ._request import Callback, Request, Result
 from ._retry import RetryBudget
 from ._shared_limits import LimitsBackend
@@ -122,11 +128,14 @@ class OpenAIMultiClient:
         self._portal = Portal(name=f"omc-loop-{id(self):x}")
         self._buffer: deque[Result] = deque()
         self._exhausted = False
+        self._drained = False  # closed, and every result is in the buffer or handed out
         self._shut_down = False
+        self._late_reason: BaseException | None = None  # a producer failed after shutdown
         self._lock = threading.Lock()
         self._consumer_threads: set[int] = set()
         self._closing_producers = 0  # running request functions that close at their end
-        on_exit(self)
+        # Garbage collection or interpreter exit: release everything (holds no ref to self).
+        self._finalizer = weakref.finalize(self, _release, self._portal, self._engine, 1.0)
 
     # ----------------------------------------------------------------- producing
 
@@ -224,8 +233,11 @@ class OpenAIMultiClient:
         self._close(None)
 
     def _close(self, reason: BaseException | None) -> None:
-        with contextlib.suppress(PortalClosedError):  # already shut down: nothing to close
+        try:
             self._portal.call_soon(self._engine.close, reason)
+        except PortalClosedError:  # already shut down: nothing to close
+            if reason is not None:
+                self._late_reason = reason  # raised by the next next()
 
     # ----------------------------------------------------------------- consuming
 
@@ -236,6 +248,9 @@ class OpenAIMultiClient:
         if not self._buffer:
             self._fill_buffer()
         result = self._buffer.popleft()
+        if self._drained and not self._buffer:  # the last result: nothing else can come
+            self._exhausted = True
+            self._shutdown()
         if result.callback is not None:
             try:
                 result.callback(result)
@@ -248,13 +263,15 @@ class OpenAIMultiClient:
         return result
 
     def _fill_buffer(self) -> None:
+        self._raise_late_reason()
         if self._exhausted:
             raise StopIteration
         self._consumer_threads.add(threading.get_ident())
         try:
-            batch = self._portal.call(self._engine.take, _BATCH)
+            batch, self._drained = self._portal.call(_take, self._engine, _BATCH)
         except PortalClosedError:
             self._exhausted = True
+            self._raise_late_reason()
             raise StopIteration from None
         except KeyboardInterrupt:
             self._abort()
@@ -268,6 +285,13 @@ class OpenAIMultiClient:
             self._shutdown()
             raise StopIteration
         self._buffer.extend(batch)
+
+    def _raise_late_reason(self) -> None:
+        """Raise (once) what a request function raised after the client had shut down."""
+        reason, self._late_reason = self._late_reason, None
+        if reason is not None:
+            self._exhausted = True
+            raise reason
 
     def pull_all(self) -> None:
         """Consume every result, running callbacks (for callback-driven code)."""
@@ -296,18 +320,11 @@ class OpenAIMultiClient:
             if self._shut_down:
                 return
             self._shut_down = True
-        try:
-            self._portal.call(self._engine.aclose, timeout=timeout)
-        except (PortalClosedError, RuntimeError, TimeoutError):
-            pass  # already stopped, or cancellation ignored by user code: stop regardless
-        finally:
-            self._portal.stop(timeout)
+        self._finalizer.detach()
+        _release(self._portal, self._engine, timeout)
 
     def _abort(self) -> None:
         # After Ctrl-C: do not wait long for anything.
-        self._shutdown(timeout=1.0)
-
-    def _shutdown_at_exit(self) -> None:
         self._shutdown(timeout=1.0)
 
     def statistics(self) -> Statistics:
@@ -323,6 +340,17 @@ class OpenAIMultiOrderedClient(OpenAIMultiClient):
     Memory stays bounded: a slow request at the head holds back the intake, not memory."""
 
     _ordered = True
+
+
+def _release(portal: Portal, engine: AsyncMultiClient, timeout: float) -> None:
+    """Shut the engine down and stop its loop thread (the client's finaliser: no ``self``)."""
+    portal.shut_down(engine.aclose, timeout)
+
+
+async def _take(engine: AsyncMultiClient, limit: int) -> tuple[list[Result], bool]:
+    """Up to ``limit`` results, and whether they are the last ones."""
+    batch = await engine.take(limit)
+    return batch, engine.drained
 
 
 async def _submit(engine: AsyncMultiClient, request: Request) -> None:

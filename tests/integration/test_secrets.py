@@ -116,6 +116,9 @@ class _EchoHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         mode = json.loads(self.rfile.read(length))["messages"][0]["content"]
         echo = self.headers.get("Authorization", "")
+        if mode.startswith("partial"):  # "partial12-401": the key's first 12 characters, a 401
+            length, mode = mode.removeprefix("partial").split("-", 1)
+            echo = "partial " + echo.removeprefix("Bearer ")[: int(length)]
         if mode == "garbage":  # not HTTP at all: aiohttp fails to parse the status line
             self.wfile.write(b"NOT HTTP " + echo.encode() + b"\r\n\r\n")
             self.close_connection = True
@@ -207,6 +210,36 @@ async def test_no_leak_from_a_server_that_echoes_the_key(
     assert len(sent) == 2 * len(ECHO_MODES)
     for text in sent:
         assert_no_leak("a request", text)
+    logs()
+
+
+PARTIAL_MODES = ["partial11-200", "partial12-401", "partial12-malformed", "partial20-500",
+                 "partial30-502", "partial12-307", "partial16-quota"]  # fmt: skip
+
+
+async def test_no_leak_of_the_start_of_the_key(echo_server: str, logs: Callable[[], None]) -> None:
+    """A server quoting the key's first characters (``partial sk-canary-7d``): from the type
+    prefix and 8 characters on, that is redacted too; the rest of the message is kept."""
+    start = CANARY[: len("sk-") + 8]  # "sk-canary-7": the shortest start that is redacted
+    key = Key(CANARY)
+    texts: list[str] = []
+    for mode in PARTIAL_MODES:
+        async with AsyncMultiClient(
+            endpoint="chats", api_key=key, base_url=echo_server, max_retries=1
+        ) as client:
+            await client.request(chat(mode))
+            client.close()
+            (result,) = [result async for result in client]
+        texts += [repr(result), repr(result.response), repr(client.statistics())]
+        if result.error is not None:
+            texts += list(exception_texts(result.error))
+        if mode == "partial11-200":
+            content = result.response["choices"][0]["message"]["content"]
+            assert content == f"key partial {key.id}"
+        if mode == "partial12-401":
+            assert f"Incorrect API key provided: partial {key.id}." in str(result.error)
+    for text in texts:
+        assert start not in text, text
     logs()
 
 

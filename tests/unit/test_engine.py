@@ -393,6 +393,94 @@ async def test_custom_api_async_and_sync(fake_clock: FakeClock) -> None:
     assert all(r.attempt == 2 for r in results)
 
 
+async def echo_api(request: Any) -> dict[str, Any]:
+    return {"echo": request.data}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", [KeyError, KeyboardInterrupt, SystemExit])
+async def test_a_failing_request_function_ends_async_iteration(
+    fake_clock: FakeClock, kind: type[BaseException]
+) -> None:
+    raised = kind("producer died")
+    async with AsyncMultiClient(custom_api=echo_api, endpoint="completions", ordered=True) as c:
+
+        async def produce(count: int) -> None:
+            for n in range(count):
+                await c.request({"n": n})
+            raise raised
+
+        producer = c.run_request_function(produce, 5)
+        seen: list[int] = []
+        with pytest.raises(kind) as caught:
+            async for result in c:
+                seen.append(result.data["n"])
+        assert caught.value is raised
+        assert seen == list(range(5))  # the queued results first
+        assert [r async for r in c] == []
+        assert producer.done()
+        assert producer.exception() is None  # handed over, not lost
+        with pytest.raises(ClientClosedError):
+            await c.request({"n": 99})
+
+
+@pytest.mark.timeout(10)
+async def test_request_functions_close_the_async_client_when_the_last_ends(
+    fake_clock: FakeClock,
+) -> None:
+    release = asyncio.Event()
+    async with AsyncMultiClient(custom_api=echo_api, endpoint="completions") as c:
+
+        async def produce(first: int, count: int, wait: bool = False) -> None:
+            if wait:
+                await release.wait()
+            for n in range(first, first + count):
+                await c.request({"n": n})
+
+        c.run_request_function(produce, 0, 3)
+        c.run_request_function(produce(3, 4, wait=True))  # a coroutine works too
+        seen = []
+        async for result in c:
+            seen.append(result.data["n"])
+            if len(seen) == 3:
+                release.set()  # the second has not ended yet: iteration goes on
+        assert sorted(seen) == list(range(7))
+
+
+@pytest.mark.timeout(10)
+async def test_a_cancelled_request_function_ends_async_iteration(fake_clock: FakeClock) -> None:
+    async with AsyncMultiClient(custom_api=echo_api, endpoint="completions") as c:
+
+        async def produce() -> None:
+            await c.request({"n": 0})
+            await asyncio.Event().wait()
+
+        producer = c.run_request_function(produce)
+        results = []
+        async for result in c:
+            results.append(result)
+            producer.cancel()
+        assert len(results) == 1
+
+
+async def test_async_run_request_function_arguments(fake_clock: FakeClock) -> None:
+    def not_async() -> None:
+        pass
+
+    async def produce(n: int) -> None:
+        pass
+
+    async with AsyncMultiClient(custom_api=echo_api, endpoint="completions") as c:
+        with pytest.raises(ConfigurationError, match="async function"):
+            c.run_request_function(not_async)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="coroutine and arguments"):
+            c.run_request_function(produce(1), 2)
+        hanging = c.run_request_function(asyncio.Event().wait)
+    assert hanging.cancelled()  # owned by the client: shutting down cancels it
+    with pytest.raises(ClientClosedError):
+        c.run_request_function(produce, 1)
+
+
 def test_sync_custom_api_runs_in_a_thread() -> None:
     import threading
 

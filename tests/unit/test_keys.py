@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -134,7 +135,7 @@ def test_a_key_learns_its_limits_from_its_first_response() -> None:
 
 
 def test_a_server_without_headers_gets_adaptive_concurrency() -> None:
-    pool = KeyPool([Key("")], concurrency=8)
+    pool = KeyPool([Key.keyless()], concurrency=8)
     first = reserve(pool, 0.0)
     pool.release(first, 0.1, headers={})
     # Slow start: each success adds one, so the limit doubles every round trip.
@@ -170,3 +171,69 @@ def test_largest_cost() -> None:
     pool = KeyPool([Key("sk-a", tokens_per_minute=1000), Key("sk-b", tokens_per_minute=5000)])
     assert pool.largest_cost() == 5000
     assert math.isinf(KeyPool([Key("sk-a")]).largest_cost())
+
+
+BLANKS = ["", "   ", "\t\n", "...", " ... "]
+
+
+@pytest.mark.parametrize("secret", BLANKS)
+def test_empty_blank_and_placeholder_keys_are_refused(secret: str) -> None:
+    from openai_multi_client import AsyncMultiClient, KeyManager, OpenAIMultiClient
+
+    calls: list[Callable[[], object]] = [
+        lambda: Key(secret),
+        lambda: as_keys(["sk-good-key-1", secret]),
+        lambda: KeyManager(["sk-good-key-1", secret]),
+        lambda: KeyManager([secret, ...]),
+        lambda: AsyncMultiClient(endpoint="chats", api_key=["sk-good-key-1", secret]),
+        lambda: OpenAIMultiClient(endpoint="chats", api_key=[secret]),
+    ]
+    for call in calls:
+        with pytest.raises(ConfigurationError) as caught:
+            call()
+        message = str(caught.value)
+        assert "placeholder" in message or "empty" in message or "whitespace" in message
+        if secret.strip():
+            assert "'...'" in message  # names the placeholder, nothing else
+    with pytest.raises(ConfigurationError, match="API key 1 is"):
+        as_keys(["sk-good-key-1", secret])
+
+
+def test_an_empty_key_alone_means_no_key_only_for_a_local_server() -> None:
+    from openai_multi_client import AsyncMultiClient
+
+    local = AsyncMultiClient(endpoint="chats", api_key="", base_url="http://127.0.0.1:9/v1")
+    assert local.statistics().keys.keys[0].key == Key.keyless().id
+    assert Key.keyless().auth_headers() == {}
+    for blank in ("", "  "):
+        with pytest.raises(ConfigurationError, match=r"no API key.*empty"):
+            AsyncMultiClient(endpoint="chats", api_key=blank)
+    with pytest.raises(ConfigurationError, match="placeholder"):
+        AsyncMultiClient(endpoint="chats", api_key="...", base_url="http://127.0.0.1:9/v1")
+
+
+@pytest.mark.parametrize(
+    ("secret", "shortest"),
+    [
+        ("sk-CANARY1234567890abcdef", "sk-CANARY12"),  # "sk-" and 8 characters
+        ("sk-proj-Abc123def456ghi789", "sk-proj-Abc123de"),  # the type prefix is "sk-proj-"
+        ("0123456789abcdef0123456789abcdef", "01234567"),  # no type prefix (Azure)
+    ],
+)
+def test_the_start_of_a_key_is_redacted_but_not_less(secret: str, shortest: str) -> None:
+    key = Key(secret)
+    for length in range(len(shortest), len(secret) + 1):
+        fragment = secret[:length]
+        assert key.redact(f"partial {fragment}.") == f"partial {key.id}."
+        assert key.redact_bytes(f'"{fragment}"'.encode()) == f'"{key.id}"'.encode()
+    too_short = secret[: len(shortest) - 1]
+    assert key.redact(f"partial {too_short}.") == f"partial {too_short}."
+    ordinary = "Incorrect API key provided: sk-... You can find your API key at sk-proj- pages."
+    assert key.redact(ordinary) == ordinary
+    twice = f"{secret[:20]}x and {secret}"
+    assert key.redact(twice) == f"{key.id}x and {key.id}"
+
+
+def test_a_short_key_is_only_redacted_whole() -> None:
+    key = Key("sk-a1")
+    assert key.redact("sk-a1 sk-a sk-") == f"{key.id} sk-a sk-"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from openai_multi_client import (
     Result,
     run_requests,
 )
+from openai_multi_client.testing import MockOpenAIServer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -79,6 +81,44 @@ def test_exception_in_request_function_reaches_the_iterating_thread() -> None:
     assert list(api) == []
     with pytest.raises(ClientClosedError):
         api.request({"n": 99})
+
+
+class _Custom(BaseException):
+    """A BaseException that is neither an interrupt nor an exit."""
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit, _Custom])
+def test_base_exception_in_request_function_reaches_the_iterating_thread(
+    kind: type[BaseException],
+) -> None:
+    before = threading.active_count()
+    api = OpenAIMultiOrderedClient(custom_api=echo, endpoint="completions")
+    raised = kind("producer stopped")
+
+    def make_requests() -> None:
+        for n in range(5):
+            api.request({"n": n}, metadata={"id": n})
+        raise raised
+
+    api.run_request_function(make_requests)
+    ids: list[int] = []
+    with pytest.raises(kind) as caught:
+        for result in api:
+            ids.append(result.metadata["id"])
+    assert caught.value is raised
+    assert ids == list(range(5))  # the queued results came first
+    assert list(api) == []
+    with pytest.raises(ClientClosedError):
+        api.request({"n": 99})
+    _wait_for_threads(before)
+
+
+def _wait_for_threads(count: int) -> None:
+    """Threads end when the client shuts down; the request-function thread a moment after."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("omc-"):
+            thread.join(5)
+    assert threading.active_count() == count, threading.enumerate()
 
 
 def test_exception_in_callback_keeps_the_result_and_iteration_goes_on() -> None:
@@ -182,6 +222,79 @@ def test_with_block_releases_everything() -> None:
     assert threading.active_count() == before
 
 
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _wait_for_fds(count: int) -> None:
+    """The mock server (in this process) closes its side of a connection when it sees the
+    client's side close: wait for it, boundedly."""
+    deadline = time.monotonic() + 5
+    while _open_fds() > count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _open_fds() == count
+
+
+def test_taking_the_last_result_shuts_the_client_down(mock_openai: MockOpenAIServer) -> None:
+    threads, fds = threading.active_count(), _open_fds()
+    clients = []
+    for _ in range(30):
+        api = OpenAIMultiClient(endpoint="chats", api_key="sk-test", base_url=mock_openai.base_url)
+        api.request(CHAT)
+        api.close()
+        assert not next(iter(api)).failed  # the last result: no StopIteration needed
+        clients.append(api)  # still referenced: it is the shutdown, not the collector
+    assert threading.active_count() == threads
+    _wait_for_fds(fds)
+    for api in clients:
+        assert list(api) == []
+        with pytest.raises(ClientClosedError):
+            api.request(CHAT)
+    del clients, api
+    gc.collect()
+    assert threading.active_count() == threads
+
+
+def test_a_request_function_failing_after_the_shutdown_is_still_heard() -> None:
+    api = OpenAIMultiClient(custom_api=echo, endpoint="completions")
+    go_on = threading.Event()
+
+    def make_requests() -> None:
+        api.request({"n": 0})
+        go_on.wait(10)
+        raise KeyError("late failure")
+
+    producer = api.run_request_function(make_requests, stop_at_end=False)
+    result = next(iter(api))
+    api.close()
+    assert list(api) == []  # the client shut down
+    go_on.set()
+    producer.join(10)
+    assert result.response["echo"] == {"n": 0}
+    with pytest.raises(KeyError, match="late failure"):
+        next(api)
+    assert list(api) == []
+
+
+@pytest.mark.parametrize("taken", [0, 1])
+def test_a_dropped_client_releases_everything(mock_openai: MockOpenAIServer, taken: int) -> None:
+    threads, fds = threading.active_count(), _open_fds()
+    for _ in range(30):
+        api = OpenAIMultiClient(endpoint="chats", api_key="sk-test", base_url=mock_openai.base_url)
+        for _ in range(3):
+            api.request(CHAT)
+        if taken:
+            api.close()
+            next(iter(api))  # results are left unread
+        del api
+    gc.collect()  # warnings are errors: an unclosed session or a pending task fails the test
+    assert threading.active_count() == threads, threading.enumerate()
+    _wait_for_fds(fds)
+
+
 def test_leaving_early_cancels_the_rest() -> None:
     async def slow(request: Request) -> dict[str, Any]:
         await asyncio.sleep(0.01 if request.data["n"] < 3 else 3600)
@@ -201,13 +314,36 @@ def test_leaving_early_cancels_the_rest() -> None:
 def test_bad_arguments_raise_in_the_callers_thread() -> None:
     with pytest.raises(ConfigurationError, match="concurrency"):
         OpenAIMultiClient(concurrency=-1, custom_api=echo)
-    api = OpenAIMultiClient(custom_api=echo)
-    with pytest.raises(ConfigurationError, match="endpoint"):
+    api = OpenAIMultiClient(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigurationError, match="no endpoint"):
         api.request({})
     with pytest.raises(ConfigurationError, match="endpoint"):
         api.request({}, endpoint="chat")
     api.close()
     assert list(api) == []
+
+
+def test_custom_api_needs_no_endpoint_as_in_the_seed() -> None:
+    """The seed's mock_test.py shape: custom_api, no endpoint, prompts with ids."""
+    seen: list[str | None] = []
+
+    async def mock_api(payload: Payload) -> dict[str, Any]:
+        seen.append(payload.endpoint)
+        return {"choices": [{"text": f"mock answer to {payload.data['prompt']}"}]}
+
+    api = OpenAIMultiOrderedClient(custom_api=mock_api, max_retries=3, retry_multiplier=2)
+
+    def put_data() -> None:
+        for pid in range(1, 21):
+            api.request({"prompt": f"test {pid}"}, metadata={"id": pid})
+
+    api.run_request_function(put_data)
+    results = list(api)
+    assert [r.metadata["id"] for r in results] == list(range(1, 21))
+    assert results[0].response["choices"][0]["text"] == "mock answer to test 1"
+    assert not any(r.failed for r in results)
+    assert {r.endpoint for r in results} == {None}
+    assert set(seen) == {None}
 
 
 def test_run_requests_one_call_form() -> None:
