@@ -289,3 +289,54 @@ def test_usage_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
         done = omc(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_an_output_that_is_the_input_or_another_output_is_refused(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 3)
+    original = source.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(source)
+    os.link(source, tmp_path / "hard.jsonl")
+    (tmp_path / "dangling.jsonl").symlink_to(tmp_path / "new.jsonl")
+    out = str(tmp_path / "o.jsonl")
+    cases = [
+        ("-o", str(source)),
+        ("-o", str(tmp_path / "link.jsonl")),
+        ("-o", str(tmp_path / "hard.jsonl")),
+        ("-o", str(tmp_path / "." / "in.jsonl")),
+        ("-o", out, "--errors", str(source)),
+        ("-o", out, "--journal", str(tmp_path / "link.jsonl")),
+        ("-o", out, "--errors", out),
+        ("-o", out, "--errors", str(tmp_path / "dangling.jsonl"), "--journal",
+         str(tmp_path / "new.jsonl")),  # neither exists yet: the same file all the same
+        ("-o", str(tmp_path / "new.jsonl"), "--errors", str(tmp_path / "dangling.jsonl")),
+    ]  # fmt: skip
+    for case in cases:
+        done = omc("run", str(source), *case, "--mock")
+        assert done.returncode == 2, (case, done.stderr)
+        assert "is the same file as" in done.stderr, (case, done.stderr)
+        assert source.read_bytes() == original, case
+    with source.open("rb") as stdin:  # standard input redirected from the output file
+        done = subprocess.run(
+            [sys.executable, "-m", "openai_multi_client", "run", "-", "-o", str(source), "--mock"],
+            stdin=stdin, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "same file as the input" in done.stderr
+    assert source.read_bytes() == original
+
+
+def test_a_folder_as_input_or_a_missing_output_folder_is_named(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 2)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for args, named in (
+        ((str(folder), "-o", str(tmp_path / "o.jsonl")), f"input {str(folder)!r} is a directory"),
+        ((str(source), "-o", str(tmp_path / "no" / "o.jsonl")), str(tmp_path / "no")),
+        ((str(source), "-o", str(tmp_path / "o.jsonl"), "--errors", str(tmp_path / "no" / "e")),
+         "--errors"),
+        ((str(source), "-o", str(folder)), f"-o {str(folder)!r} is a directory"),
+    ):  # fmt: skip
+        done = omc("run", *args, "--mock")
+        assert done.returncode == 2, (args, done.stderr)
+        assert named in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr

@@ -50,6 +50,7 @@ from .._keys import Key
 from .._progress import RunProgress, load_prices
 from .._redis_limits import RedisLimits
 from .._request import Request, Result
+from ._files import check_files, check_input, check_output_folder
 
 # Results committed per journal transaction at most, and the longest a result waits for one.
 _COMMIT_EVERY = 256
@@ -172,8 +173,8 @@ class Job:
                 "--ordered and --cache together are not supported yet: answers from the cache "
                 "would be written ahead of earlier requests still in flight"
             )
-        if args.input != "-" and not os.path.isfile(args.input):
-            raise ConfigurationError(f"no input file {args.input!r}")
+        self.journal_path = args.journal or args.output + ".journal"
+        self._check_files()
         self.keys = self._keys()
         self.shared_limits = (
             RedisLimits(
@@ -184,7 +185,6 @@ class Job:
             if args.redis
             else None
         )
-        self.journal_path = args.journal or args.output + ".journal"
         self.prices = load_prices(args.prices)
         self.stopping = False
         self.interrupted = False
@@ -195,6 +195,20 @@ class Job:
         self.capped: str | None = None
         self.no_key: str | None = None
         self.total: int | None = None
+
+    def _check_files(self) -> None:
+        """The input exists; no output is the input or another output (truncating it would
+        destroy it); every output's folder exists."""
+        args = self.args
+        check_input(args.input)
+        outputs = [("-o", args.output)]
+        if args.errors:
+            outputs.append(("--errors", args.errors))
+        if not args.no_journal:
+            outputs.append(("--journal" if args.journal else "the journal", self.journal_path))
+        for option, path in outputs:
+            check_output_folder(option, path)
+        check_files(args.input, outputs)
 
     def _keys(self) -> list[str | Key]:
         args = self.args
