@@ -7,6 +7,7 @@ import os
 import random
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -340,3 +341,109 @@ def test_a_folder_as_input_or_a_missing_output_folder_is_named(tmp_path: Path) -
         assert done.returncode == 2, (args, done.stderr)
         assert named in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_failures_of_an_outage_are_sent_again_with_retry_failed(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    port = _free_port()  # nothing listens there yet: every request meets a refused connection
+    source = write_input(tmp_path / "in.jsonl", 10)
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    base = (
+        "run", str(source), "-o", str(out), "--errors", str(errors), "--key", "k",
+        "--base-url", f"http://127.0.0.1:{port}/v1", "--max-retries", "1",
+    )  # fmt: skip
+    outage = omc(*base)
+    assert outage.returncode == 1, outage.stderr
+    assert len(output_ids(errors)) == 10
+    assert "10 requests failed for a temporary reason" in outage.stderr
+    assert "--retry-failed" in outage.stderr
+    server = mock_openai_factory(port=port)
+    plain = omc(*base)  # a plain rerun sends nothing, and says how to send them again
+    assert server.stats.total_requests == 0
+    assert "--retry-failed" in plain.stderr
+    partly = omc(*base, "--retry-failed", "--max-requests", "4")
+    assert partly.returncode == 0, partly.stderr
+    assert server.stats.total_requests == 4
+    # Each id once: the 4 new outcomes replaced their failures, the 6 others are still there.
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(10))
+    assert len(output_ids(errors)) == 6
+    assert "6 requests failed for a temporary reason" in partly.stderr
+    rest = omc(*base, "--retry-failed")
+    assert rest.returncode == 0, rest.stderr
+    assert server.stats.total_requests == 10
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(10))
+    assert errors.read_text() == ""
+    assert all(json.loads(line)["error"] is None for line in out.read_text().splitlines())
+    assert "temporary reason" not in rest.stderr
+    assert "10 done (0 failed)" in omc("status", str(out) + ".journal").stdout
+
+
+def test_stdin_is_checked_against_the_journal_request_by_request(
+    tmp_path: Path, mock_openai: MockOpenAIServer
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 5)
+    out = tmp_path / "out.jsonl"
+    base = ["-o", str(out), "--base-url", mock_openai.base_url, "--key", "k"]
+    assert omc("run", str(source), *base).returncode == 0
+
+    def from_stdin(text: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "openai_multi_client", "run", "-", *base, *extra],
+            input=text, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    lines = source.read_text().splitlines()
+    changed = [*lines[:2], request_line(2, body={"model": "gpt-4o", "input": "other"}), *lines[3:]]
+    refused = from_stdin("\n".join(changed) + "\n")
+    assert refused.returncode == 2, refused.stderr
+    assert "line 3: custom_id 'req-2' was sent before with another url or body" in refused.stderr
+    assert "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert mock_openai.stats.total_requests == 5
+    # The same requests, reformatted (key order and spacing are not the request): all done.
+    same = [json.dumps(json.loads(line), indent=None, sort_keys=True) for line in lines]
+    again = from_stdin("\n".join(same) + "\n")
+    assert again.returncode == 0, again.stderr
+    assert mock_openai.stats.total_requests == 5
+    forced = from_stdin("\n".join(changed) + "\n", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(5))
+
+
+def test_keys_file_skips_comments_and_names_a_duplicate_line(
+    tmp_path: Path, mock_openai: MockOpenAIServer
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 3)
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# team keys\n\nsk-first\n   \n  # old: sk-gone\nsk-second\n")
+    base = ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--base-url", mock_openai.base_url)
+    done = omc(*base, "--keys-file", str(keys))
+    assert done.returncode == 0, done.stderr
+    assert set(mock_openai.stats.requests_by_key) <= {"sk-first", "sk-second"}
+    keys.write_text("sk-first\nsk-second\n\nsk-first\n")
+    duplicate = omc(*base, "--keys-file", str(keys))
+    assert duplicate.returncode == 2
+    assert f"--keys-file {keys} line 4: the same key as line 1" in duplicate.stderr
+    assert "sk-first" not in duplicate.stderr
+    keys.write_text("sk-second\n")
+    both = omc(*base, "--keys-file", str(keys), "--key", "sk-second")
+    assert both.returncode == 2
+    assert "line 1: the same key as a --key argument" in both.stderr
+
+
+def test_status_given_the_output_file_names_the_journal(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 2)
+    out = tmp_path / "out.jsonl"
+    assert omc("run", str(source), "-o", str(out), "--mock").returncode == 0
+    wrong = omc("status", str(out))
+    assert wrong.returncode == 2
+    assert f"{out} is not a journal; did you mean {out}.journal?" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
