@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import random
@@ -14,11 +16,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
+from openai_multi_client import _journal
 from openai_multi_client._journal import Journal
+from openai_multi_client.cli import _files, _run, build_parser
 from openai_multi_client.testing import Faults, MockOpenAIServer
 
 Factory = Callable[..., MockOpenAIServer]
@@ -447,3 +451,46 @@ def test_status_given_the_output_file_names_the_journal(tmp_path: Path) -> None:
     assert wrong.returncode == 2
     assert f"{out} is not a journal; did you mean {out}.journal?" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+class _FullDisk(io.RawIOBase):
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return len(data)
+
+
+def test_a_full_disk_names_the_file_and_loses_nothing_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 300)
+    out = tmp_path / "out.jsonl"
+    args = build_parser().parse_args(["run", str(source), "-o", str(out), "--mock", "-c", "5"])
+    real_open = _files.private_open
+
+    def full_output(path: str) -> IO[bytes]:
+        if path == str(out):
+            real_open(path).close()
+            return io.BufferedWriter(_FullDisk(room=20_000), buffer_size=4096)
+        return real_open(path)
+
+    monkeypatch.setattr(_files, "private_open", full_output)
+    assert _run.run(args) == 2
+    stderr = capsys.readouterr().err
+    assert f"cannot write {out}: No space left on device" in stderr
+    assert f"safe in the journal {out}.journal" in stderr
+    recorded = _journal.open_status(f"{out}.journal").done
+    assert recorded > 20_000 // 1000  # more was committed than the full file could take
+    monkeypatch.setattr(_files, "private_open", real_open)
+    assert _run.run(args) == 0  # the rerun rewrites the output from the journal, then the rest
+    assert "Traceback" not in capsys.readouterr().err
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(300))
