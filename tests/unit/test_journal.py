@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from openai_multi_client._journal import Journal, open_status, request_digest, retryable_output
 
@@ -21,6 +22,7 @@ CREATE TABLE requests (
 
 
 def _line(custom_id: str, status: int | None, code: str | None = None) -> bytes:
+    record: dict[str, Any]
     if status is None:
         record = {"custom_id": custom_id, "response": None, "error": {"code": code, "message": ""}}
     else:
