@@ -205,7 +205,6 @@ class Job:
         self.interrupted = False
         self.sent = 0
         self.failed = 0
-        self.retried = 0
         self.bad_lines = 0
         self.budget_hit: str | None = None
         self.capped: str | None = None
@@ -638,10 +637,7 @@ class Job:
             )
         if not known.done:
             return True  # sent, outcome unknown: send again
-        if known.to_retry(self.args.retry_failed):
-            self.retried += 1
-            return True
-        return False
+        return known.to_retry(self.args.retry_failed)
 
     async def _read(
         self, loop: asyncio.AbstractEventLoop
