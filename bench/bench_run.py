@@ -4,6 +4,7 @@ input sizes, against the zero-latency mock server in its own process.
     python bench/bench_run.py              # 200,000 and 20,000 lines (the recorded run)
     python bench/bench_run.py --quick      # 20,000 and 2,000 lines
     python bench/bench_run.py --record     # also append the results to docs/benchmarks.md
+    python bench/bench_run.py --sizes 1000000,300000,30000 --journal-only   # memory: issue 10
 
 Each `omc run` is a fresh process; its peak RSS is read from the kernel (ru_maxrss).
 """
@@ -51,6 +52,9 @@ def main() -> int:
         "--rounds", type=int, default=3, help="alternating rounds for inputs under 50,000 lines"
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--journal-only", action="store_true", help="skip the runs without a journal"
+    )
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     sizes = [20_000, 2_000] if args.quick else [int(n) for n in args.sizes.split(",")]
@@ -63,19 +67,22 @@ def main() -> int:
             plain_runs, journal_runs = [], []
             for round_number in range(rounds):
                 name = f"{size}-{round_number}"
-                plain_runs.append(
-                    omc_run(
-                        url, source, os.path.join(folder, f"plain-{name}.jsonl"), "--no-journal"
-                    )
-                )
+                if not args.journal_only:
+                    plain = os.path.join(folder, f"plain-{name}.jsonl")
+                    plain_runs.append(omc_run(url, source, plain, "--no-journal"))
                 journal_runs.append(omc_run(url, source, os.path.join(folder, f"j-{name}.jsonl")))
             print(f"{size}: without {plain_runs}, with {journal_runs}", file=sys.stderr)
-            plain_rate = median([size / run["wall"] for run in plain_runs])
             journal_rate = median([size / run["wall"] for run in journal_runs])
+            journal_rss = max(run["rss_mb"] for run in journal_runs)
+            if not plain_runs:
+                rows.append(f"| {size:,} | {rounds} | - | {journal_rate:,.0f} req/s, "
+                            f"{journal_rss:.1f} MB | - |")  # fmt: skip
+                continue
+            plain_rate = median([size / run["wall"] for run in plain_runs])
             rows.append(
                 f"| {size:,} | {rounds} | {plain_rate:,.0f} req/s, "
                 f"{max(run['rss_mb'] for run in plain_runs):.0f} MB "
-                f"| {journal_rate:,.0f} req/s, {max(run['rss_mb'] for run in journal_runs):.0f} MB "
+                f"| {journal_rate:,.0f} req/s, {journal_rss:.1f} MB "
                 f"| {journal_rate / plain_rate:.2f}x |"
             )
     publish(

@@ -19,7 +19,7 @@ from array import array
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ._errors import APIStatusError, InvalidResponseError
 from ._json import dumps_record, loads
@@ -31,6 +31,7 @@ __all__ = [
     "BATCH_ENDPOINTS",
     "BadLine",
     "BatchRequest",
+    "IdRegistry",
     "error_line",
     "output_line",
     "read_batch",
@@ -54,6 +55,14 @@ _DRAIN_CHUNK = 1 << 16  # bytes read at a time while skipping the rest of an ove
 _EXCERPT_CHARS = 60  # characters of offending content quoted in a message (before repr)
 _MESSAGE_PART_CHARS = 80  # hard cap on any quoted or relayed part of a message
 _BOM = b"\xef\xbb\xbf"
+
+
+class IdRegistry(Protocol):
+    """Where :func:`read_batch` remembers the ``custom_id`` values it has seen."""
+
+    def first_line(self, custom_id: str, line: int) -> int:
+        """The line ``custom_id`` first appeared on; records ``line`` if it is new."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,7 @@ def read_batch(
     max_line_bytes: int = 1_000_000,
     max_depth: int = 64,
     allowed_urls: Collection[str] = BATCH_ENDPOINTS,
+    seen: IdRegistry | None = None,
 ) -> Iterator[BatchRequest | BadLine]:
     """Read a Batch API input file: one :class:`BatchRequest` or :class:`BadLine` per request line.
 
@@ -116,7 +126,9 @@ def read_batch(
 
     Duplicate detection keeps a 64-bit hash of every ``custom_id`` seen, with the line it first
     appeared on, in a compact open-addressing table (:class:`SeenIds`): 12 to 24 bytes per id
-    (under 5 MB for 200,000 ids, whatever their length), the one cost that grows with the file.
+    (under 5 MB for 200,000 ids, whatever their length), the one cost that grows with the file;
+    give another ``seen`` registry (``omc run`` keeps them in a temporary SQLite file) to keep
+    memory flat.
 
     Invalid arguments raise ``ValueError`` or ``TypeError`` at once, not on the first ``next``.
     """
@@ -126,7 +138,11 @@ def read_batch(
         raise ValueError(f"max_depth must be at least 1, got {max_depth}")
     if isinstance(allowed_urls, str):
         raise TypeError("allowed_urls must be a collection of paths, not a single string")
-    checker = _LineChecker(max_depth=max_depth, allowed_urls=frozenset(allowed_urls))
+    checker = _LineChecker(
+        max_depth=max_depth,
+        allowed_urls=frozenset(allowed_urls),
+        seen=SeenIds() if seen is None else seen,
+    )
     return _read_batch(stream, max_line_bytes, checker)
 
 
@@ -265,11 +281,11 @@ class _LineChecker:
 
     __slots__ = ("_allowed_urls", "_max_depth", "_seen")
 
-    def __init__(self, *, max_depth: int, allowed_urls: frozenset[str]) -> None:
+    def __init__(self, *, max_depth: int, allowed_urls: frozenset[str], seen: IdRegistry) -> None:
         self._max_depth = max_depth
         self._allowed_urls = allowed_urls
         # custom_id -> line of first appearance, for the duplicate message.
-        self._seen = SeenIds()
+        self._seen = seen
 
     def check(self, number: int, raw: bytes) -> BatchRequest | BadLine:
         """The request on line ``number`` (content ``raw``), or why it is unusable."""
@@ -474,6 +490,12 @@ def result_line(custom_id: str, result: Result) -> tuple[bytes, bool]:
     return error_line(custom_id, code=type(error).__name__, message=str(error)), True
 
 
+def id_hash(custom_id: str) -> int:
+    """A 64-bit hash of ``custom_id`` (unsigned), for the duplicate check."""
+    digest = hashlib.blake2b(custom_id.encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(digest.digest(), "little")
+
+
 class SeenIds:
     """The ``custom_id`` values of a file and the line each first appeared on, in two flat
     arrays: 64-bit hashes and line numbers, open addressing with linear probing, grown at half
@@ -489,14 +511,9 @@ class SeenIds:
         self._mask = capacity - 1
         self._count = 0
 
-    @staticmethod
-    def _hash(custom_id: str) -> int:
-        digest = hashlib.blake2b(custom_id.encode("utf-8", "surrogatepass"), digest_size=8)
-        return int.from_bytes(digest.digest(), "little") or 1  # 0 marks an empty slot
-
     def first_line(self, custom_id: str, line: int) -> int:
         """The line ``custom_id`` first appeared on; records ``line`` if it is new."""
-        value = self._hash(custom_id)
+        value = id_hash(custom_id) or 1  # 0 marks an empty slot
         hashes, mask = self._hashes, self._mask
         slot = value & mask
         while True:

@@ -15,8 +15,17 @@ Promises, and how they are kept:
   (``flock`` on Unix, ``msvcrt.locking`` on Windows), so the operating system releases it when
   the process dies, however it dies.
 * **Files are private** (mode 0600) and **never hold a key**: the journal stores custom ids,
-  line numbers, output lines (response bodies, which the engine scrubs of keys) and a
-  fingerprint of the input and of the options that shape requests.
+  line numbers, output lines (response bodies, which the engine scrubs of keys), a fingerprint
+  of the input and of the options that shape requests, and a digest of each request's url and
+  body (so that input read from a pipe, which cannot be fingerprinted whole, is still checked
+  request by request).
+* **A failure for a temporary reason can be sent again**: each failure records whether it was
+  retryable (:func:`retryable_output` for journals made before that column existed), and
+  ``omc run --retry-failed`` sends those again; the new outcome replaces the old.
+
+Schema versions: 1 had ``requests (custom_id, line, state, failed, output)``; 2 adds
+``retryable``, ``digest`` and ``run`` (the number of the run that last wrote the row). A version
+1 journal is migrated when opened for writing; :func:`open_status` reads either.
 
 WAL mode with ``synchronous=NORMAL``: a commit survives the process being killed (the WAL is in
 the OS's page cache); only a power cut can lose the last commits, which a resume then sends
@@ -25,10 +34,13 @@ again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import filelock
 
@@ -36,6 +48,7 @@ from ._errors import ConfigurationError, OpenAIMultiClientError
 
 _SENT = 1
 _DONE = 2
+_LOOKUP_CHUNK = 256  # ids per lookup query (SQLite allows 32,766 parameters)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,9 +57,69 @@ CREATE TABLE IF NOT EXISTS requests (
     line INTEGER NOT NULL,
     state INTEGER NOT NULL,
     failed INTEGER NOT NULL DEFAULT 0,
-    output BLOB
+    output BLOB,
+    retryable INTEGER NOT NULL DEFAULT 0,
+    digest BLOB,
+    run INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
+_ADDED_IN_2 = (
+    ("retryable", "INTEGER NOT NULL DEFAULT 0"),
+    ("digest", "BLOB"),
+    ("run", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+RetryMode = Literal["retryable", "all"]
+"""Which recorded failures ``omc run --retry-failed`` sends again."""
+
+# Failures without an HTTP response that a retry may cure (see _retry.classify), by the error
+# code written to the output line (the exception's class name).
+_RETRYABLE_CODES = frozenset(
+    {
+        "TransportError",
+        "ConnectError",
+        "RequestTimeoutError",
+        "ConnectionClosedError",
+        "StreamInterruptedError",
+        "InvalidResponseError",
+        "CustomAPIError",
+    }
+)
+
+
+def retryable_output(output: bytes) -> bool:
+    """Whether a recorded failure line shows a temporary failure: a 408, 409, 429 or 5xx
+    response, or a transport error. For journals made before the ``retryable`` column."""
+    try:
+        record = json.loads(output)
+        response, error = record.get("response"), record.get("error")
+        if isinstance(response, dict):
+            status = response.get("status_code")
+            return isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
+        return isinstance(error, dict) and error.get("code") in _RETRYABLE_CODES
+    except (ValueError, AttributeError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the journal holds about one custom id."""
+
+    done: bool
+    failed: bool
+    retryable: bool
+    digest: bytes | None
+
+    def to_retry(self, mode: RetryMode | None) -> bool:
+        """Whether ``--retry-failed`` (``mode``) sends this recorded failure again."""
+        return self.done and self.failed and mode is not None and (mode == "all" or self.retryable)
+
+
+def _retry_filter(mode: RetryMode | None) -> str:
+    """SQL selecting the rows ``mode`` sends again (none when ``mode`` is ``None``)."""
+    if mode is None:
+        return "0"
+    return "failed = 1" if mode == "all" else "failed = 1 AND retryable = 1"
 
 
 class JournalError(OpenAIMultiClientError):
@@ -61,6 +134,7 @@ class JournalStatus:
     failed: int
     in_doubt: int
     fingerprint: str | None
+    failed_retryable: int = 0
 
 
 def _private_file(path: str) -> None:
@@ -79,6 +153,7 @@ class Journal:
         self._db = connection
         self._lock = lock
         self._pending = 0
+        self.run = 0
 
     @classmethod
     def open(cls, path: str, fingerprint: str | None, *, force: bool = False) -> Journal:
@@ -111,11 +186,44 @@ class Journal:
             finally:
                 os.umask(old_umask)
             journal = cls(path, connection, lock)
+            journal._migrate()
             journal._check_fingerprint(fingerprint, force)
+            journal._start_run()
         except BaseException:
             lock.release()
             raise
         return journal
+
+    def _migrate(self) -> None:
+        """Bring a version 1 journal to version 2: add the columns, and classify its recorded
+        failures as retryable or not from their output lines."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
+        missing = [(name, kind) for name, kind in _ADDED_IN_2 if name not in columns]
+        if not missing:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, kind in missing:
+                self._db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+            rows = self._db.execute(
+                "SELECT custom_id, output FROM requests WHERE state = ? AND failed = 1", (_DONE,)
+            ).fetchall()
+            self._db.executemany(
+                "UPDATE requests SET retryable = 1 WHERE custom_id = ?",
+                [(custom_id,) for custom_id, output in rows if retryable_output(bytes(output))],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _start_run(self) -> None:
+        """Number this run (rows it writes carry the number)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'run'").fetchone()
+        self.run = (0 if row is None else int(row[0])) + 1
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('run', ?)", (str(self.run),)
+        )
 
     def _check_fingerprint(self, fingerprint: str | None, force: bool) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
@@ -135,53 +243,115 @@ class Journal:
     # ------------------------------------------------------------------ reading
 
     def status(self) -> JournalStatus:
-        counts = dict(
-            self._db.execute(
-                "SELECT state * 10 + failed, count(*) FROM requests GROUP BY state, failed"
-            ).fetchall()
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
+        # A version 1 journal (read by omc status without migrating it): classify its failures.
+        retryable = "retryable" if "retryable" in columns else "0"
+        counts: dict[tuple[int, int], int] = {}
+        failed_retryable = 0
+        rows = self._db.execute(
+            f"SELECT state, failed, {retryable}, count(*) FROM requests GROUP BY state, failed, 3"
         )
+        for state, failed, is_retryable, count in rows:
+            counts[state, failed] = counts.get((state, failed), 0) + count
+            if state == _DONE and failed and is_retryable:
+                failed_retryable += count
+        if retryable == "0":
+            failed_retryable = sum(
+                retryable_output(bytes(output))
+                for (output,) in self._db.execute(
+                    "SELECT output FROM requests WHERE state = ? AND failed = 1", (_DONE,)
+                )
+            )
         row = self._db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
         return JournalStatus(
-            done=counts.get(_DONE * 10, 0) + counts.get(_DONE * 10 + 1, 0),
-            failed=counts.get(_DONE * 10 + 1, 0),
-            in_doubt=counts.get(_SENT * 10, 0),
+            done=counts.get((_DONE, 0), 0) + counts.get((_DONE, 1), 0),
+            failed=counts.get((_DONE, 1), 0),
+            in_doubt=counts.get((_SENT, 0), 0) + counts.get((_SENT, 1), 0),
             fingerprint=None if row is None else str(row[0]),
+            failed_retryable=failed_retryable,
         )
 
-    def finished_ids(self) -> set[str]:
-        """The custom ids whose outcome is recorded (never to be sent again)."""
-        rows = self._db.execute("SELECT custom_id FROM requests WHERE state = ?", (_DONE,))
-        return {str(custom_id) for (custom_id,) in rows}
+    def to_retry(self, mode: RetryMode | None) -> int:
+        """How many recorded failures ``--retry-failed`` (``mode``) would send again."""
+        row = self._db.execute(
+            f"SELECT count(*) FROM requests WHERE state = ? AND {_retry_filter(mode)}", (_DONE,)
+        ).fetchone()
+        return int(row[0])
 
-    def outputs(self) -> Iterator[tuple[bytes, bool]]:
-        """Every recorded output line, in input order, with whether it is a failure."""
+    def lookup(self, custom_ids: Sequence[str]) -> dict[str, Known]:
+        """What the journal holds about each of ``custom_ids`` (absent ids are left out), in
+        one query per 256 ids."""
+        known: dict[str, Known] = {}
+        for start in range(0, len(custom_ids), _LOOKUP_CHUNK):
+            chunk = custom_ids[start : start + _LOOKUP_CHUNK]
+            rows = self._db.execute(
+                "SELECT custom_id, state, failed, retryable, digest FROM requests "
+                f"WHERE custom_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for custom_id, state, failed, retryable, digest in rows:
+                stored = None if digest is None else bytes(digest)
+                known[custom_id] = Known(state == _DONE, bool(failed), bool(retryable), stored)
+        return known
+
+    def outputs(self, *, leave_out: RetryMode | None = None) -> Iterator[tuple[bytes, bool]]:
+        """Every recorded output line, in input order, with whether it is a failure; without
+        the failures ``leave_out`` would send again."""
         rows = self._db.execute(
-            "SELECT output, failed FROM requests WHERE state = ? ORDER BY line", (_DONE,)
+            "SELECT output, failed FROM requests "
+            f"WHERE state = ? AND NOT ({_retry_filter(leave_out)}) ORDER BY line",
+            (_DONE,),
+        )
+        for output, failed in rows:
+            yield bytes(output), bool(failed)
+
+    def not_retried(self, mode: RetryMode | None) -> Iterator[tuple[bytes, bool]]:
+        """The failures ``mode`` selected for sending again that this run did not send (left
+        out of :meth:`outputs` at the start; the output files get them at the end)."""
+        rows = self._db.execute(
+            "SELECT output, failed FROM requests "
+            f"WHERE state = ? AND {_retry_filter(mode)} AND run < ? ORDER BY line",
+            (_DONE, self.run),
         )
         for output, failed in rows:
             yield bytes(output), bool(failed)
 
     # ------------------------------------------------------------------ writing
 
-    def mark_sent(self, custom_id: str, line: int) -> None:
+    def mark_sent(self, custom_id: str, line: int, digest: bytes | None = None) -> None:
         """Commit that ``custom_id`` is about to be sent (idempotent; commits any recorded
-        outcomes with it)."""
+        outcomes with it). A recorded failure sent again (``--retry-failed``) becomes *sent*:
+        its outcome is unknown until the new one is recorded."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO requests (custom_id, line, state) VALUES (?, ?, ?)",
-            (custom_id, line, _SENT),
+            "INSERT INTO requests (custom_id, line, state, digest, run) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (custom_id) DO UPDATE SET state = excluded.state, run = excluded.run, "
+            "line = excluded.line, digest = coalesce(excluded.digest, digest) "
+            "WHERE state = ?",
+            (custom_id, line, _SENT, digest, self.run, _DONE),
         )
         if cursor.rowcount or self._pending:
             self._commit()
 
-    def record(self, custom_id: str, line: int, output: bytes, *, failed: bool) -> None:
-        """Record an outcome; it is durable after the next :meth:`commit`."""
+    def record(
+        self,
+        custom_id: str,
+        line: int,
+        output: bytes,
+        *,
+        failed: bool,
+        retryable: bool = False,
+        digest: bytes | None = None,
+    ) -> None:
+        """Record an outcome (``retryable``: a failure a later run may send again); it is
+        durable after the next :meth:`commit`."""
         if not self._pending:
             self._db.execute("BEGIN")
         try:
             self._db.execute(
-                "INSERT OR REPLACE INTO requests (custom_id, line, state, failed, output) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (custom_id, line, _DONE, int(failed), output),
+                "INSERT OR REPLACE INTO requests "
+                "(custom_id, line, state, failed, output, retryable, digest, run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (custom_id, line, _DONE, int(failed), output, int(retryable), digest, self.run),
             )
         except BaseException:
             if not self._pending:
@@ -223,13 +393,30 @@ class Journal:
 def open_status(path: str) -> JournalStatus:
     """A journal's status, read-only (for ``omc status``; works while a run holds it)."""
     if not os.path.exists(path):
-        raise ConfigurationError(f"no journal at {path}")
+        raise ConfigurationError(f"no journal at {path}{_did_you_mean(path)}")
+    if os.path.isdir(path):
+        raise ConfigurationError(f"{path} is a directory, not a journal{_did_you_mean(path)}")
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
+        try:
+            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError:
+            tables = set()
+        if not {"meta", "requests"} <= tables:
+            raise ConfigurationError(f"{path} is not a journal{_did_you_mean(path)}")
         journal = Journal(path, connection, None)
         return journal.status()
     finally:
         connection.close()
+
+
+def _did_you_mean(path: str) -> str:
+    """A hint for ``omc status`` given the output file (or another file) for the journal."""
+    if os.path.isfile(path + ".journal"):
+        return f"; did you mean {path}.journal?"
+    return (
+        "; give the journal file omc run wrote (OUTPUT.journal beside the output, or its --journal)"
+    )
 
 
 class NullJournal(Journal):
@@ -243,16 +430,31 @@ class NullJournal(Journal):
     def status(self) -> JournalStatus:
         return JournalStatus(done=0, failed=0, in_doubt=0, fingerprint=None)
 
-    def finished_ids(self) -> set[str]:
-        return set()
+    def to_retry(self, mode: RetryMode | None) -> int:
+        return 0
 
-    def outputs(self) -> Iterator[tuple[bytes, bool]]:
+    def lookup(self, custom_ids: Sequence[str]) -> dict[str, Known]:
+        return {}
+
+    def outputs(self, *, leave_out: RetryMode | None = None) -> Iterator[tuple[bytes, bool]]:
         return iter(())
 
-    def mark_sent(self, custom_id: str, line: int) -> None:
+    def not_retried(self, mode: RetryMode | None) -> Iterator[tuple[bytes, bool]]:
+        return iter(())
+
+    def mark_sent(self, custom_id: str, line: int, digest: bytes | None = None) -> None:
         pass
 
-    def record(self, custom_id: str, line: int, output: bytes, *, failed: bool) -> None:
+    def record(
+        self,
+        custom_id: str,
+        line: int,
+        output: bytes,
+        *,
+        failed: bool,
+        retryable: bool = False,
+        digest: bytes | None = None,
+    ) -> None:
         pass
 
     def commit(self) -> int:
@@ -260,3 +462,11 @@ class NullJournal(Journal):
 
     def close(self) -> None:
         pass
+
+
+def request_digest(url: str, body: object) -> bytes:
+    """A 128-bit digest of what a request sends (its endpoint and its body, canonical JSON: the
+    same whatever the key order or spacing of the input line, and with or without orjson)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    data = url.encode() + b"\n" + canonical.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).digest()

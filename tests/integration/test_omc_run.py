@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import random
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
+from openai_multi_client import _journal
 from openai_multi_client._journal import Journal
+from openai_multi_client.cli import _files, _run, build_parser
 from openai_multi_client.testing import Faults, MockOpenAIServer
 
 Factory = Callable[..., MockOpenAIServer]
@@ -419,3 +424,203 @@ def test_blank_lines_are_not_requests(tmp_path: Path, mock_openai: MockOpenAISer
     assert done.returncode == 0, done.stderr
     assert re.search(r"\n\s+total\s+5\n", done.stderr), done.stderr
     assert "not processed" not in done.stderr
+
+
+def test_an_output_that_is_the_input_or_another_output_is_refused(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 3)
+    original = source.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(source)
+    os.link(source, tmp_path / "hard.jsonl")
+    (tmp_path / "dangling.jsonl").symlink_to(tmp_path / "new.jsonl")
+    out = str(tmp_path / "o.jsonl")
+    cases = [
+        ("-o", str(source)),
+        ("-o", str(tmp_path / "link.jsonl")),
+        ("-o", str(tmp_path / "hard.jsonl")),
+        ("-o", str(tmp_path / "." / "in.jsonl")),
+        ("-o", out, "--errors", str(source)),
+        ("-o", out, "--journal", str(tmp_path / "link.jsonl")),
+        ("-o", out, "--errors", out),
+        ("-o", out, "--errors", str(tmp_path / "dangling.jsonl"), "--journal",
+         str(tmp_path / "new.jsonl")),  # neither exists yet: the same file all the same
+        ("-o", str(tmp_path / "new.jsonl"), "--errors", str(tmp_path / "dangling.jsonl")),
+    ]  # fmt: skip
+    for case in cases:
+        done = omc("run", str(source), *case, "--mock")
+        assert done.returncode == 2, (case, done.stderr)
+        assert "is the same file as" in done.stderr, (case, done.stderr)
+        assert source.read_bytes() == original, case
+    with source.open("rb") as stdin:  # standard input redirected from the output file
+        done = subprocess.run(
+            [sys.executable, "-m", "openai_multi_client", "run", "-", "-o", str(source), "--mock"],
+            stdin=stdin, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "same file as the input" in done.stderr
+    assert source.read_bytes() == original
+
+
+def test_a_folder_as_input_or_a_missing_output_folder_is_named(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 2)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for args, named in (
+        ((str(folder), "-o", str(tmp_path / "o.jsonl")), f"input {str(folder)!r} is a directory"),
+        ((str(source), "-o", str(tmp_path / "no" / "o.jsonl")), str(tmp_path / "no")),
+        ((str(source), "-o", str(tmp_path / "o.jsonl"), "--errors", str(tmp_path / "no" / "e")),
+         "--errors"),
+        ((str(source), "-o", str(folder)), f"-o {str(folder)!r} is a directory"),
+    ):  # fmt: skip
+        done = omc("run", *args, "--mock")
+        assert done.returncode == 2, (args, done.stderr)
+        assert named in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_failures_of_an_outage_are_sent_again_with_retry_failed(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    port = _free_port()  # nothing listens there yet: every request meets a refused connection
+    source = write_input(tmp_path / "in.jsonl", 10)
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    base = (
+        "run", str(source), "-o", str(out), "--errors", str(errors), "--key", "k",
+        "--base-url", f"http://127.0.0.1:{port}/v1", "--max-retries", "1",
+    )  # fmt: skip
+    outage = omc(*base)
+    assert outage.returncode == 1, outage.stderr
+    assert len(output_ids(errors)) == 10
+    assert "10 requests failed for a temporary reason" in outage.stderr
+    assert "--retry-failed" in outage.stderr
+    server = mock_openai_factory(port=port)
+    plain = omc(*base)  # a plain rerun sends nothing, and says how to send them again
+    assert server.stats.total_requests == 0
+    assert "--retry-failed" in plain.stderr
+    partly = omc(*base, "--retry-failed", "--max-requests", "4")
+    assert partly.returncode == 3, partly.stderr  # stopped at --max-requests with work left
+    assert server.stats.total_requests == 4
+    # Each id once: the 4 new outcomes replaced their failures, the 6 others are still there.
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(10))
+    assert len(output_ids(errors)) == 6
+    assert "6 requests failed for a temporary reason" in partly.stderr
+    rest = omc(*base, "--retry-failed")
+    assert rest.returncode == 0, rest.stderr
+    assert server.stats.total_requests == 10
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(10))
+    assert errors.read_text() == ""
+    assert all(json.loads(line)["error"] is None for line in out.read_text().splitlines())
+    assert "temporary reason" not in rest.stderr
+    assert "10 done (0 failed)" in omc("status", str(out) + ".journal").stdout
+
+
+def test_stdin_is_checked_against_the_journal_request_by_request(
+    tmp_path: Path, mock_openai: MockOpenAIServer
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 5)
+    out = tmp_path / "out.jsonl"
+    base = ["-o", str(out), "--base-url", mock_openai.base_url, "--key", "k"]
+    assert omc("run", str(source), *base).returncode == 0
+
+    def from_stdin(text: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "openai_multi_client", "run", "-", *base, *extra],
+            input=text, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    lines = source.read_text().splitlines()
+    changed = [*lines[:2], request_line(2, body={"model": "gpt-4o", "input": "other"}), *lines[3:]]
+    refused = from_stdin("\n".join(changed) + "\n")
+    assert refused.returncode == 2, refused.stderr
+    assert "line 3: custom_id 'req-2' was sent before with another url or body" in refused.stderr
+    assert "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert mock_openai.stats.total_requests == 5
+    # The same requests, reformatted (key order and spacing are not the request): all done.
+    same = [json.dumps(json.loads(line), indent=None, sort_keys=True) for line in lines]
+    again = from_stdin("\n".join(same) + "\n")
+    assert again.returncode == 0, again.stderr
+    assert mock_openai.stats.total_requests == 5
+    forced = from_stdin("\n".join(changed) + "\n", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(5))
+
+
+def test_keys_file_skips_comments_and_names_a_duplicate_line(
+    tmp_path: Path, mock_openai: MockOpenAIServer
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 3)
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# team keys\n\nsk-first\n   \n  # old: sk-gone\nsk-second\n")
+    base = ("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--base-url", mock_openai.base_url)
+    done = omc(*base, "--keys-file", str(keys))
+    assert done.returncode == 0, done.stderr
+    assert set(mock_openai.stats.requests_by_key) <= {"sk-first", "sk-second"}
+    keys.write_text("sk-first\nsk-second\n\nsk-first\n")
+    duplicate = omc(*base, "--keys-file", str(keys))
+    assert duplicate.returncode == 2
+    assert f"--keys-file {keys} line 4: the same key as line 1" in duplicate.stderr
+    assert "sk-first" not in duplicate.stderr
+    keys.write_text("sk-second\n")
+    both = omc(*base, "--keys-file", str(keys), "--key", "sk-second")
+    assert both.returncode == 2
+    assert "line 1: the same key as a --key argument" in both.stderr
+
+
+def test_status_given_the_output_file_names_the_journal(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 2)
+    out = tmp_path / "out.jsonl"
+    assert omc("run", str(source), "-o", str(out), "--mock").returncode == 0
+    wrong = omc("status", str(out))
+    assert wrong.returncode == 2
+    assert f"{out} is not a journal; did you mean {out}.journal?" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+
+
+class _FullDisk(io.RawIOBase):
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return len(data)
+
+
+def test_a_full_disk_names_the_file_and_loses_nothing_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 300)
+    out = tmp_path / "out.jsonl"
+    args = build_parser().parse_args(["run", str(source), "-o", str(out), "--mock", "-c", "5"])
+    real_open = _files.private_open
+
+    def full_output(path: str) -> IO[bytes]:
+        if path == str(out):
+            real_open(path).close()
+            return io.BufferedWriter(_FullDisk(room=20_000), buffer_size=4096)
+        return real_open(path)
+
+    monkeypatch.setattr(_files, "private_open", full_output)
+    assert _run.run(args) == 2
+    stderr = capsys.readouterr().err
+    assert f"cannot write {out}: No space left on device" in stderr
+    assert f"safe in the journal {out}.journal" in stderr
+    recorded = _journal.open_status(f"{out}.journal").done
+    assert recorded > 20_000 // 1000  # more was committed than the full file could take
+    monkeypatch.setattr(_files, "private_open", real_open)
+    assert _run.run(args) == 0  # the rerun rewrites the output from the journal, then the rest
+    assert "Traceback" not in capsys.readouterr().err
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(300))

@@ -466,3 +466,20 @@ def test_seen_ids_grow_and_remember_first_lines() -> None:
     assert seen.first_line("id-17", 99_999) == 17
     assert seen.first_line("id-20000", 99_999) == 20_000
     assert seen.first_line("new", 30_000) == 30_000
+
+
+def test_duplicates_are_found_with_the_ids_kept_on_disk() -> None:
+    from openai_multi_client.cli._seen import DiskSeenIds
+
+    lines = [json.dumps({"custom_id": f"id-{n % 5000}", "method": "POST",
+                         "url": "/v1/embeddings", "body": {"input": "x"}})
+             for n in range(6000)]  # fmt: skip
+    seen = DiskSeenIds()
+    try:
+        items = list(read_batch(io.BytesIO("\n".join(lines).encode()), seen=seen))
+    finally:
+        seen.close()
+    duplicates = [item for item in items if isinstance(item, BadLine)]
+    assert len(duplicates) == 1000
+    assert duplicates[0].message == "line 5001: custom_id 'id-0' appears again (first on line 1)"
+    assert len(seen) == 5000

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import IO, Any
+from typing import Any
 
 from .._batch import BadLine, BatchRequest, error_line, output_line, read_batch, result_line
 from .._cache import ResponseCache, cache_key
@@ -46,12 +46,15 @@ from .._errors import (
     OpenAIMultiClientError,
     PermissionDeniedError,
 )
-from .._journal import Journal, NullJournal, open_status
+from .._journal import Journal, JournalError, Known, NullJournal, open_status, request_digest
 from .._keys import Key
 from .._progress import RunProgress, load_prices
 from .._redis_limits import RedisLimits
 from .._request import Request, Result
+from .._retry import Action, classify
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes
+from ._files import Outputs, check_files, check_input, check_output_folder
+from ._seen import DiskSeenIds
 from ._signals import exit_code_for, stop_signals
 
 # Results committed per journal transaction at most, and the longest a result waits for one.
@@ -89,6 +92,14 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--errors", help="also write failures and bad input lines here")
     parser.add_argument("--journal", help="journal file (default: OUTPUT.journal)")
     parser.add_argument("--force", action="store_true", help="resume even if input/options changed")
+    parser.add_argument(
+        "--retry-failed",
+        nargs="?",
+        const="retryable",
+        choices=("retryable", "all"),
+        help="send again the requests the journal holds as failed for a temporary reason "
+        "(connection, timeout, 408, 409, 429, 5xx); --retry-failed=all: every failure",
+    )
     parser.add_argument(
         "--no-journal", action="store_true", help="keep no journal (the run cannot be resumed)"
     )
@@ -209,13 +220,18 @@ class Job:
                     f"{option} must be a number above 0, got {rate:g}; leave it out for no fixed "
                     "limit (the limits are then learned from the server's rate-limit headers)"
                 )
+        if args.retry_failed and args.no_journal:
+            raise ConfigurationError(
+                "--retry-failed sends again the failures a journal recorded; "
+                "it cannot go with --no-journal"
+            )
         if args.ordered and args.cache:
             raise ConfigurationError(
                 "--ordered and --cache together are not supported yet: answers from the cache "
                 "would be written ahead of earlier requests still in flight"
             )
-        if args.input != "-" and not os.path.isfile(args.input):
-            raise ConfigurationError(f"no input file {args.input!r}")
+        self.journal_path = args.journal or args.output + ".journal"
+        self._check_files()
         self.keys = self._keys()
         self.shared_limits = (
             RedisLimits(
@@ -226,7 +242,6 @@ class Job:
             if args.redis
             else None
         )
-        self.journal_path = args.journal or args.output + ".journal"
         self.prices = load_prices(args.prices)
         self.stopping = False
         self.interrupted = False
@@ -243,12 +258,25 @@ class Job:
         self.no_key: str | None = None
         self.total: int | None = None
 
+    def _check_files(self) -> None:
+        """The input exists; no output is the input or another output (truncating it would
+        destroy it); every output's folder exists."""
+        args = self.args
+        check_input(args.input)
+        outputs = [("-o", args.output)]
+        if args.errors:
+            outputs.append(("--errors", args.errors))
+        if not args.no_journal:
+            outputs.append(("--journal" if args.journal else "the journal", self.journal_path))
+        for option, path in outputs:
+            check_output_folder(option, path)
+        check_files(args.input, outputs)
+
     def _keys(self) -> list[str | Key]:
         args = self.args
         secrets: list[str] = list(args.key)
         if args.keys_file:
-            with open(args.keys_file, encoding="utf-8") as file:
-                secrets += [line.strip() for line in file if line.strip()]
+            secrets += _read_keys_file(args.keys_file, secrets)
         if not secrets and not args.mock:
             env = os.environ.get("OPENAI_API_KEY")
             if env:
@@ -327,33 +355,25 @@ class Job:
     ) -> int:
         args = self.args
         status = journal.status()
-        finished = journal.finished_ids()
-        output, errors = self._open_outputs(journal)
+        retry = args.retry_failed
+        to_retry = journal.to_retry(retry)
+        outputs = self._open_outputs(journal)
         if status.done or status.in_doubt:
-            to_send = (
-                "the rest"
-                if self.total is None
-                else f"about {max(0, self.total - status.done):,} (fewer if some lines are bad)"
-            )
-            print(
-                f"omc run: resuming {self.journal_path}: {status.done} requests already done; "
-                f"{to_send} will be sent, of which {status.in_doubt} whose outcome is unknown "
-                "will be sent again (they may be billed twice)",
-                file=sys.stderr,
-            )
+            self._say_resuming(status.done - to_retry, status.in_doubt, to_retry)
         progress = RunProgress(
             total=self.total,
             stream=sys.stderr,
             now=time.monotonic,
             live=sys.stderr.isatty(),
             prices=self.prices,
-            already_done=status.done,
+            already_done=status.done - to_retry,
         )
         lines_of: dict[str, tuple[int, str]] = {}
 
         def on_send(request: Request) -> None:
             if request.attempt == 1:
-                journal.mark_sent(request.metadata["custom_id"], request.metadata["line"])
+                metadata = request.metadata
+                journal.mark_sent(metadata["custom_id"], metadata["line"], metadata["digest"])
                 progress.started()
 
         client = AsyncMultiClient(
@@ -378,18 +398,16 @@ class Job:
         def flush() -> None:
             nonlocal last_commit
             journal.commit()
-            for line, failed in pending:
-                output.write(line)
-                if failed and errors is not None:
-                    errors.write(line)
-            output.flush()
-            if errors is not None:
-                errors.flush()
-            pending.clear()
-            last_commit = time.monotonic()
+            try:
+                outputs.write(pending)
+            finally:
+                pending.clear()  # committed: a failed write loses nothing the journal lacks
+                last_commit = time.monotonic()
 
-        def finish(custom_id: str, line: int, data: bytes, failed: bool) -> None:
-            journal.record(custom_id, line, data, failed=failed)
+        def finish(
+            custom_id: str, line: int, data: bytes, digest: bytes, failed: bool, retryable: bool
+        ) -> None:
+            journal.record(custom_id, line, data, failed=failed, retryable=retryable, digest=digest)
             pending.append((data, failed))
             if len(pending) >= _COMMIT_EVERY or time.monotonic() - last_commit > _COMMIT_SECONDS:
                 flush()
@@ -411,62 +429,69 @@ class Job:
             self.bad_lines += 1
             progress.bad_line()
             data = error_line(item.custom_id, code=item.code, message=item.message, line=item.line)
-            if errors is not None:
-                errors.write(data)
+            if outputs.errors is not None:
+                outputs.write_error(data)
             elif reported < _BAD_LINES_SHOWN:
                 reported += 1
                 print(f"omc run: {item.message}", file=sys.stderr)
 
         async def feed() -> None:
-            async for item in self._read(loop):
-                if self.stopping:
-                    return
-                if isinstance(item, BadLine):
-                    bad_line(item)
-                    continue
-                if item.custom_id in finished:
-                    continue
-                if cache is not None:
-                    hit = cache.get(cache_key(item.url, item.body))
-                    if hit is not None:
-                        status_code, request_id, body = hit
-                        data = output_line(
-                            item.custom_id,
-                            status_code=status_code,
-                            request_id=request_id,
-                            body=body,
-                        )
-                        finish(item.custom_id, item.line, data, False)
-                        progress.cached()  # not sent: no tokens spent, no cost
-                        continue
-                if args.max_requests is not None and self.sent >= args.max_requests:
-                    self.capped = f"--max-requests {args.max_requests}"
-                    return
-                try:
-                    request = client.build_request(
-                        item.body,
-                        endpoint=item.url,
-                        metadata={"custom_id": item.custom_id, "line": item.line},
-                    )
-                except ConfigurationError as exc:  # e.g. NaN, which only JSON's superset allows
-                    bad_line(
-                        BadLine(
-                            item.line,
-                            item.custom_id,
-                            "invalid_body",
-                            f"line {item.line}: the body cannot be sent: {exc}",
-                        )
-                    )
-                    continue
-                self.sent += 1
-                lines_of[item.custom_id] = (item.line, item.url)
-                try:
-                    await client.submit(request)
-                except ClientClosedError:
-                    if self.is_stopping():  # Ctrl-C or a budget closed the client meanwhile
+            async for batch in self._read(loop):
+                known = journal.lookup(
+                    [item.custom_id for item in batch if isinstance(item, BatchRequest)]
+                )
+                for item in batch:
+                    if self.stopping or self.capped:
                         return
-                    raise
+                    if isinstance(item, BadLine):
+                        bad_line(item)
+                        continue
+                    digest = request_digest(item.url, item.body)
+                    if self._should_send(item, digest, known.get(item.custom_id)):
+                        await send(item, digest)
             self.read_all = True
+
+        async def send(item: BatchRequest, digest: bytes) -> None:
+            if cache is not None:
+                hit = cache.get(cache_key(item.url, item.body))
+                if hit is not None:
+                    status_code, request_id, body = hit
+                    data = output_line(
+                        item.custom_id,
+                        status_code=status_code,
+                        request_id=request_id,
+                        body=body,
+                    )
+                    finish(item.custom_id, item.line, data, digest, False, False)
+                    progress.cached()  # not sent: no tokens spent, no cost
+                    return
+            if args.max_requests is not None and self.sent >= args.max_requests:
+                self.capped = f"--max-requests {args.max_requests}"
+                return
+            try:
+                request = client.build_request(
+                    item.body,
+                    endpoint=item.url,
+                    metadata={"custom_id": item.custom_id, "line": item.line, "digest": digest},
+                )
+            except ConfigurationError as exc:  # e.g. NaN, which only JSON's superset allows
+                bad_line(
+                    BadLine(
+                        item.line,
+                        item.custom_id,
+                        "invalid_body",
+                        f"line {item.line}: the body cannot be sent: {exc}",
+                    )
+                )
+                return
+            self.sent += 1
+            lines_of[item.custom_id] = (item.line, item.url)
+            try:
+                await client.submit(request)
+            except ClientClosedError:
+                if self.is_stopping():  # Ctrl-C or a budget closed the client meanwhile
+                    return
+                raise
 
         async def show_progress() -> None:
             """Feed the engine's gauges to the display and redraw it, results or not."""
@@ -500,6 +525,7 @@ class Job:
                             self._stop(client)
                         continue
                     data, failed = self._output_of(custom_id, result)
+                    retryable = result.error is not None and classify(result.error) is Action.RETRY
                     if cache is not None and not failed and result.status_code is not None:
                         cache.put(
                             cache_key(url, result.data),
@@ -507,7 +533,7 @@ class Job:
                             result.request_id,
                             result.response,
                         )
-                    finish(custom_id, line, data, failed)
+                    finish(custom_id, line, data, result.metadata["digest"], failed, retryable)
                     self._account(result, progress)
                     if not self.stopping and self._over_budget(progress):
                         self._stop(client)
@@ -520,12 +546,15 @@ class Job:
             finally:
                 display.cancel()
                 await asyncio.gather(display, return_exceptions=True)
-                flush()
-                progress.close()
-                output.close()
-                if errors is not None:
-                    errors.close()
+                try:
+                    flush()
+                    # Failures left out of the rewrite for sending again that were not sent.
+                    outputs.write(journal.not_retried(retry))
+                finally:
+                    progress.close()
+                    outputs.close()
         print(progress.summary(interrupted=self.interrupted), file=sys.stderr)
+        self._say_retryable(journal)
         if self.no_key:
             print(
                 f"omc run: stopped: {self.no_key}. Requests not yet answered are kept; fix the "
@@ -593,19 +622,67 @@ class Job:
     def _output_of(custom_id: str, result: Result) -> tuple[bytes, bool]:
         return result_line(custom_id, result)
 
-    def _open_outputs(self, journal: Journal) -> tuple[IO[bytes], IO[bytes] | None]:
-        """Rewrite the output files from the journal (they are its projection), then keep them
-        open for appending."""
-        output = _private_open(self.args.output)
-        errors = _private_open(self.args.errors) if self.args.errors else None
-        for data, failed in journal.outputs():
-            output.write(data)
-            if failed and errors is not None:
-                errors.write(data)
-        return output, errors
+    def _open_outputs(self, journal: Journal) -> Outputs:
+        """Rewrite the output files from the journal (they are its projection), without the
+        failures to send again, then keep them open for appending."""
+        args = self.args
+        outputs = Outputs(args.output, args.errors, None if args.no_journal else self.journal_path)
+        try:
+            outputs.write(journal.outputs(leave_out=args.retry_failed))
+        except BaseException:
+            with contextlib.suppress(OpenAIMultiClientError):
+                outputs.close()
+            raise
+        return outputs
 
-    async def _read(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[BatchRequest | BadLine]:
-        """Input items, read by a thread in batches so a slow stdin never blocks the loop."""
+    def _say_resuming(self, done: int, in_doubt: int, to_retry: int) -> None:
+        to_send = (
+            "the rest"
+            if self.total is None
+            else f"about {max(0, self.total - done):,} (fewer if some lines are bad)"
+        )
+        again = (
+            f", and {to_retry} that failed will be sent again (--retry-failed)" if to_retry else ""
+        )
+        print(
+            f"omc run: resuming {self.journal_path}: {done} requests already done; "
+            f"{to_send} will be sent, of which {in_doubt} whose outcome is unknown "
+            f"will be sent again (they may be billed twice){again}",
+            file=sys.stderr,
+        )
+
+    def _say_retryable(self, journal: Journal) -> None:
+        """Tell how many recorded failures were temporary, and how to send them again."""
+        retryable = journal.status().failed_retryable
+        if retryable:
+            print(
+                f"omc run: {retryable} requests failed for a temporary reason (connection, "
+                "timeout, 408, 409, 429 or 5xx); once the cause is gone, run the same command "
+                "with --retry-failed to send them again (--retry-failed=all: every failure)",
+                file=sys.stderr,
+            )
+
+    def _should_send(self, item: BatchRequest, digest: bytes, known: Known | None) -> bool:
+        """Whether to send ``item``, given what the journal holds about its ``custom_id``.
+        Refuses (:class:`JournalError`) a request that the journal holds with another url or
+        body: the input is not the one the journal was made for (the only check for stdin)."""
+        if known is None:
+            return True
+        if known.digest is not None and known.digest != digest and not self.args.force:
+            shown = repr(item.custom_id[:60]) + ("..." if len(item.custom_id) > 60 else "")
+            raise JournalError(
+                f"line {item.line}: custom_id {shown} was sent before with another url or body "
+                f"({self.journal_path}): this input is not the one the journal was made for. "
+                "Use another --journal (or -o), or --force to resume anyway"
+            )
+        if not known.done:
+            return True  # sent, outcome unknown: send again
+        return known.to_retry(self.args.retry_failed)
+
+    async def _read(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> AsyncIterator[list[BatchRequest | BadLine]]:
+        """Input items in batches, read by a thread so a slow stdin never blocks the loop."""
         queue: asyncio.Queue[list[BatchRequest | BadLine] | BaseException | None] = asyncio.Queue(
             maxsize=4
         )
@@ -641,17 +718,43 @@ class Job:
                     return
                 if isinstance(batch, BaseException):
                     raise OpenAIMultiClientError(f"cannot read the input: {batch}") from batch
-                for item in batch:
-                    yield item
+                yield batch
         finally:
             stop.set()
 
     def _input_items(self) -> Iterator[BatchRequest | BadLine]:
-        if self.args.input == "-":
-            yield from read_batch(sys.stdin.buffer, max_line_bytes=self.args.max_line_bytes)
-            return
-        with open(self.args.input, "rb") as file:
-            yield from read_batch(file, max_line_bytes=self.args.max_line_bytes)
+        """The input's items; the ids seen for the duplicate check are kept on disk."""
+        seen = DiskSeenIds()
+        try:
+            if self.args.input == "-":
+                yield from read_batch(
+                    sys.stdin.buffer, max_line_bytes=self.args.max_line_bytes, seen=seen
+                )
+                return
+            with open(self.args.input, "rb") as file:
+                yield from read_batch(file, max_line_bytes=self.args.max_line_bytes, seen=seen)
+        finally:
+            seen.close()
+
+
+def _read_keys_file(path: str, given: list[str]) -> list[str]:
+    """The keys in ``path``, one a line; blank lines and ``#`` comments are skipped. A key
+    given twice is refused, naming the line (never the key)."""
+    where = dict.fromkeys(given, "a --key argument")
+    keys: list[str] = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            key = line.strip()
+            if not key or key.startswith("#"):
+                continue
+            if key in where:
+                raise ConfigurationError(
+                    f"--keys-file {path} line {number}: the same key as {where[key]}; "
+                    "give each key once"
+                )
+            where[key] = f"line {number}"
+            keys.append(key)
+    return keys
 
 
 def _batches(
@@ -665,9 +768,3 @@ def _batches(
             batch = []
     if batch:
         yield batch
-
-
-def _private_open(path: str) -> IO[bytes]:
-    descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # also when the file existed with a wider mode
-    return os.fdopen(descriptor, "wb")
