@@ -23,7 +23,7 @@ import pytest
 
 from openai_multi_client import _json
 from openai_multi_client.cli import _mock as mock_cli
-from openai_multi_client.testing._mock_server import (
+from openai_multi_client.testing._mock.server import (
     FAULT_KINDS,
     Faults,
     KeyLimits,

@@ -15,7 +15,7 @@ from ._mock_transport import MockTransport, error_response, json_response, sse_r
 from ._redis_server import RedisServer, RedisServerError
 
 if TYPE_CHECKING:
-    from ._mock_server import Faults, KeyLimits, MockOpenAIServer
+    from ._mock.server import Faults, KeyLimits, MockOpenAIServer
 
 __all__ = [
     "FakeClock",
@@ -35,7 +35,7 @@ _SERVER_NAMES = frozenset({"Faults", "KeyLimits", "MockOpenAIServer"})
 
 def __getattr__(name: str) -> Any:
     if name in _SERVER_NAMES:
-        from . import _mock_server
+        from ._mock import server
 
-        return getattr(_mock_server, name)
+        return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,9 +14,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
-from ._mock_errors import BadRequest, invalid_type, invalid_value
-from ._mock_schema import SchemaError, value_for_schema
-from ._mock_sse import text_pieces
+from .errors import BadRequest, invalid_type, invalid_value
+from .schema import SchemaError, value_for_schema
+from .sse import text_pieces
 
 _MAX_TOP_LOGPROBS: Final = 20
 _MAX_COMPLETIONS_LOGPROBS: Final = 5

@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .. import _json
+from ... import _json
 
 # Sizes of the pieces a streamed reply's text is cut into, in turn (deterministic).
 PIECE_SIZES: Final = (3, 5, 1, 7, 4, 2, 6)

@@ -8,7 +8,7 @@ OpenAI REST API over real HTTP (aiohttp.web) and imitates the parts that matter 
   ``GET /v1/models/{model}``, plus Azure's ``/openai/...`` and
   ``/openai/deployments/{deployment}/...`` forms, with response bodies shaped like OpenAI's and
   deterministic content: tool calls when ``tool_choice`` requires one, JSON conforming to a
-  ``response_format`` / ``text.format`` schema, logprobs when asked for (see ``_mock_answers``);
+  ``response_format`` / ``text.format`` schema, logprobs when asked for (see ``features``);
 * authentication (``Authorization: Bearer KEY`` or Azure's ``api-key``), invalid keys (401) and
   keys without quota (429 ``insufficient_quota``);
 * per-key rate limits enforced the way OpenAI enforces them (requests and tokens per minute,
@@ -51,13 +51,13 @@ from typing import Any, Final, NamedTuple
 
 from aiohttp import web
 
-from .. import _json
-from . import _mock_answers as answers
-from ._mock_chat_stream import completion_events
-from ._mock_errors import BadRequest as _BadRequest
-from ._mock_errors import invalid_type as _invalid_type
-from ._mock_responses_stream import response_events
-from ._mock_sse import split
+from ... import _json
+from . import features as answers
+from .chat_stream import completion_events
+from .errors import BadRequest as _BadRequest
+from .errors import invalid_type as _invalid_type
+from .responses_stream import response_events
+from .sse import split
 
 logger = logging.getLogger(__name__)
 
