@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .features import slice_completions_logprobs
+from .answers.logprobs import slice_completions_logprobs
 from .sse import DONE, sse, text_pieces
 
 
