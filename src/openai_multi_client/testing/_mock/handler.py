@@ -194,11 +194,8 @@ class RequestHandler:
         usage = answer.get("usage")
         used = usage.get("total_tokens") if isinstance(usage, dict) else None
         self.limits.refund(state, plan.cost, used)
-        if streamed:
-            headers = self._headers(request_id, state, "text/event-stream")
-            return await self._sender.stream(request, body, answer, fault, headers)
-        headers = self._headers(request_id, state)
-        return await self._sender.answer(request, body, answer, fault, headers)
+        headers = self._headers(request_id, state, "text/event-stream" if streamed else JSON)
+        return await self._sender.send(request, body, answer, fault, headers)
 
     async def _validate(
         self,

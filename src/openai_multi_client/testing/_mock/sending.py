@@ -42,7 +42,7 @@ class Sender:
         self._waits = waits
         self._plan = plan
 
-    async def answer(
+    async def send(
         self,
         request: web.Request,
         body: Mapping[str, Any],
@@ -50,8 +50,23 @@ class Sender:
         fault: str | None,
         headers: dict[str, str],
     ) -> web.StreamResponse:
-        """Send ``answer`` as one JSON body, or the fault planned for it."""
-        payload = _json.dumps(answer)
+        """Send ``answer`` to ``body`` (streamed when it asks for it), or the fault planned
+        for it (one of :data:`~.options.ANSWER_FAULTS`)."""
+        if body.get("stream") is not True:
+            return await self._whole(request, body, _json.dumps(answer), fault, headers)
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
+        return await self._stream(request, body, stream_events(answer, usage), fault, headers)
+
+    async def _whole(
+        self,
+        request: web.Request,
+        body: Mapping[str, Any],
+        payload: bytes,
+        fault: str | None,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        """Send ``payload`` as one JSON body, or the fault planned for it."""
         if fault == "malformed":
             logger.debug("fault: malformed body for %s", headers.get("x-request-id"))
             self._ledger.status(200, fault="malformed")
@@ -73,18 +88,15 @@ class Sender:
             )
         return response
 
-    async def stream(
+    async def _stream(
         self,
         request: web.Request,
         body: Mapping[str, Any],
-        answer: dict[str, Any],
+        events: list[bytes],
         fault: str | None,
         headers: dict[str, str],
     ) -> web.StreamResponse:
-        """Send ``answer`` as server-sent events, or the fault planned for it."""
-        options = body.get("stream_options")
-        usage = isinstance(options, dict) and options.get("include_usage") is True
-        events = stream_events(answer, usage)
+        """Send ``events`` as server-sent events, or the fault planned for them."""
         headers["Cache-Control"] = "no-cache"
         half = len(events) // 2
         if fault in ("stream_cut", "stream_stall"):

@@ -91,6 +91,18 @@ def _check_stream(body: Mapping[str, Any]) -> None:
         raise invalid_type("stream_options.include_usage", "a boolean", usage)
 
 
+def _required(
+    body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], expected: str
+) -> Any:
+    """The parameter ``name``, which must be there and of type ``kind`` (``expected`` in words)."""
+    value = body.get(name)
+    if value is None:
+        raise missing(name)
+    if not isinstance(value, kind):
+        raise invalid_type(name, expected, value)
+    return value
+
+
 def _string_or_array(body: Mapping[str, Any], name: str, *, empty_string: bool) -> list[Any]:
     """A parameter that is a string or a non-empty array: ``[string]`` or the array itself
     (``[array]`` for an array of token ids); ``empty_string``: whether ``""`` is allowed."""
@@ -147,11 +159,7 @@ def moderation_inputs(body: Mapping[str, Any]) -> list[Any]:
 
 
 def check_chat(body: Mapping[str, Any]) -> Plan:
-    messages = body.get("messages")
-    if messages is None:
-        raise missing("messages")
-    if not isinstance(messages, list):
-        raise invalid_type("messages", "an array", messages)
+    messages = _required(body, "messages", list, "an array")
     if not messages:
         raise BadRequest(
             "Invalid 'messages': empty array. Expected an array with minimum length 1, "
@@ -212,11 +220,7 @@ def check_moderations(body: Mapping[str, Any]) -> Plan:
 
 
 def check_responses(body: Mapping[str, Any]) -> Plan:
-    value = body.get("input")
-    if value is None:
-        raise missing("input")
-    if not isinstance(value, (str, list)):
-        raise invalid_type("input", "a string or an array", value)
+    value = _required(body, "input", (str, list), "a string or an array")
     _check_stream(body)
     tools.tool_call(body, flat=True)
     text = body.get("text")
@@ -229,11 +233,7 @@ def check_responses(body: Mapping[str, Any]) -> Plan:
 
 
 def check_images(body: Mapping[str, Any]) -> Plan:
-    prompt = body.get("prompt")
-    if prompt is None:
-        raise missing("prompt")
-    if not isinstance(prompt, str):
-        raise invalid_type("prompt", "a string", prompt)
+    prompt = _required(body, "prompt", str, "a string")
     if not prompt:
         raise empty("prompt", "string")
     n = _int_param(body, "n", 1, 10) or 1

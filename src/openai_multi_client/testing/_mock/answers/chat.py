@@ -3,11 +3,11 @@ its ``response_format`` asks for, or the tool call its ``tool_choice`` requires.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ..text import estimate, last_user_text, reply
 from . import logprobs, tools
+from .completions import envelope
 from .context import Context
 
 
@@ -46,25 +46,15 @@ def answer(body: dict[str, Any], context: Context) -> dict[str, Any]:
         {"index": index, "message": message, "logprobs": choice_logprobs, "finish_reason": finish}
         for index in range(plan.n)
     ]
-    completion_tokens = tokens * plan.n
-    return {
-        "id": context.object_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": context.model,
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": plan.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": plan.prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
+    completion = envelope(context, "chat.completion", choices, tokens * plan.n)
+    completion["usage"].update(
+        prompt_tokens_details={"cached_tokens": 0, "audio_tokens": 0},
+        completion_tokens_details={
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
         },
-        "service_tier": "default",
-        "system_fingerprint": "fp_mock",
-    }
+    )
+    completion.update(service_tier="default", system_fingerprint="fp_mock")
+    return completion

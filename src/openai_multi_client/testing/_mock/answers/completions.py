@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 from ..text import reply
 from ..validation import prompts
 from . import logprobs
 from .context import Context
+
+_FINGERPRINT: Final = {"system_fingerprint": "fp_mock"}
+
+
+def envelope(
+    context: Context, kind: str, choices: list[dict[str, Any]], completion_tokens: int
+) -> dict[str, Any]:
+    """The body around ``choices`` shared by completions and chat completions: ``kind`` is
+    the ``object`` (``text_completion`` or ``chat.completion``)."""
+    prompt_tokens = context.plan.prompt_tokens
+    return {
+        "id": context.object_id("cmpl-" if kind == "text_completion" else "chatcmpl-"),
+        "object": kind,
+        "created": int(time.time()),
+        "model": context.model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
 
 
 def answer(body: dict[str, Any], context: Context) -> dict[str, Any]:
@@ -30,16 +52,4 @@ def answer(body: dict[str, Any], context: Context) -> dict[str, Any]:
                 }
             )
             completion_tokens += tokens
-    return {
-        "id": context.object_id("cmpl-"),
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": context.model,
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": plan.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": plan.prompt_tokens + completion_tokens,
-        },
-        "system_fingerprint": "fp_mock",
-    }
+    return {**envelope(context, "text_completion", choices, completion_tokens), **_FINGERPRINT}
