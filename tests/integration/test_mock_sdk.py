@@ -19,8 +19,8 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionNamedToo
 from openai.types.responses import FunctionToolParam
 from pydantic import BaseModel
 
-from openai_multi_client.testing._mock_schema import value_for_schema
-from openai_multi_client.testing._mock_server import MockOpenAIServer
+from openai_multi_client.testing import MockOpenAIServer
+from openai_multi_client.testing._mock.answers.schema import value_for_schema
 
 KEY = "sk-test"
 MODEL = "gpt-4o-mini"

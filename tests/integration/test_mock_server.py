@@ -23,15 +23,10 @@ import pytest
 
 from openai_multi_client import _json
 from openai_multi_client.cli import _mock as mock_cli
-from openai_multi_client.testing._mock_server import (
-    FAULT_KINDS,
-    Faults,
-    KeyLimits,
-    MockOpenAIServer,
-    TokenBucket,
-    canonical_hash,
-    format_go_duration,
-)
+from openai_multi_client.testing import Faults, KeyLimits, MockOpenAIServer
+from openai_multi_client.testing._mock.accounting import canonical_hash
+from openai_multi_client.testing._mock.limits import TokenBucket, format_go_duration
+from openai_multi_client.testing._mock.options import FAULT_KINDS
 
 KEY = "sk-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -981,7 +976,9 @@ def test_cli_arguments() -> None:
     assert args.fault_kinds is None
     args = parser.parse_args(["mock", "--fault-rate", "1", "--fault-kinds", "stream_cut,500"])
     assert args.fault_kinds == {"stream_cut": 1.0, "500": 1.0}
-    assert mock_cli._make_server(args)._fault_kinds == ["stream_cut", "500"]
+    faults = mock_cli._make_server(args).options.faults
+    assert faults is not None
+    assert list(faults.weights) == ["stream_cut", "500"]
     with pytest.raises(SystemExit):
         parser.parse_args(["mock", "--fault-kinds", "stream_cutt"])
 
@@ -1005,8 +1002,8 @@ def test_default_hang_is_shorter_than_the_default_timeouts() -> None:
     assert hang < openai.DEFAULT_TIMEOUT.read  # type: ignore[operator]
     args = mock_cli_parser().parse_args(["mock", "--fault-rate", "0.1"])
     server = mock_cli._make_server(args)
-    assert server._faults is not None
-    assert server._faults.hang_seconds == hang
+    assert server.options.faults is not None
+    assert server.options.faults.hang_seconds == hang
 
 
 def mock_cli_parser() -> argparse.ArgumentParser:

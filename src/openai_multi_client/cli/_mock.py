@@ -17,7 +17,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..testing._mock_server import MockOpenAIServer
+    from ..testing._mock.server import MockOpenAIServer
 
 
 def _latency(text: str) -> float | tuple[float, float]:
@@ -70,7 +70,7 @@ def _probability(text: str) -> float:
 
 
 def _fault_kinds(text: str) -> dict[str, float]:
-    from ..testing._mock_server import FAULT_KINDS
+    from ..testing._mock.options import FAULT_KINDS
 
     kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
     unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
@@ -137,7 +137,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _make_server(args: argparse.Namespace) -> MockOpenAIServer:
-    from ..testing._mock_server import Faults, KeyLimits, MockOpenAIServer
+    from ..testing._mock.options import Faults, KeyLimits
+    from ..testing._mock.server import MockOpenAIServer
 
     return MockOpenAIServer(
         host=args.host,

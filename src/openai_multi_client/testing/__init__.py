@@ -8,6 +8,7 @@ The server (and aiohttp.web with it) is imported only when first used.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._fake_clock import FakeClock
@@ -15,7 +16,8 @@ from ._mock_transport import MockTransport, error_response, json_response, sse_r
 from ._redis_server import RedisServer, RedisServerError
 
 if TYPE_CHECKING:
-    from ._mock_server import Faults, KeyLimits, MockOpenAIServer
+    from ._mock.options import Faults, KeyLimits
+    from ._mock.server import MockOpenAIServer
 
 __all__ = [
     "FakeClock",
@@ -30,12 +32,12 @@ __all__ = [
     "sse_response",
 ]
 
-_SERVER_NAMES = frozenset({"Faults", "KeyLimits", "MockOpenAIServer"})
+# Where the names imported on first use live: the server needs aiohttp.web, its options do not.
+_LAZY_NAMES = {"Faults": "options", "KeyLimits": "options", "MockOpenAIServer": "server"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SERVER_NAMES:
-        from . import _mock_server
-
-        return getattr(_mock_server, name)
+    module = _LAZY_NAMES.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(f"._mock.{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

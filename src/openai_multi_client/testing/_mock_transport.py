@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import _json
 from .._transport import HTTPRequest, HTTPResponse
+from ._mock.sse import DONE, sse
 
 Handler = Callable[[HTTPRequest], HTTPResponse | Awaitable[HTTPResponse]]
 
@@ -66,12 +67,9 @@ def sse_response(
     """An :class:`HTTPResponse` streaming ``events`` as server-sent events: each a dict (sent
     as ``data: <json>``) or a string (sent as it is, e.g. ``": keep-alive\n\n"``), then
     ``data: [DONE]`` unless ``done=False``."""
-    parts = [
-        event.encode() if isinstance(event, str) else b"data: " + _json.dumps(event) + b"\n\n"
-        for event in events
-    ]
+    parts = [event.encode() if isinstance(event, str) else sse(event) for event in events]
     if done:
-        parts.append(b"data: [DONE]\n\n")
+        parts.append(DONE)
     return HTTPResponse.build(
         status_code, {"content-type": "text/event-stream", **(headers or {})}, b"".join(parts)
     )

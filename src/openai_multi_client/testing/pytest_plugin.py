@@ -3,7 +3,7 @@
 Registered through the ``pytest11`` entry point, so installing the package makes the fixtures
 available to every test suite:
 
-* ``mock_openai``: a running :class:`~openai_multi_client.testing._mock_server.MockOpenAIServer`
+* ``mock_openai``: a running :class:`~openai_multi_client.testing._mock.server.MockOpenAIServer`
   with default settings (any non-empty key, no limits), in its own thread, one per test;
   point a client at ``mock_openai.base_url``.
 * ``mock_openai_factory``: call it with the server's keyword arguments to get more servers
@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from ._mock_server import MockOpenAIServer
+    from ._mock.server import MockOpenAIServer
 
 
 @pytest.fixture
 def mock_openai() -> Iterator[MockOpenAIServer]:
     """A running mock OpenAI server with default settings, stopped after the test."""
-    from ._mock_server import MockOpenAIServer
+    from ._mock.server import MockOpenAIServer
 
     server = MockOpenAIServer()
     server.start_in_thread()
@@ -43,7 +43,7 @@ def mock_openai() -> Iterator[MockOpenAIServer]:
 def mock_openai_factory() -> Iterator[Callable[..., MockOpenAIServer]]:
     """A function taking ``MockOpenAIServer``'s keyword arguments and returning a started
     server; every server it made is stopped after the test."""
-    from ._mock_server import MockOpenAIServer
+    from ._mock.server import MockOpenAIServer
 
     servers: list[MockOpenAIServer] = []
 

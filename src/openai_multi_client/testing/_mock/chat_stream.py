@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._mock_answers import slice_completions_logprobs
-from ._mock_sse import DONE, sse, text_pieces
+from .answers.logprobs import slice_completions_logprobs
+from .sse import DONE, sse, text_pieces
 
 
 def completion_events(answer: dict[str, Any], include_usage: bool) -> list[bytes]:

@@ -1,4 +1,5 @@
-"""Server-sent-event framing for the mock server: events, text pieces, write sizes.
+"""Server-sent-event framing for the mock server and ``MockTransport``: events, text pieces,
+write sizes.
 
 Independent of the library's own SSE parser on purpose: the mock must be able to catch its bugs.
 """
@@ -9,7 +10,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .. import _json
+from ... import _json
 
 # Sizes of the pieces a streamed reply's text is cut into, in turn (deterministic).
 PIECE_SIZES: Final = (3, 5, 1, 7, 4, 2, 6)
@@ -18,10 +19,15 @@ WRITE_SIZES: Final = (61, 17, 230, 5, 96)
 DONE: Final = b"data: [DONE]\n\n"
 
 
-def sse(payload: Mapping[str, Any], event: str | None = None) -> bytes:
-    """One event: ``data: JSON`` and, when given, an ``event:`` line before it."""
-    line = b"data: " + _json.dumps(payload) + b"\n\n"
+def frame(data: bytes, event: str | None = None) -> bytes:
+    """One event: ``data: DATA`` (one line) and, when given, an ``event:`` line before it."""
+    line = b"data: " + data + b"\n\n"
     return line if event is None else b"event: " + event.encode() + b"\n" + line
+
+
+def sse(payload: Mapping[str, Any], event: str | None = None) -> bytes:
+    """One event carrying ``payload`` as JSON (see :func:`frame`)."""
+    return frame(_json.dumps(payload), event)
 
 
 def _cut(data: Any, sizes: tuple[int, ...]) -> list[Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._mock_sse import sse, text_pieces
+from .sse import sse, text_pieces
 
 _Event = tuple[str, dict[str, Any]]
 
