@@ -466,13 +466,13 @@ def test_no_key_for_openai_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 async def test_engine_bug_reaches_the_consumer(fake_clock: FakeClock) -> None:
-    client = make_client(chat_reply)
+    from openai_multi_client import KeyPool
 
-    def broken_reserve(tokens: int, now: float) -> None:
-        raise RuntimeError("bug in key choice")
+    class BrokenPool(KeyPool):
+        def reserve(self, tokens: int, now: float) -> None:
+            raise RuntimeError("bug in key choice")
 
-    client._pool.reserve = broken_reserve  # type: ignore[method-assign]
-    async with client:
+    async with make_client(chat_reply, api_key=BrokenPool([Key(KEY)])) as client:
         await client.request(message("x"))
         with pytest.raises(RuntimeError, match="bug in key choice"):
             async for _ in client:
