@@ -8,6 +8,7 @@ import asyncio
 import logging
 import math
 from collections import defaultdict
+from time import monotonic
 
 import pytest
 from hypothesis import given, settings
@@ -112,6 +113,20 @@ async def test_cool_downs_and_retirements_reach_every_client() -> None:
     assert grants["j"].retired == "invalid key (401)"
     time.advance(2.5)
     assert (await backend.lease("other", {"k": Claim(1.0, 10)}))["k"].cooling_for == 0.0
+
+
+def test_in_memory_limits_take_a_clock() -> None:
+    with pytest.raises(ConfigurationError, match="Clock"):
+        InMemoryLimits(clock=monotonic)  # type: ignore[arg-type]
+
+
+async def test_in_memory_limits_run_on_the_loops_clock_by_default(fake_clock: FakeClock) -> None:
+    backend = InMemoryLimits()  # like the clients: virtual time here
+    await backend.lease("dies", {"k": Claim(1.0, 10)})
+    assert backend.held("k") == 1.0
+    await asyncio.sleep(backend.ttl)
+    assert backend.held("k") == 0.0
+    assert (await backend.lease("lives", {"k": Claim(1.0, 10)}))["k"].share == 1.0
 
 
 def test_lease_timing_is_checked() -> None:
