@@ -25,7 +25,7 @@ from typing import Any
 
 from _common import HERE, publish
 
-from openai_multi_client._redis_limits import SCRIPT_COMMANDS
+from openai_multi_client._limits.redis import SCRIPT_COMMANDS
 from openai_multi_client.testing import KeyLimits, MockOpenAIServer, RedisServer
 
 WORKERS = 3

@@ -39,12 +39,20 @@ from ._errors import (
     TransportError,
     UnprocessableEntityError,
 )
-from ._keys import Key, KeyPool, KeyStatistics, PoolStatistics
+from ._limits import (
+    Grant,
+    InMemoryLimits,
+    Key,
+    KeyPool,
+    KeyStatistics,
+    LimitsBackend,
+    PoolStatistics,
+    RedisLimits,
+    SharedLimitsStatistics,
+)
 from ._oneshot import arun_requests, run_requests
-from ._redis_limits import RedisLimits
 from ._request import ENDPOINTS, Payload, Request, Result
 from ._retry import RetryBudget, RetryPolicy
-from ._shared_limits import Grant, InMemoryLimits, LimitsBackend, SharedLimitsStatistics
 from ._stable import KeyManager, stable
 from ._stream import ChunkCallback
 from ._sync import OpenAIMultiClient, OpenAIMultiOrderedClient

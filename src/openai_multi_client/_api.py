@@ -31,7 +31,7 @@ from ._errors import (
     StreamInterruptedError,
     status_error,
 )
-from ._keys import Key
+from ._limits.key import Key
 from ._request import Request
 from ._stream import StreamReader, prepare_stream
 from ._transport import HTTPRequest, Timeout, Transport, response_too_large

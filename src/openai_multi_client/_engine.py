@@ -48,9 +48,19 @@ from ._errors import (
     SharedLimitsError,
     TransportError,
 )
-from ._keys import Key, KeyPool, PoolStatistics, Reservation, as_keys, check_secret
+from ._limits import (
+    Key,
+    KeyAdmission,
+    KeyPool,
+    LimitsBackend,
+    PoolStatistics,
+    Reservation,
+    SharedLimitsStatistics,
+    admit,
+    as_keys,
+    check_secret,
+)
 from ._producers import RequestFunction, RequestFunctions
-from ._redis_limits import RedisLimits
 from ._request import Callback, Request, Result, merge_template, resolve_endpoint
 from ._retry import (
     Action,
@@ -60,7 +70,6 @@ from ._retry import (
     is_overload,
     server_requested_delay,
 )
-from ._shared_limits import LeaseKeeper, LimitsBackend, SharedLimitsStatistics
 from ._stream import ChunkCallback, raise_chunk_error
 from ._tokens import TokenEstimator, default_estimator
 from ._transport import (
@@ -80,8 +89,6 @@ logger = logging.getLogger("openai_multi_client")
 _MAX_PACED_ATTEMPTS = 100
 # The largest usage.total_tokens believed (2**53: still exact as a float).
 _MAX_TOKENS = 1 << 53
-# How often a client waiting for capacity on a pool shared with other clients looks again.
-_SHARED_POOL_POLL = 0.05
 
 KeysArgument = str | Key | Sequence[str | Key] | KeyPool | None
 
@@ -184,7 +191,7 @@ class AsyncMultiClient:
         self._rng = rng or random.Random()
         self._backend: Backend
         shared_pool = api_key if isinstance(api_key, KeyPool) else None
-        self._shares_pool = shared_pool is not None
+        pool: KeyPool
         self._on_send = on_send
         if on_chunk is not None and not callable(on_chunk):
             raise ConfigurationError(f"on_chunk must be callable, got {type(on_chunk).__name__}")
@@ -194,7 +201,7 @@ class AsyncMultiClient:
             if not callable(custom_api):
                 raise ConfigurationError("custom_api must be a callable taking the request")
             self._backend = CustomAPIBackend(custom_api, concurrency)
-            self._pool = shared_pool or KeyPool(
+            pool = shared_pool or KeyPool(
                 as_keys(_key_list(api_key)) or [Key.keyless(name="custom-api")]
             )
         else:
@@ -216,7 +223,7 @@ class AsyncMultiClient:
                 owns_transport=transport is None,
                 max_response_bytes=max_response_bytes,
             )
-            self._pool = shared_pool or KeyPool(keys, concurrency=concurrency)
+            pool = shared_pool or KeyPool(keys, concurrency=concurrency)
             self._estimator = token_estimator or default_estimator()
 
         # Engine state; touched only from the event loop's thread.
@@ -247,15 +254,9 @@ class AsyncMultiClient:
         self._dispatch_wakeup = asyncio.Event()
         self._output_wakeup = asyncio.Event()
         self._space_wakeup = asyncio.Event()
-        self._keeper: LeaseKeeper | None = None
-        self._keeper_started = False
-        self._owned_limits: LimitsBackend | None = None  # made here from a URL: closed here
         self._producers = RequestFunctions(self.close)
-        if shared_limits is not None:
-            backend = _limits_backend(shared_limits)
-            if isinstance(shared_limits, str):
-                self._owned_limits = backend
-            self._keeper = LeaseKeeper(self._pool, backend, self._clock, self._dispatch_wakeup.set)
+        # All the engine sees of its keys; with shared limits it also leases their shares.
+        self._keys: KeyAdmission = admit(pool, self._clock, shared_limits)
 
     # ----------------------------------------------------------------- producing
 
@@ -527,20 +528,15 @@ class AsyncMultiClient:
         tasks = list(self._tasks)
         if self._dispatcher is not None:
             tasks.append(self._dispatcher)
-        if self._keeper is not None:
-            self._keeper.close()
         for task in tasks:
             task.cancel()
         self._wake_all()
         try:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
-            if self._keeper is not None and self._keeper_started:
-                await self._keeper.stop()
+            await self._keys.aclose()
         finally:
             await self._backend.aclose()
-            if self._owned_limits is not None:
-                await self._owned_limits.aclose()
 
     def _ensure_started(self) -> None:
         if self._dispatcher is None:
@@ -566,20 +562,18 @@ class AsyncMultiClient:
 
     async def _dispatch(self) -> None:
         try:
-            if self._keeper is not None:  # nothing goes out before this client has its shares
-                self._keeper_started = True
-                await self._keeper.start()
-                self._spawn(self._keeper.run())
+            # With shared limits, nothing goes out before this client has its shares.
+            await self._keys.start(self._dispatch_wakeup.set)
             while True:
                 request = self._peek_request()
                 if request is None:
                     await self._wait_for_wakeup(None)
                     continue
-                if request.tokens > self._pool.largest_cost():
+                if request.tokens > self._keys.largest_cost():
                     self._take_request()
                     self._finish(request, None, self._too_large_error(request), None)
                     continue
-                reservation = self._pool.reserve(request.tokens, self._clock.now())
+                reservation = self._keys.reserve(request.tokens, self._clock.now())
                 if reservation is None:  # every key is retired
                     self._take_request()
                     self._finish(request, None, self._no_key_error(), None)
@@ -625,12 +619,9 @@ class AsyncMultiClient:
         delay = deadline - self._clock.now()
         if delay <= 0:
             return
-        if math.isinf(delay):  # "after a release"
-            if not self._shares_pool:
-                await wakeup.wait()  # releases on our own pool wake us
-                return
-            # Another client sharing the pool may release: look again shortly.
-            delay = _SHARED_POOL_POLL
+        if math.isinf(delay):  # "after a release": the pool wakes us, whoever releases
+            await wakeup.wait()
+            return
         await wait_event(wakeup, self._clock, delay)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -653,7 +644,7 @@ class AsyncMultiClient:
             try:
                 self._on_send(request)
             except BaseException:  # e.g. the journal cannot be written: stop the run
-                self._pool.release(reservation, clock.now(), failed=True)
+                self._keys.release(reservation, clock.now(), failed=True)
                 raise
         started = clock.now()
         try:
@@ -665,11 +656,11 @@ class AsyncMultiClient:
             error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
             self._failed_attempt(request, reservation, error, clock.now() - started)
         except BaseException:  # cancelled (shutdown) or interrupted: hand the key back
-            self._pool.release(reservation, clock.now(), failed=True)
+            self._keys.release(reservation, clock.now(), failed=True)
             raise
         else:
             now = clock.now()
-            self._pool.release(
+            self._keys.release(
                 reservation, now, headers=outcome.headers, used_tokens=_used_tokens(outcome)
             )
             if self._budget is not None:
@@ -685,11 +676,11 @@ class AsyncMultiClient:
     ) -> None:
         key = reservation.key
         message = str(error)
-        redacted = self._pool.redact(message)
+        redacted = self._keys.redact(message)
         if redacted != message:
             error.args = (redacted,)
         now = self._clock.now()
-        self._pool.release(
+        self._keys.release(
             reservation,
             now,
             headers=getattr(error, "headers", None),
@@ -701,10 +692,8 @@ class AsyncMultiClient:
             return
         action = classify(error)
         if action is Action.RETIRE_KEY:
-            self._pool.retire(key, redacted)
-            if self._keeper is not None:
-                self._keeper.retired(key.id, redacted)
-            if self._pool.exhausted:
+            self._keys.retire(key, redacted)
+            if self._keys.exhausted:
                 self._finish(request, None, error, latency)
                 self._fail_waiting_retries()
                 return
@@ -721,9 +710,7 @@ class AsyncMultiClient:
             # keep a request forever).
             hint = server_requested_delay(error)
             pause = min(hint if hint is not None else 1.0, request.policy.max_server_delay)
-            self._pool.cool_down(key, now + pause)
-            if self._keeper is not None:
-                self._keeper.cooled_down(key.id, pause)
+            self._keys.cool_down(key, pause, now)
             if request.paced < _MAX_PACED_ATTEMPTS:
                 request.paced += 1
                 self._retries += 1
@@ -774,12 +761,12 @@ class AsyncMultiClient:
     def _too_large_error(self, request: Request) -> RequestTooLargeError:
         return RequestTooLargeError(
             f"request {request.index} would be charged {request.tokens} tokens, more than any "
-            f"key allows per minute ({self._pool.largest_cost():g}); shorten it or lower "
+            f"key allows per minute ({self._keys.largest_cost():g}); shorten it or lower "
             "max_tokens"
         )
 
     def _no_key_error(self) -> NoUsableKeyError:
-        reasons = "; ".join(f"{key}: {why}" for key, why in self._pool.retired_reasons().items())
+        reasons = "; ".join(f"{key}: {why}" for key, why in self._keys.retired_reasons().items())
         return NoUsableKeyError(
             f"every API key was retired for this run, so nothing can be sent ({reasons})"
         )
@@ -818,12 +805,8 @@ class AsyncMultiClient:
             result.response = getattr(error, "body", None)
             self._failed += 1
         request.body = None
-        if (
-            self._keeper is not None
-            and self._closed
-            and self._succeeded + self._failed == self._submitted
-        ):
-            self._keeper.idle()  # nothing left to send: the shares go to those with work
+        if self._closed and self._succeeded + self._failed == self._submitted:
+            self._keys.idle()  # nothing left to send
         if self._ordered:
             self._reorder[result.index] = result
             while self._next_to_output in self._reorder:
@@ -847,8 +830,8 @@ class AsyncMultiClient:
             retries=self._retries,
             consumed=self._consumed,
             retry_budget_level=None if self._budget is None else self._budget.level,
-            keys=self._pool.statistics(self._clock.now()),
-            shared_limits=None if self._keeper is None else self._keeper.statistics(),
+            keys=self._keys.statistics(self._clock.now()),
+            shared_limits=self._keys.shared_statistics(),
             last_retry_error=self._last_retry_error,
         )
 
@@ -861,7 +844,7 @@ class AsyncMultiClient:
         return (
             f"<AsyncMultiClient {state} ordered={self._ordered} concurrency={self._concurrency} "
             f"submitted={self._submitted} in_flight={self._in_flight} consumed={self._consumed} "
-            f"keys={self._pool!r}>"
+            f"keys={self._keys!r}>"
         )
 
 
@@ -891,17 +874,6 @@ def _used_tokens(outcome: Outcome) -> int | None:
         if isinstance(total, int) and not isinstance(total, bool) and 0 <= total <= _MAX_TOKENS:
             return total
     return None
-
-
-def _limits_backend(shared_limits: str | LimitsBackend) -> LimitsBackend:
-    if isinstance(shared_limits, str):
-        return RedisLimits(shared_limits)
-    if not isinstance(shared_limits, LimitsBackend):
-        raise ConfigurationError(
-            "shared_limits must be a Redis URL, a RedisLimits or an InMemoryLimits, got "
-            f"{type(shared_limits).__name__}"
-        )
-    return shared_limits
 
 
 def _default_key(secret: str | None, base_url: str) -> Key:

@@ -60,7 +60,7 @@ from ._errors import (
     RequestTimeoutError,
     status_error,
 )
-from ._keys import Key, KeyPool, Reservation, as_keys
+from ._limits import Key, KeyPool, Reservation, as_keys, loop_listener
 from ._retry import Action, RetryPolicy, classify, is_overload, server_requested_delay
 from ._validate import check_count
 
@@ -70,8 +70,6 @@ logger = logging.getLogger("openai_multi_client")
 
 R = TypeVar("R")
 
-#: How long a call waits before asking again when no key is free until another call releases one.
-_POLL_SECONDS = 0.05
 #: How long a key cools after a 429 that did not say how long to wait.
 _DEFAULT_COOL_DOWN = 1.0
 
@@ -250,7 +248,8 @@ class _Call:
         self.last_error: BaseException | None = None
 
     def take_key(self) -> Reservation | float:
-        """A reservation, or the seconds to wait before asking again.
+        """A reservation, or the seconds to wait before asking again (``inf``: until the
+        manager's capacity changes, see :meth:`wait_for_key` and :meth:`await_key`).
 
         Raises :class:`NoUsableKeyError` (chained from the last error) when every key is
         retired.
@@ -268,8 +267,39 @@ class _Call:
                 manager.redact(f"every API key of the KeyManager is retired ({reasons})")
             ) from self.last_error
         if math.isinf(got):
-            return _POLL_SECONDS
+            return got
         return max(0.0, got - now)
+
+    def wait_for_key(self) -> Reservation | float:
+        """:meth:`take_key`, blocking this thread while its answer is "after a release": woken
+        by the manager (a release by another thread or client, new shares), never polling."""
+        changed = threading.Event()
+        listener = changed.set
+        self.manager.add_listener(listener)  # before asking again: no wake-up is lost
+        try:
+            while True:
+                changed.clear()
+                step = self.take_key()
+                if isinstance(step, Reservation) or not math.isinf(step):
+                    return step
+                changed.wait()
+        finally:
+            self.manager.remove_listener(listener)
+
+    async def await_key(self) -> Reservation | float:
+        """:meth:`wait_for_key` for a coroutine: the wake-up comes through its event loop."""
+        changed = asyncio.Event()
+        listener = loop_listener(changed.set)
+        self.manager.add_listener(listener)
+        try:
+            while True:
+                changed.clear()
+                step = self.take_key()
+                if isinstance(step, Reservation) or not math.isinf(step):
+                    return step
+                await changed.wait()
+        finally:
+            self.manager.remove_listener(listener)
 
     def succeeded(self, reservation: Reservation) -> None:
         self.manager.release(reservation, self.manager.now())
@@ -426,6 +456,8 @@ def _sync_wrapper(
         sleep = call.manager.sleep
         while True:
             step = call.take_key()
+            if not isinstance(step, Reservation) and math.isinf(step):
+                step = call.wait_for_key()
             if not isinstance(step, Reservation):
                 sleep(step)
                 continue
@@ -453,6 +485,8 @@ def _async_wrapper(
         sleep = call.manager.async_sleep
         while True:
             step = call.take_key()
+            if not isinstance(step, Reservation) and math.isinf(step):
+                step = await call.await_key()
             if not isinstance(step, Reservation):
                 await sleep(step)
                 continue

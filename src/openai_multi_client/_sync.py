@@ -32,10 +32,10 @@ from ._api import CustomAPI
 from ._clock import Clock
 from ._engine import AsyncMultiClient, KeysArgument, Statistics
 from ._errors import CallbackError, ClientClosedError
+from ._limits import LimitsBackend
 from ._portal import Portal, PortalClosedError
 from ._request import Callback, Request, Result
 from ._retry import RetryBudget
-from ._shared_limits import LimitsBackend
 from ._stream import ChunkCallback, raise_chunk_error
 from ._tokens import TokenEstimator
 from ._transport import (

@@ -24,37 +24,26 @@ from openai_multi_client import (
     RedisLimits,
     SharedLimitsError,
 )
-from openai_multi_client._redis_limits import redact_url
-from openai_multi_client._shared_limits import Claim
-from openai_multi_client.testing import KeyLimits, MockOpenAIServer, RedisServer
+from openai_multi_client._limits import Claim
+from openai_multi_client._limits.redis import redact_url
+from openai_multi_client.testing import FakeClock, KeyLimits, MockOpenAIServer, RedisServer
 
 from .test_omc_run import omc, output_ids, write_input
 
-
-class Time:
-    """A clock set by hand, for both backends (Redis is given it instead of its own)."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-Factory = Callable[[Time], Awaitable[LimitsBackend]]
+Factory = Callable[[FakeClock], Awaitable[LimitsBackend]]
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
     made: list[LimitsBackend] = []
 
-    async def make(time: Time) -> LimitsBackend:
+    async def make(time: FakeClock) -> LimitsBackend:
         backend: LimitsBackend
         if request.param == "memory":
             backend = InMemoryLimits(clock=time)
         else:
             server: RedisServer = request.getfixturevalue("redis_server")
-            backend = RedisLimits(server.url, namespace=uuid.uuid4().hex, now=time)
+            backend = RedisLimits(server.url, namespace=uuid.uuid4().hex, now=time.now)
         made.append(backend)
         return backend
 
@@ -72,7 +61,7 @@ async def share(backend: LimitsBackend, client: str, demand: float = 1.0) -> flo
 
 
 async def test_a_lone_client_gets_the_whole_key(make_backend: Factory) -> None:
-    backend = await make_backend(Time())
+    backend = await make_backend(FakeClock(1_800_000_000.0))
     grant = (await backend.lease("a", claim()))["k"]
     assert (grant.share, grant.fair_share, grant.cooling_for, grant.retired) == (1.0, 1.0, 0, None)
 
@@ -80,52 +69,52 @@ async def test_a_lone_client_gets_the_whole_key(make_backend: Factory) -> None:
 async def test_clients_split_a_key_once_the_shrunk_share_is_no_longer_held(
     make_backend: Factory,
 ) -> None:
-    time = Time()
+    time = FakeClock(1_800_000_000.0)
     backend = await make_backend(time)
     assert await share(backend, "a") == 1.0
     assert await share(backend, "b") == 0.0  # a holds it all until it renews
-    time.now += 1.0
+    time.advance(1.0)
     assert await share(backend, "a") == 0.5  # shrinks, and holds 1.0 for 1.1 s more
-    time.now += 1.0
+    time.advance(1.0)
     assert await share(backend, "b") == 0.0
-    time.now += 0.2
+    time.advance(0.2)
     assert await share(backend, "b") == 0.5
 
 
 async def test_shares_are_max_min_fair_in_whole_slots(make_backend: Factory) -> None:
-    time = Time()
+    time = FakeClock(1_800_000_000.0)
     backend = await make_backend(time)
     demands = {"a": 0.2, "b": 1.0, "c": 1.0}
     shares: dict[str, float] = {}
     for _ in range(4):
         for client, demand in demands.items():
             shares[client] = await share(backend, client, demand)
-        time.now += 1.2
+        time.advance(1.2)
     assert shares == {"a": 0.2, "b": 0.4, "c": 0.4}
 
 
 async def test_a_lease_not_renewed_expires_within_ttl(make_backend: Factory) -> None:
-    time = Time()
+    time = FakeClock(1_800_000_000.0)
     backend = await make_backend(time)
     await share(backend, "dies")
-    time.now += backend.ttl - 0.01
+    time.advance(backend.ttl - 0.01)
     assert await share(backend, "lives") == 0.0
-    time.now += 0.01
+    time.advance(0.01)
     assert await share(backend, "lives") == 1.0
 
 
 async def test_a_released_lease_is_free_after_the_hold(make_backend: Factory) -> None:
-    time = Time()
+    time = FakeClock(1_800_000_000.0)
     backend = await make_backend(time)
     await share(backend, "a")
     await backend.release("a", ["k"])
     assert await share(backend, "b") == 0.0
-    time.now += 1.1
+    time.advance(1.1)
     assert await share(backend, "b") == 1.0
 
 
 async def test_cool_downs_and_retirements_reach_every_client(make_backend: Factory) -> None:
-    backend = await make_backend(Time())
+    backend = await make_backend(FakeClock(1_800_000_000.0))
     await backend.cool_down("k", 2.0)
     await backend.retire("j", "invalid key (401)")
     await backend.retire("j", "a later reason is not kept")
@@ -141,12 +130,12 @@ async def test_the_lua_script_agrees_with_the_reference_algorithm(
 ) -> None:
     """The same random sequence of renewals and releases, on both backends: the same grants."""
     rng = random.Random(5)
-    time = Time()
+    time = FakeClock(1_800_000_000.0)
     memory = InMemoryLimits(clock=time)
-    redis = RedisLimits(redis_server.url, namespace=uuid.uuid4().hex, now=time)
+    redis = RedisLimits(redis_server.url, namespace=uuid.uuid4().hex, now=time.now)
     try:
         for _ in range(400):
-            time.now += rng.choice([0.0, 0.1, 0.5, 1.0, 1.2, 3.5])
+            time.advance(rng.choice([0.0, 0.1, 0.5, 1.0, 1.2, 3.5]))
             client = rng.choice("abcde")
             if rng.random() < 0.1:
                 await memory.release(client, ["k", "j"])

@@ -555,13 +555,13 @@ def test_no_key_for_openai_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 async def test_engine_bug_reaches_the_consumer(fake_clock: FakeClock) -> None:
-    client = make_client(chat_reply)
+    from openai_multi_client import KeyPool
 
-    def broken_reserve(tokens: int, now: float) -> None:
-        raise RuntimeError("bug in key choice")
+    class BrokenPool(KeyPool):
+        def reserve(self, tokens: int, now: float) -> None:
+            raise RuntimeError("bug in key choice")
 
-    client._pool.reserve = broken_reserve  # type: ignore[method-assign]
-    async with client:
+    async with make_client(chat_reply, api_key=BrokenPool([Key(KEY)])) as client:
         await client.request(message("x"))
         with pytest.raises(RuntimeError, match="bug in key choice"):
             async for _ in client:
@@ -648,6 +648,55 @@ async def test_clients_sharing_a_pool_wake_each_other(fake_clock: FakeClock) -> 
     ):
         results = await asyncio.gather(run_all(first, 5), run_all(second, 5))
     assert all(not r.failed for batch in results for r in batch)
+
+
+async def test_a_client_sharing_a_pool_sends_the_instant_another_releases(
+    fake_clock: FakeClock,
+) -> None:
+    from openai_multi_client import KeyPool
+
+    sent: list[float] = []
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        sent.append(fake_clock.now())
+        await asyncio.sleep(0.512)
+        return chat_reply(request)
+
+    pool = KeyPool([Key(KEY)], concurrency=10)  # the first request probes the key alone
+    async with (
+        make_client(handler, api_key=pool) as first,
+        make_client(handler, api_key=pool) as second,
+    ):
+        await asyncio.gather(run_all(first, 1), run_all(second, 1))
+    # The waiting client is woken by the other's release, not by a poll some time later.
+    assert sent == [0.0, 0.512]
+
+
+async def test_a_release_on_another_thread_wakes_a_waiting_client(fake_clock: FakeClock) -> None:
+    from openai_multi_client import KeyPool
+
+    sent: list[float] = []
+    was_sent = asyncio.Event()
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        sent.append(fake_clock.now())
+        was_sent.set()
+        return chat_reply(request)
+
+    pool = KeyPool([Key(KEY)], concurrency=10)
+    probe = pool.reserve(0, fake_clock.now())  # someone else's first request holds the key
+    assert probe is not None
+    assert not isinstance(probe, float)
+    async with make_client(handler, api_key=pool) as client:
+        await client.request(message("x"))
+        await asyncio.sleep(1.01)  # the client waits for the key: no timer of its own runs
+        assert sent == []
+        await asyncio.to_thread(pool.release, probe, fake_clock.now())
+        await was_sent.wait()
+        assert sent == [1.01]  # woken through its event loop at the release, not by a poll
+        client.close()
+        results = [result async for result in client]
+    assert not results[0].failed
 
 
 async def test_abandon_unsent_stops_retries_and_queued_requests(fake_clock: FakeClock) -> None:

@@ -20,8 +20,7 @@ from openai_multi_client._headers import (
     parse_should_retry,
     parse_try_again_message,
 )
-from openai_multi_client._keys import Key, KeyPool, Reservation
-from openai_multi_client._limits import RateLimitHeaders
+from openai_multi_client._limits import Key, KeyPool, RateLimitHeaders, Reservation
 from openai_multi_client._retry import Action, RetryPolicy, classify
 from openai_multi_client._transport import HTTPRequest, HTTPResponse
 from openai_multi_client.testing import FakeClock, MockTransport

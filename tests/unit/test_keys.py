@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from openai_multi_client import ConfigurationError, Key
-from openai_multi_client._keys import KeyPool, Reservation, as_keys
+from openai_multi_client._limits import KeyPool, Reservation, as_keys
 
 SECRET = "sk-proj-secret-0123456789"
 LIMIT_HEADERS = {

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import math
 from collections import defaultdict
+from time import monotonic
 
 import pytest
 from hypothesis import given, settings
@@ -22,22 +23,8 @@ from openai_multi_client import (
     Key,
     LimitsBackend,
 )
-from openai_multi_client._shared_limits import Claim, allocate, fair_level
+from openai_multi_client._limits import Claim, allocate, fair_level
 from openai_multi_client.testing import FakeClock, MockTransport, error_response, json_response
-
-
-class Time:
-    """A clock set by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def holding(backend: InMemoryLimits, key: str, now: float) -> float:
-    return sum(lease.holding(now) for lease in backend._leases.get(key, {}).values())
 
 
 def test_fair_level_is_max_min_fair() -> None:
@@ -74,12 +61,12 @@ def test_leases_never_hand_out_more_than_the_key(
 ) -> None:
     """Whatever the clients do, what the live leases hold adds up to at most the whole key,
     nobody gets more than it asked for, and a share granted is at most the fair share."""
-    time = Time()
+    time = FakeClock(1000.0)
     backend = InMemoryLimits(clock=time)
 
     async def play() -> None:
         for client, operation, demand, elapsed in steps:
-            time.now += elapsed
+            time.advance(elapsed)
             if operation == "release":
                 await backend.release(client, ["k"])
             else:
@@ -87,45 +74,59 @@ def test_leases_never_hand_out_more_than_the_key(
                 assert grant.share <= math.ceil(demand * 10 - 1e-9) / 10 + 1e-12
                 assert grant.share * 10 == round(grant.share * 10)  # whole slots
                 assert grant.share <= grant.fair_share + 1e-12
-            assert holding(backend, "k", time.now) <= 1.0 + 1e-9
+            assert backend.held("k") <= 1.0 + 1e-9
 
     asyncio.run(play())
 
 
 async def test_a_share_grows_only_after_the_shrinking_lease_stops_holding_it() -> None:
-    time = Time()
+    time = FakeClock(1000.0)
     backend = InMemoryLimits(clock=time)  # renew 1 s, hold 1.1 s, ttl 3 s
     assert (await backend.lease("a", {"k": Claim(1.0, 10)}))["k"].share == 1.0
     second = (await backend.lease("b", {"k": Claim(1.0, 10)}))["k"]
     assert (second.share, second.fair_share) == (0.0, 0.5)
-    time.now += 1.0
+    time.advance(1.0)
     assert (await backend.lease("a", {"k": Claim(1.0, 10)}))["k"].share == 0.5  # shrinks, holds 1.0
-    time.now += 1.0
+    time.advance(1.0)
     assert (await backend.lease("b", {"k": Claim(1.0, 10)}))["k"].share == 0.0  # still held
-    time.now += 0.2
+    time.advance(0.2)
     assert (await backend.lease("b", {"k": Claim(1.0, 10)}))["k"].share == 0.5
 
 
 async def test_a_lease_not_renewed_expires_within_ttl() -> None:
-    time = Time()
+    time = FakeClock(1000.0)
     backend = InMemoryLimits(clock=time)
     await backend.lease("dies", {"k": Claim(1.0, 10)})
-    time.now += backend.ttl - 0.01
+    time.advance(backend.ttl - 0.01)
     assert (await backend.lease("lives", {"k": Claim(1.0, 10)}))["k"].share == 0.0
-    time.now += 0.01
+    time.advance(0.01)
     assert (await backend.lease("lives", {"k": Claim(1.0, 10)}))["k"].share == 1.0
 
 
 async def test_cool_downs_and_retirements_reach_every_client() -> None:
-    time = Time()
+    time = FakeClock(1000.0)
     backend = InMemoryLimits(clock=time)
     await backend.cool_down("k", 2.0)
     await backend.retire("j", "invalid key (401)")
     grants = await backend.lease("other", {"k": Claim(1.0, 10), "j": Claim(1.0, 10)})
     assert grants["k"].cooling_for == 2.0
     assert grants["j"].retired == "invalid key (401)"
-    time.now += 2.5
+    time.advance(2.5)
     assert (await backend.lease("other", {"k": Claim(1.0, 10)}))["k"].cooling_for == 0.0
+
+
+def test_in_memory_limits_take_a_clock() -> None:
+    with pytest.raises(ConfigurationError, match="Clock"):
+        InMemoryLimits(clock=monotonic)  # type: ignore[arg-type]
+
+
+async def test_in_memory_limits_run_on_the_loops_clock_by_default(fake_clock: FakeClock) -> None:
+    backend = InMemoryLimits()  # like the clients: virtual time here
+    await backend.lease("dies", {"k": Claim(1.0, 10)})
+    assert backend.held("k") == 1.0
+    await asyncio.sleep(backend.ttl)
+    assert backend.held("k") == 0.0
+    assert (await backend.lease("lives", {"k": Claim(1.0, 10)}))["k"].share == 1.0
 
 
 def test_lease_timing_is_checked() -> None:
@@ -194,7 +195,7 @@ async def test_three_clients_sharing_two_keys_stay_within_their_limits(
         return reply()
 
     transport = MockTransport(handler)
-    shared = InMemoryLimits(clock=fake_clock.now)
+    shared = InMemoryLimits(clock=fake_clock)
     clients = [worker(transport, shared, fake_clock) for _ in range(3)]
     failed = await asyncio.gather(*(run_worker(client, 200) for client in clients))
     finished = fake_clock.now()
@@ -232,7 +233,7 @@ async def test_a_client_that_leaves_gives_its_share_to_the_others(fake_clock: Fa
         return reply()
 
     transport = MockTransport(handler)
-    shared = InMemoryLimits(clock=fake_clock.now)
+    shared = InMemoryLimits(clock=fake_clock)
     keys = [Key("sk-s1", requests_per_minute=600)]
     short, long = (worker(transport, shared, fake_clock, keys) for _ in range(2))
     shares: list[float] = []
@@ -269,7 +270,7 @@ async def test_a_key_retired_or_cooled_by_one_client_rests_in_the_others(
         return reply()
 
     transport = MockTransport(handler)
-    shared = InMemoryLimits(clock=fake_clock.now)
+    shared = InMemoryLimits(clock=fake_clock)
     keys = [Key("sk-dead", requests_per_minute=600), Key("sk-good", requests_per_minute=600)]
     first, second = (
         AsyncMultiClient(
@@ -304,7 +305,7 @@ async def test_the_share_of_a_worker_that_died_is_taken_over_when_its_lease_expi
         await asyncio.sleep(0.05)
         return reply()
 
-    shared = InMemoryLimits(clock=fake_clock.now)
+    shared = InMemoryLimits(clock=fake_clock)
     client = worker(
         MockTransport(handler), shared, fake_clock, [Key("sk-s1", requests_per_minute=600)]
     )
@@ -335,7 +336,7 @@ async def test_a_cool_down_capped_by_a_whole_number_is_shared(fake_clock: FakeCl
     async def handler(request: HTTPRequest) -> HTTPResponse:
         return next(answers, reply())
 
-    shared = InMemoryLimits(clock=fake_clock.now)
+    shared = InMemoryLimits(clock=fake_clock)
     client = AsyncMultiClient(
         endpoint="chats", api_key="sk-s1", base_url="http://mock.invalid/v1",
         transport=MockTransport(handler), shared_limits=shared, clock=fake_clock,

@@ -10,6 +10,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
@@ -723,3 +724,60 @@ def test_secrets_never_appear_in_logs_errors_or_reprs(
     for text in texts:
         for secret in secrets:
             assert secret not in text
+
+
+class _WatchedManager(KeyManager):
+    """Says when a call starts waiting for the manager to change."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = threading.Event()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        super().add_listener(listener)
+        self.waiting.set()
+
+
+def test_a_call_waiting_for_capacity_is_woken_by_the_change_not_a_poll(
+    fake_time: FakeTime,
+) -> None:
+    def sleep(seconds: float) -> None:  # a poll would sleep; say that a call waits, too
+        fake_time.sleep(seconds)
+        manager.waiting.set()
+
+    manager = _WatchedManager(["sk-a"], now=fake_time.clock, sleep=sleep)
+    manager.set_shares(0.0)  # e.g. a client sharing the manager has not got its leases yet
+
+    @stable(manager=manager)
+    def ask(api_key: str) -> str:
+        return api_key
+
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(ask)
+        manager.waiting.wait()
+        manager.set_shares(1.0)
+        assert answer.result() == "sk-a"
+    assert fake_time.sleeps == []
+
+
+async def test_an_async_call_waiting_for_capacity_is_woken_by_the_change(
+    fake_time: FakeTime,
+) -> None:
+    async def async_sleep(seconds: float) -> None:
+        fake_time.sleep(seconds)
+        manager.waiting.set()
+        await asyncio.sleep(0)
+
+    manager = _WatchedManager(["sk-a"], now=fake_time.clock, async_sleep=async_sleep)
+    manager.set_shares(0.0)
+
+    @stable(manager=manager)
+    async def ask(api_key: str) -> str:
+        return api_key
+
+    call = asyncio.ensure_future(ask())
+    await asyncio.to_thread(manager.waiting.wait)
+    # Released from another thread: the wake-up reaches the call through its event loop.
+    await asyncio.to_thread(manager.set_shares, 1.0)
+    assert await call == "sk-a"
+    assert fake_time.sleeps == []

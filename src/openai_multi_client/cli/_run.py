@@ -47,9 +47,8 @@ from .._errors import (
     PermissionDeniedError,
 )
 from .._journal import Journal, JournalError, Known, NullJournal, open_status, request_digest
-from .._keys import Key
+from .._limits import Key, RedisLimits
 from .._progress import RunProgress, load_prices
-from .._redis_limits import RedisLimits
 from .._request import Request, Result
 from .._retry import Action, classify
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes

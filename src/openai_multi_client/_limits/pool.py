@@ -1,188 +1,34 @@
-"""API keys, and the pool that hands them out within their limits.
+"""The pool that hands API keys out within their limits.
 
-A :class:`Key` is configuration: its secret (held privately: its repr, its ``id`` and every
-message the library writes show only a redacted id such as ``key-3f9a1c2b`` or the name the
-user gave), where to send it, and its limits. A :class:`KeyPool` is the run-time side: for each
-key, its limiters (requests and tokens per minute, configured or learned from the
-``x-ratelimit-*`` headers), its adaptive concurrency for servers without such headers, its
-cool-down after a 429, its retirement, and its counters. Pools are thread-safe, so one pool (a
-:class:`~openai_multi_client.KeyManager`) can be shared by several clients and threads, which
-then share the keys' limits.
+A :class:`~openai_multi_client._limits.key.Key` is configuration; a :class:`KeyPool` is the
+run-time side: for each key, its limiters (requests and tokens per minute, configured or learned
+from the ``x-ratelimit-*`` headers), its adaptive concurrency for servers without such headers,
+its cool-down after a 429, its retirement, and its counters. Pools are thread-safe, so one pool
+(a :class:`~openai_multi_client.KeyManager`) can be shared by several clients and threads, which
+then share the keys' limits. A release (and anything else that can give capacity back) calls the
+pool's listeners, so clients on other event loops or threads that wait for capacity are woken at
+once instead of polling.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ._errors import ConfigurationError
-from ._headers import parse_float
-from ._limits import AdaptiveConcurrency, Admission, RateLimiter, RateLimitHeaders
-from ._redact import Redactor
-from ._shared_limits import Claim, Grant, demand_for
+from .._errors import ConfigurationError
+from .._headers import parse_float
+from .adaptive import AdaptiveConcurrency
+from .headers import RateLimitHeaders
+from .key import Key
+from .lease import Claim, Grant, demand_for
+from .window import Admission, RateLimiter
 
 logger = logging.getLogger("openai_multi_client")
 
-
-def redacted_id(secret: str) -> str:
-    """A stable, non-reversible id for a secret: ``key-`` and 8 hex digits of its SHA-256."""
-    return "key-" + hashlib.sha256(secret.encode("utf-8")).hexdigest()[:8]
-
-
-class Key:
-    """One API key, where and how to send it, and its limits.
-
-    ``base_url`` overrides the client's. ``azure=True`` sends the key as Azure's ``api-key``
-    header instead of ``Authorization: Bearer``, and ``api_version`` is added as the
-    ``api-version`` query parameter. ``organization`` is sent as ``OpenAI-Organization``.
-    ``requests_per_minute`` and ``tokens_per_minute`` are enforced by the client (otherwise they
-    are learned from the server's headers); ``weight`` scales the key's share of traffic when
-    several keys have headroom. ``name`` replaces the hash in the redacted id.
-    """
-
-    __slots__ = (
-        "_redactor",
-        "_secret",
-        "_secret_bytes",
-        "api_version",
-        "azure",
-        "base_url",
-        "id",
-        "organization",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "weight",
-    )
-
-    def __init__(
-        self,
-        secret: str,
-        *,
-        name: str | None = None,
-        base_url: str | None = None,
-        organization: str | None = None,
-        azure: bool = False,
-        api_version: str | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        weight: float = 1.0,
-    ) -> None:
-        check_secret(secret, "a key's secret")
-        if name is not None and secret in name:
-            raise ConfigurationError("a key's name must not contain its secret")
-        for argument, limit in (
-            ("requests_per_minute", requests_per_minute),
-            ("tokens_per_minute", tokens_per_minute),
-        ):
-            if limit is not None and (
-                isinstance(limit, bool)
-                or not isinstance(limit, int | float)
-                or not limit > 0
-                or math.isinf(limit)
-            ):
-                raise ConfigurationError(f"{argument} must be a positive number, got {limit!r}")
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
-            raise ConfigurationError(f"weight must be a positive number, got {weight!r}")
-        self._secret = secret
-        self._secret_bytes = secret.encode("utf-8")
-        self.id = name if name is not None else redacted_id(secret)
-        self._redactor = Redactor(secret, self.id)
-        self.base_url = base_url
-        self.organization = organization
-        self.azure = azure
-        self.api_version = api_version
-        self.requests_per_minute = requests_per_minute
-        self.tokens_per_minute = tokens_per_minute
-        self.weight = float(weight)
-
-    @classmethod
-    def keyless(cls, name: str | None = None, *, base_url: str | None = None) -> Key:
-        """A key without a secret, for a server that needs none (a local vLLM or Ollama):
-        requests carry no ``Authorization`` header."""
-        key = cls("\0", name=name, base_url=base_url)  # replaced below
-        key._secret, key._secret_bytes = "", b""
-        if name is None:
-            key.id = redacted_id("")
-        key._redactor = Redactor("", key.id)
-        return key
-
-    @property
-    def secret(self) -> str:
-        """The secret itself; only the transport should read this."""
-        return self._secret
-
-    @property
-    def secret_bytes(self) -> bytes:
-        """The secret as UTF-8 bytes (to scrub it from response bodies)."""
-        return self._secret_bytes
-
-    def auth_headers(self) -> dict[str, str]:
-        """The headers that carry this key (none for an empty key, as local servers need none)."""
-        headers: dict[str, str] = {}
-        if self._secret:
-            if self.azure:
-                headers["api-key"] = self._secret
-            else:
-                headers["Authorization"] = f"Bearer {self._secret}"
-        if self.organization:
-            headers["OpenAI-Organization"] = self.organization
-        return headers
-
-    def redact(self, text: str) -> str:
-        """``text`` with the secret, or the start of it (see :mod:`._redact`), replaced by the
-        redacted id."""
-        return self._redactor.in_text(text)
-
-    def redact_bytes(self, content: bytes) -> bytes:
-        """As :meth:`redact`, for a body as received."""
-        return self._redactor.in_bytes(content)
-
-    def __repr__(self) -> str:
-        return f"Key({self.id!r})"
-
-    __str__ = __repr__
-
-
-# What a README's example key looks like; sent as a key, it would only earn a 401 per request.
-_PLACEHOLDERS = frozenset({"...", "…"})
-
-
-def check_secret(secret: object, what: str) -> None:
-    """Refuse what cannot be a key: not a string, empty, blank, or the placeholder ``...``.
-    The message names ``what`` (e.g. "API key 2"), never the value."""
-    if not isinstance(secret, str):
-        raise ConfigurationError(f"{what} must be a string, got {type(secret).__name__}")
-    if not secret.strip():
-        raise ConfigurationError(
-            f"{what} is {'empty' if not secret else 'only whitespace'}: give the key itself "
-            "(for a server that needs no key, leave api_key out or use Key.keyless())"
-        )
-    if secret.strip() in _PLACEHOLDERS:
-        raise ConfigurationError(
-            f"{what} is the placeholder '...' from an example: replace it with your API key"
-        )
-
-
-def as_keys(keys: Iterable[str | Key]) -> list[Key]:
-    """Normalise a list of secrets or :class:`Key` objects."""
-    result: list[Key] = []
-    for position, item in enumerate(keys):
-        if isinstance(item, Key):
-            result.append(item)
-        elif isinstance(item, str):
-            check_secret(item, f"API key {position}")
-            result.append(Key(item))
-        else:
-            raise ConfigurationError(
-                f"api_key entry {position} must be a string or a Key, got {type(item).__name__}"
-            )
-    if len({key.id for key in result}) != len(result):
-        raise ConfigurationError("the same API key (or key name) is listed twice")
-    return result
+Listener = Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +205,32 @@ class KeyPool:
         self._waited = True
         self._measured_at = -math.inf  # when lease_claims() last measured the use of the keys
         self._largest_cost: float | None = None  # cached; reset when limits change
+        # Called (on whatever thread) when capacity may have come back; copied on write so
+        # that a release reads it without the lock.
+        self._listeners: tuple[Listener, ...] = ()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener()`` whenever capacity may have come back (a release, new shares, a
+        retirement), from the thread that caused it. It must be quick and must not block: a
+        client waiting on another event loop schedules its wake-up there."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+            if listener in listeners:
+                listeners.remove(listener)
+            self._listeners = tuple(listeners)
+
+    def _changed(self) -> None:
+        """Tell the listeners (called outside the lock)."""
+        for listener in self._listeners:
+            listener()
+
+    @property
+    def key_ids(self) -> Sequence[str]:
+        return tuple(state.key.id for state in self._states)
 
     @property
     def keys(self) -> Sequence[Key]:
@@ -463,6 +335,7 @@ class KeyPool:
                     state.adaptive.on_overload(now)
                 elif not failed:
                     state.adaptive.on_success()
+        self._changed()
 
     def _learn(
         self, state: _KeyState, headers: Mapping[str, str], used_tokens: int, now: float
@@ -534,9 +407,10 @@ class KeyPool:
             left,
             len(self._states),
         )
+        self._changed()  # those waiting learn when no key is left
 
     def lease_claims(self, now: float, interval: float) -> dict[str, Claim]:
-        """Each usable key's claim for a share (:mod:`~openai_multi_client._shared_limits`):
+        """Each usable key's claim for a share (:mod:`~openai_multi_client._limits.lease`):
         all of it when requests waited for capacity since the last call; else the fraction
         used since the last measure, with a margin, measured over at least half of the renewal
         ``interval`` (a renewal sooner than that repeats the last demand: a few milliseconds
@@ -563,6 +437,7 @@ class KeyPool:
         with self._lock:
             for state in self._states:
                 state.set_share(share)
+        self._changed()
 
     def apply_grants(self, grants: Mapping[str, Grant], now: float) -> None:
         """Take the shares, cool-downs and retirements a lease renewal brought."""
@@ -582,6 +457,7 @@ class KeyPool:
                 state.set_share(grant.share)
         for key, reason in retired:
             self.retire(key, f"retired by another process: {reason}")
+        self._changed()
 
     def retired_reasons(self) -> dict[str, str]:
         """Redacted key id -> why it was retired."""

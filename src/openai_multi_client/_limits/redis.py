@@ -1,4 +1,4 @@
-"""Shared limits in Redis: the lease algorithm of :mod:`~openai_multi_client._shared_limits`,
+"""Shared limits in Redis: the lease algorithm of :mod:`~openai_multi_client._limits.lease`,
 run atomically by Lua scripts in the Redis server (needs the ``redis`` extra).
 
 Layout, for each key id (a redacted id or the key's name; never a secret), all under one hash
@@ -18,8 +18,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._errors import ConfigurationError, SharedLimitsError
-from ._shared_limits import (
+from .._errors import ConfigurationError, SharedLimitsError
+from .._validate import check_seconds
+from .lease import (
     DEFAULT_HOLD,
     DEFAULT_RENEW_INTERVAL,
     DEFAULT_TTL,
@@ -29,7 +30,6 @@ from ._shared_limits import (
     check_lease_timing,
     check_on_unavailable,
 )
-from ._validate import check_seconds
 
 # Both scripts time leases by ARGV[2] in ms, or by the Redis server's clock when it is ''.
 _NOW = """
@@ -42,7 +42,7 @@ else
 end
 """
 
-# One renewal of every key of one lease holder; mirrors _shared_limits._renew.
+# One renewal of every key of one lease holder; mirrors lease._renew.
 # KEYS: per key, its lease hash, cool-down and retirement keys.
 # ARGV: holder, now in ms ('' for the server's clock), ttl ms, hold ms, then per key its
 # demand and slots (a Claim).

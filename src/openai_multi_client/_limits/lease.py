@@ -3,10 +3,10 @@
 Without sharing, every process paces each key to the key's whole limit, so N workers on the same
 keys together send N times too much and drown in 429s. With a :class:`LimitsBackend`, each
 client holds a *lease* on a share of every key: a fraction of its requests and tokens per
-minute. The client's own limiters (:class:`~openai_multi_client._limits.RateLimiter`) pace it to
-that fraction, so the backend is never on the path of a request: a client talks to it once per
-``renew_interval`` (one round trip for all its keys), and when it must tell the others something
-at once (a key cooled down after a 429, a key retired).
+minute. The client's own limiters (:class:`~openai_multi_client._limits.window.RateLimiter`)
+pace it to that fraction, so the backend is never on the path of a request: a client talks to it
+once per ``renew_interval`` (one round trip for all its keys), and when it must tell the others
+something at once (a key cooled down after a 429, a key retired).
 
 The algorithm (after Google's Doorman, simplified to fractions of a key):
 
@@ -30,40 +30,24 @@ renewal, so a key that one process found dead or over its limit rests everywhere
 :class:`InMemoryLimits` runs this algorithm in the process's memory (to share keys among clients
 that do not share a :class:`~openai_multi_client.KeyPool`, and as the reference the Redis backend
 is tested against); :class:`~openai_multi_client.RedisLimits` runs it in Redis, atomically, in
-Lua. :class:`LeaseKeeper` is the client's side: the task that renews and applies the leases.
+Lua. :class:`~openai_multi_client._limits.keeper.LeaseKeeper` is the client's side: the task
+that renews and applies the leases. This module is a leaf: it knows nothing of the key pool.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
-import os
-import socket
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
-from ._clock import wait_event
-from ._errors import ConfigurationError, SharedLimitsError
-from ._validate import check_seconds
-
-if TYPE_CHECKING:
-    from ._clock import Clock
-    from ._keys import KeyPool
-
-logger = logging.getLogger("openai_multi_client")
+from .._clock import Clock, LoopClock
+from .._errors import ConfigurationError
+from .._validate import check_seconds
 
 DEFAULT_RENEW_INTERVAL = 1.0
-DEFAULT_HOLD = 1.1  # one limiter window (_limits.WINDOW_SECONDS), and time to apply a shrink
+DEFAULT_HOLD = 1.1  # one limiter window (window.WINDOW_SECONDS), and time to apply a shrink
 DEFAULT_TTL = 3.0
-# A client whose share is below its fair share renews this much sooner, to catch up quickly.
-_CATCH_UP = 0.25
-# A client wanting more looks again this long after another lease would expire.
-_AFTER_EXPIRY = 0.01
 # Demand when requests did not wait: the fraction used, times this. A client with nothing to
 # do asks for nothing; when work comes, its requests wait, and the next renewal asks for all.
 _DEMAND_MARGIN = 1.5
@@ -201,7 +185,7 @@ def _renew(
     """One key's lease table, one renewal: drop expired leases, grant ``client`` its fair share
     out of what the others do not hold. Returns ``(share, fair share, seconds until the first
     other lease expires)``. Mirrored line by line
-    by the Lua script of :mod:`~openai_multi_client._redis_limits`."""
+    by the Lua script of :mod:`~openai_multi_client._limits.redis`."""
     for name in [name for name, lease in leases.items() if lease.expires <= now]:
         del leases[name]
     mine = leases.get(client)
@@ -233,8 +217,8 @@ def _release(leases: dict[str, _Lease], client: str, now: float, hold: float) ->
 
 class InMemoryLimits:
     """The lease algorithm in this process's memory: shares keys among clients in one process
-    (each client with its own key list is one lease holder). ``clock`` gives the time in
-    seconds (default: :func:`time.monotonic`)."""
+    (each client with its own key list is one lease holder). ``clock`` is the
+    :class:`~openai_multi_client.Clock` that times the leases (default: the event loop's)."""
 
     def __init__(
         self,
@@ -242,20 +226,24 @@ class InMemoryLimits:
         renew_interval: float = DEFAULT_RENEW_INTERVAL,
         ttl: float = DEFAULT_TTL,
         hold: float = DEFAULT_HOLD,
-        clock: Callable[[], float] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         check_lease_timing(renew_interval, ttl, hold)
         self.renew_interval = float(renew_interval)
         self.ttl = float(ttl)
         self.hold = float(hold)
         self.on_unavailable: OnUnavailable = "fail"
-        self._clock = clock or time.monotonic
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigurationError(
+                f"clock must be a Clock (with now() and sleep()), got {type(clock).__name__}"
+            )
+        self._clock: Clock = clock or LoopClock()
         self._leases: dict[str, dict[str, _Lease]] = {}
         self._cooling_until: dict[str, float] = {}
         self._retired: dict[str, str] = {}
 
     async def lease(self, client: str, claims: Mapping[str, Claim]) -> dict[str, Grant]:
-        now = self._clock()
+        now = self._clock.now()
         grants: dict[str, Grant] = {}
         for key, claim in claims.items():
             leases = self._leases.setdefault(key, {})
@@ -265,12 +253,12 @@ class InMemoryLimits:
         return grants
 
     async def release(self, client: str, keys: Sequence[str]) -> None:
-        now = self._clock()
+        now = self._clock.now()
         for key in keys:
             _release(self._leases.get(key, {}), client, now, self.hold)
 
     async def cool_down(self, key: str, seconds: float) -> None:
-        until = self._clock() + seconds
+        until = self._clock.now() + seconds
         if until > self._cooling_until.get(key, -math.inf):
             self._cooling_until[key] = until
 
@@ -280,186 +268,15 @@ class InMemoryLimits:
     async def aclose(self) -> None:
         return None
 
+    def held(self, key: str) -> float:
+        """The fraction of ``key`` the live leases hold now (a shrunk lease counts what it held
+        until its hold ends): never above 1.0."""
+        now = self._clock.now()
+        leases = self._leases.get(key, {})
+        return sum(lease.holding(now) for lease in leases.values() if lease.expires > now)
+
     def __repr__(self) -> str:
         return f"InMemoryLimits(keys={len(self._leases)}, renew_interval={self.renew_interval:g})"
-
-
-@dataclass(frozen=True, slots=True)
-class SharedLimitsStatistics:
-    """The client's side of the shared limits: the lease holder's ``client`` name, round trips
-    to the backend, failed ones, and whether the client runs on local limits because the
-    backend could not be reached."""
-
-    client: str
-    round_trips: int
-    failures: int
-    local_fallback: bool
-
-
-class LeaseKeeper:
-    """Renews a :class:`KeyPool`'s leases with a :class:`LimitsBackend` and applies the grants
-    to the pool; writes the pool's cool-downs and retirements through to the backend.
-
-    ``start()`` takes the first leases (the pool sends nothing before); then ``run()`` renews
-    every ``renew_interval`` (sooner while a share is catching up with its fair share) until
-    cancelled; ``stop()`` gives the leases back. When the backend fails at start,
-    ``on_unavailable`` decides: ``"fail"`` raises :class:`SharedLimitsError`, ``"local"`` warns
-    and runs on the whole of every key. When it fails later, the pool keeps its last shares
-    (never growing them), warns once, and the keeper tries again every ``renew_interval``.
-    """
-
-    def __init__(
-        self,
-        pool: KeyPool,
-        backend: LimitsBackend,
-        clock: Clock,
-        on_change: Callable[[], None],
-    ) -> None:
-        self._pool = pool
-        pool.set_shares(0.0)  # nothing is sent before the first lease
-        self._backend = backend
-        self._clock = clock
-        self._on_change = on_change
-        self.client = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._cool_downs: list[tuple[str, float]] = []  # to write through: key id, seconds
-        self._retirements: list[tuple[str, str]] = []  # key id, redacted reason
-        self._event = asyncio.Event()
-        self._next_renewal = 0.0
-        self._failing = False
-        self._local = False
-        self._idle = False
-        self._closing = False
-        self._round_trips = 0
-        self._failures = 0
-
-    def statistics(self) -> SharedLimitsStatistics:
-        return SharedLimitsStatistics(self.client, self._round_trips, self._failures, self._local)
-
-    async def start(self) -> None:
-        try:
-            await self._renew()
-        except SharedLimitsError as exc:
-            if self._backend.on_unavailable == "fail":
-                raise
-            self._local = True
-            self._pool.set_shares(1.0)
-            logger.warning(
-                "%s; running on local limits: processes sharing these keys may together "
-                "exceed their limits",
-                exc,
-            )
-            self._next_renewal = self._clock.now() + self._backend.renew_interval
-
-    async def run(self) -> None:
-        clock = self._clock
-        # Until close(): a backend may swallow the task's cancellation (a Redis client caught
-        # mid-command has been seen to), so the loop does not rely on it alone.
-        while not self._closing:
-            delay = self._next_renewal - clock.now()
-            if delay > 0 and not (self._cool_downs or self._retirements):
-                await self._wait(delay)
-            await self._send_events()
-            if clock.now() >= self._next_renewal:
-                try:
-                    await self._renew()
-                except SharedLimitsError as exc:
-                    self._next_renewal = clock.now() + self._backend.renew_interval
-                    if not self._failing:
-                        self._failing = True
-                        logger.warning(
-                            "%s; keeping the current shares of the keys until it answers", exc
-                        )
-
-    async def _wait(self, delay: float) -> None:
-        self._event.clear()
-        await wait_event(self._event, self._clock, delay)
-
-    async def _renew(self) -> None:
-        backend = self._backend
-        claims = self._pool.lease_claims(self._clock.now(), backend.renew_interval)
-        if self._idle:
-            claims = {key: Claim(0.0, claim.slots) for key, claim in claims.items()}
-        if not claims:  # every key is retired
-            self._next_renewal = math.inf
-            return
-        self._round_trips += 1
-        try:
-            grants = await backend.lease(self.client, claims)
-        except SharedLimitsError:
-            self._failures += 1
-            raise
-        if self._failing or self._local:
-            logger.warning("shared limits are back: %r answers again", backend)
-            self._failing = self._local = False
-        now = self._clock.now()
-        self._pool.apply_grants(grants, now)
-        self._next_renewal = now + self._renew_in(claims, grants)
-        self._on_change()
-
-    def _renew_in(self, claims: Mapping[str, Claim], grants: Mapping[str, Grant]) -> float:
-        """Seconds to the next renewal: the interval; a quarter of it while a share is below
-        its fair share; just after another lease expires if this client wants more (a dead
-        worker's share is taken over as soon as it is free)."""
-        interval = self._backend.renew_interval
-        delay = interval
-        for key, grant in grants.items():
-            if grant.share < grant.fair_share - 1e-9:
-                delay = min(delay, interval * _CATCH_UP)
-            if grant.others_expire_in is not None and grant.share < claims[key].demand - 1e-9:
-                delay = min(delay, grant.others_expire_in + _AFTER_EXPIRY)
-        return max(0.0, delay)
-
-    def close(self) -> None:
-        """Stop :meth:`run` at its next turn (the engine also cancels it)."""
-        self._closing = True
-        self._event.set()
-
-    def idle(self) -> None:
-        """This client has nothing left to send: give its shares up now (ask for nothing)."""
-        if not self._idle:
-            self._idle = True
-            self._next_renewal = self._clock.now()
-            self._event.set()
-
-    def cooled_down(self, key: str, seconds: float) -> None:
-        self._cool_downs.append((key, float(seconds)))
-        self._event.set()
-
-    def retired(self, key: str, reason: str) -> None:
-        self._retirements.append((key, reason))
-        self._event.set()
-
-    async def _send_events(self) -> None:
-        """Write the cool-downs and retirements noted since the last turn through to the
-        backend (one round trip each)."""
-        cool_downs, self._cool_downs = self._cool_downs, []
-        retirements, self._retirements = self._retirements, []
-        backend = self._backend
-        sends = [("cool-down", key, partial(backend.cool_down, key, s)) for key, s in cool_downs]
-        sends += [("retirement", key, partial(backend.retire, key, r)) for key, r in retirements]
-        for kind, key, send in sends:
-            self._round_trips += 1
-            try:
-                await send()
-            except SharedLimitsError as exc:
-                self._failures += 1
-                logger.warning("could not share a %s of key %s: %s", kind, key, exc)
-
-    async def stop(self) -> None:
-        """Give the leases back (best effort: a lease not given back expires within ttl)."""
-        if self._local:
-            return
-        keys = [key.id for key in self._pool.keys]
-        self._pool.set_shares(0.0)
-        self._round_trips += 1
-        try:
-            await asyncio.wait_for(self._backend.release(self.client, keys), timeout=2.0)
-        except (SharedLimitsError, asyncio.TimeoutError) as exc:
-            self._failures += 1
-            logger.debug("could not give the leases back (they expire on their own): %r", exc)
-
-    def __repr__(self) -> str:
-        return f"LeaseKeeper({self.client!r}, {self._backend!r})"
 
 
 def demand_for(used: float, waited: bool) -> float:

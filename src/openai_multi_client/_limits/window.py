@@ -1,5 +1,4 @@
-"""Per-key rate limiters: requests per minute and tokens per minute, and adaptive concurrency for
-servers that publish no limits.
+"""The window limiters: one per-minute limit (requests or tokens) of one key.
 
 Algorithm: a sliding-window log over one second. OpenAI enforces per-minute limits over short
 periods ("60,000 RPM may be enforced as 1,000 per second"), so a limit of ``L`` per minute
@@ -21,11 +20,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
 
-from ._errors import ConfigurationError
-from ._headers import parse_float
+from .._errors import ConfigurationError
 
 WINDOW_SECONDS = 1.0
 
@@ -66,7 +62,7 @@ class RateLimiter:
 
     def set_share(self, share: float) -> None:
         """Use only ``share`` (0 < share <= 1) of the limit: the part of a key that the shared
-        limits granted this process (:mod:`~openai_multi_client._shared_limits`)."""
+        limits granted this process (:mod:`~openai_multi_client._limits.lease`)."""
         if not 0 < share <= 1:
             raise ValueError(f"a share must be in (0, 1], got {share!r}")
         if share != self.share:
@@ -146,77 +142,3 @@ class RateLimiter:
     def __repr__(self) -> str:
         share = "" if self.share == 1 else f", share {self.share:.3g}"
         return f"RateLimiter({self.limit_per_minute:g}/min over {self.window:g} s{share})"
-
-
-class AdaptiveConcurrency:
-    """Concurrency found by AIMD for servers that publish no limits (vLLM, Ollama, ...).
-
-    Like TCP: a slow start from 1 doubles the limit every round trip (+1 per success) until the
-    first overload; from then on each success adds ``1 / limit`` (about +1 per round trip) and a
-    429, 503 or timeout halves the limit, at most once per ``cooldown`` seconds so that a burst
-    of failures from one overload counts once. Between 1 and ``maximum``.
-    """
-
-    __slots__ = ("_last_decrease", "cooldown", "limit", "maximum", "slow_start")
-
-    def __init__(self, maximum: int, cooldown: float = 1.0) -> None:
-        self.maximum = maximum
-        self.limit = 1.0
-        self.slow_start = True
-        self.cooldown = cooldown
-        self._last_decrease = -math.inf
-
-    @property
-    def allowed(self) -> int:
-        return max(1, int(self.limit))
-
-    def on_success(self) -> None:
-        step = 1.0 if self.slow_start else 1.0 / max(1.0, self.limit)
-        self.limit = min(float(self.maximum), self.limit + step)
-
-    def on_overload(self, now: float) -> None:
-        self.slow_start = False
-        if now - self._last_decrease >= self.cooldown:
-            self.limit = max(1.0, self.limit / 2.0)
-            self._last_decrease = now
-
-    def __repr__(self) -> str:
-        phase = "slow start" if self.slow_start else "AIMD"
-        return f"AdaptiveConcurrency({self.limit:.1f} of {self.maximum}, {phase})"
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitHeaders:
-    """The limits and what remains of them, from one response's ``x-ratelimit-*`` headers
-    (``None`` where absent or garbage). The reset durations are read only when a 429 needs a
-    wait (:func:`~openai_multi_client._headers.parse_rate_limit_reset`)."""
-
-    limit_requests: float | None
-    remaining_requests: float | None
-    limit_tokens: float | None
-    remaining_tokens: float | None
-
-    @property
-    def present(self) -> bool:
-        return self.limit_requests is not None or self.limit_tokens is not None
-
-    @classmethod
-    def parse(cls, headers: Mapping[str, str]) -> RateLimitHeaders:
-        return cls(
-            _limit(headers.get("x-ratelimit-limit-requests")),
-            _number(headers.get("x-ratelimit-remaining-requests")),
-            _limit(headers.get("x-ratelimit-limit-tokens")),
-            _number(headers.get("x-ratelimit-remaining-tokens")),
-        )
-
-
-def _number(value: str | None) -> float | None:
-    number = parse_float(value)
-    return None if number is None or number < 0 else number
-
-
-def _limit(value: str | None) -> float | None:
-    """A per-minute limit is at least 1: ``0`` or ``1e-300`` is garbage (it would stop the key
-    for ever), not a limit."""
-    number = parse_float(value)
-    return None if number is None or number < 1 else number

@@ -1,0 +1,218 @@
+"""The client's side of shared limits: the :class:`LeaseKeeper` task that renews a key pool's
+leases with a :class:`~openai_multi_client._limits.lease.LimitsBackend`, applies the grants, and
+writes the pool's cool-downs and retirements through. It sees the pool only as a
+:class:`LeaseHolder`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+from .._clock import Clock, wait_event
+from .._errors import SharedLimitsError
+from .lease import Claim, Grant, LimitsBackend
+
+logger = logging.getLogger("openai_multi_client")
+
+# A client whose share is below its fair share renews this much sooner, to catch up quickly.
+_CATCH_UP = 0.25
+# A client wanting more looks again this long after another lease would expire.
+_AFTER_EXPIRY = 0.01
+
+
+class LeaseHolder(Protocol):
+    """What the keeper needs of a key pool."""
+
+    @property
+    def key_ids(self) -> Sequence[str]:
+        """The redacted ids of every key."""
+        ...
+
+    def lease_claims(self, now: float, interval: float) -> dict[str, Claim]: ...
+
+    def set_shares(self, share: float) -> None: ...
+
+    def apply_grants(self, grants: Mapping[str, Grant], now: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SharedLimitsStatistics:
+    """The client's side of the shared limits: the lease holder's ``client`` name, round trips
+    to the backend, failed ones, and whether the client runs on local limits because the
+    backend could not be reached."""
+
+    client: str
+    round_trips: int
+    failures: int
+    local_fallback: bool
+
+
+class LeaseKeeper:
+    """Renews a key pool's leases with a :class:`LimitsBackend` and applies the grants
+    to the pool; writes the pool's cool-downs and retirements through to the backend.
+
+    ``start()`` takes the first leases (the pool sends nothing before); then ``run()`` renews
+    every ``renew_interval`` (sooner while a share is catching up with its fair share) until
+    cancelled; ``stop()`` gives the leases back. When the backend fails at start,
+    ``on_unavailable`` decides: ``"fail"`` raises :class:`SharedLimitsError`, ``"local"`` warns
+    and runs on the whole of every key. When it fails later, the pool keeps its last shares
+    (never growing them), warns once, and the keeper tries again every ``renew_interval``.
+    """
+
+    def __init__(
+        self,
+        pool: LeaseHolder,
+        backend: LimitsBackend,
+        clock: Clock,
+    ) -> None:
+        self._pool = pool
+        pool.set_shares(0.0)  # nothing is sent before the first lease
+        self._backend = backend
+        self._clock = clock
+        self.client = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._cool_downs: list[tuple[str, float]] = []  # to write through: key id, seconds
+        self._retirements: list[tuple[str, str]] = []  # key id, redacted reason
+        self._event = asyncio.Event()
+        self._next_renewal = 0.0
+        self._failing = False
+        self._local = False
+        self._idle = False
+        self._closing = False
+        self._round_trips = 0
+        self._failures = 0
+
+    def statistics(self) -> SharedLimitsStatistics:
+        return SharedLimitsStatistics(self.client, self._round_trips, self._failures, self._local)
+
+    async def start(self) -> None:
+        try:
+            await self._renew()
+        except SharedLimitsError as exc:
+            if self._backend.on_unavailable == "fail":
+                raise
+            self._local = True
+            self._pool.set_shares(1.0)
+            logger.warning(
+                "%s; running on local limits: processes sharing these keys may together "
+                "exceed their limits",
+                exc,
+            )
+            self._next_renewal = self._clock.now() + self._backend.renew_interval
+
+    async def run(self) -> None:
+        clock = self._clock
+        # Until close(): a backend may swallow the task's cancellation (a Redis client caught
+        # mid-command has been seen to), so the loop does not rely on it alone.
+        while not self._closing:
+            delay = self._next_renewal - clock.now()
+            if delay > 0 and not (self._cool_downs or self._retirements):
+                await self._wait(delay)
+            await self._send_events()
+            if clock.now() >= self._next_renewal:
+                try:
+                    await self._renew()
+                except SharedLimitsError as exc:
+                    self._next_renewal = clock.now() + self._backend.renew_interval
+                    if not self._failing:
+                        self._failing = True
+                        logger.warning(
+                            "%s; keeping the current shares of the keys until it answers", exc
+                        )
+
+    async def _wait(self, delay: float) -> None:
+        self._event.clear()
+        await wait_event(self._event, self._clock, delay)
+
+    async def _renew(self) -> None:
+        backend = self._backend
+        claims = self._pool.lease_claims(self._clock.now(), backend.renew_interval)
+        if self._idle:
+            claims = {key: Claim(0.0, claim.slots) for key, claim in claims.items()}
+        if not claims:  # every key is retired
+            self._next_renewal = math.inf
+            return
+        self._round_trips += 1
+        try:
+            grants = await backend.lease(self.client, claims)
+        except SharedLimitsError:
+            self._failures += 1
+            raise
+        if self._failing or self._local:
+            logger.warning("shared limits are back: %r answers again", backend)
+            self._failing = self._local = False
+        now = self._clock.now()
+        self._pool.apply_grants(grants, now)
+        self._next_renewal = now + self._renew_in(claims, grants)
+
+    def _renew_in(self, claims: Mapping[str, Claim], grants: Mapping[str, Grant]) -> float:
+        """Seconds to the next renewal: the interval; a quarter of it while a share is below
+        its fair share; just after another lease expires if this client wants more (a dead
+        worker's share is taken over as soon as it is free)."""
+        interval = self._backend.renew_interval
+        delay = interval
+        for key, grant in grants.items():
+            if grant.share < grant.fair_share - 1e-9:
+                delay = min(delay, interval * _CATCH_UP)
+            if grant.others_expire_in is not None and grant.share < claims[key].demand - 1e-9:
+                delay = min(delay, grant.others_expire_in + _AFTER_EXPIRY)
+        return max(0.0, delay)
+
+    def close(self) -> None:
+        """Stop :meth:`run` at its next turn (the engine also cancels it)."""
+        self._closing = True
+        self._event.set()
+
+    def idle(self) -> None:
+        """This client has nothing left to send: give its shares up now (ask for nothing)."""
+        if not self._idle:
+            self._idle = True
+            self._next_renewal = self._clock.now()
+            self._event.set()
+
+    def cooled_down(self, key: str, seconds: float) -> None:
+        self._cool_downs.append((key, float(seconds)))
+        self._event.set()
+
+    def retired(self, key: str, reason: str) -> None:
+        self._retirements.append((key, reason))
+        self._event.set()
+
+    async def _send_events(self) -> None:
+        """Write the cool-downs and retirements noted since the last turn through to the
+        backend (one round trip each)."""
+        cool_downs, self._cool_downs = self._cool_downs, []
+        retirements, self._retirements = self._retirements, []
+        backend = self._backend
+        sends = [("cool-down", key, partial(backend.cool_down, key, s)) for key, s in cool_downs]
+        sends += [("retirement", key, partial(backend.retire, key, r)) for key, r in retirements]
+        for kind, key, send in sends:
+            self._round_trips += 1
+            try:
+                await send()
+            except SharedLimitsError as exc:
+                self._failures += 1
+                logger.warning("could not share a %s of key %s: %s", kind, key, exc)
+
+    async def stop(self) -> None:
+        """Give the leases back (best effort: a lease not given back expires within ttl)."""
+        if self._local:
+            return
+        keys = list(self._pool.key_ids)
+        self._pool.set_shares(0.0)
+        self._round_trips += 1
+        try:
+            await asyncio.wait_for(self._backend.release(self.client, keys), timeout=2.0)
+        except (SharedLimitsError, asyncio.TimeoutError) as exc:
+            self._failures += 1
+            logger.debug("could not give the leases back (they expire on their own): %r", exc)
+
+    def __repr__(self) -> str:
+        return f"LeaseKeeper({self.client!r}, {self._backend!r})"
