@@ -14,6 +14,7 @@ import pytest
 
 from openai_multi_client import (
     AsyncBatchClient,
+    AuthenticationError,
     BadRequestError,
     BatchClient,
     BatchFailedError,
@@ -23,7 +24,8 @@ from openai_multi_client import (
 )
 from openai_multi_client._batches.job import explain
 from openai_multi_client._batches.records import BatchChunk
-from openai_multi_client.testing import BatchOptions, FakeClock, MockOpenAIServer
+from openai_multi_client._progress import Price
+from openai_multi_client.testing import BatchOptions, FakeClock, KeyLimits, MockOpenAIServer
 
 KEY = "sk-batch-test-key"
 
@@ -98,6 +100,19 @@ async def test_submit_wait_results(server: MockOpenAIServer, fake: FakeClock) ->
         assert result.response["object"] == "chat.completion"
     assert results["r105"].response["model"].startswith("gpt-4o")
     assert server.answered_more_than_once() == 0
+    cost = job.estimated_cost()
+    assert cost is not None
+    assert cost > 0
+    assert job.estimated_cost({"gpt-4o": Price(0, 0), "gpt-4o-mini": Price(0, 0)}) == 0
+
+
+async def test_wrong_key_is_a_classified_error_without_the_secret(fake: FakeClock) -> None:
+    mock = MockOpenAIServer(clock=fake.now, keys={"sk-the-right-key": KeyLimits()})
+    async with mock, client_for(mock, fake) as client:
+        with pytest.raises(AuthenticationError) as caught:
+            await client.submit([line(1)])
+    assert KEY not in str(caught.value)
+    assert KEY not in repr(client)
 
 
 @pytest.mark.parametrize(

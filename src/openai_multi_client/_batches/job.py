@@ -5,17 +5,19 @@ line); final outcomes are appended to a results file on disk, so memory stays fl
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from .. import _json
 from .._errors import BatchFailedError
 from .outcome import BatchResult, classify
+from .prices import batch_cost
 from .records import BatchChunk, BatchInfo
 
 if TYPE_CHECKING:
+    from .._progress import Price
     from .client import AsyncBatchClient
 
 logger = logging.getLogger("openai_multi_client")
@@ -42,7 +44,8 @@ def explain(info: BatchInfo, chunk: BatchChunk) -> BatchFailedError:
         line = chunk.input_line(problem.line)
         where = f" at input line {line}" if line is not None else f" at line {problem.line}"
     more = f" (and {len(info.problems) - 1} more)" if len(info.problems) > 1 else ""
-    message = f"batch {info.id} failed: {problem.code}{where}: {problem.message}{more}"
+    told = f": {problem.message}" if problem.message else ""
+    message = f"batch {info.id} failed: {problem.code}{where}{told}{more}"
     return BatchFailedError(message, batch_id=info.id, problems=info.problems)
 
 
@@ -63,6 +66,7 @@ class BatchJob:
         self._serial = 0
         self.succeeded = 0
         self.failed = 0
+        self.spent: list[tuple[str | None, Mapping[str, Any] | None]] = []
 
     def __repr__(self) -> str:
         return (
@@ -96,6 +100,7 @@ class BatchJob:
             if info.done:
                 del self.live[batch_id]
                 self.finished.append(info)
+                self.spent.append((submission.chunk.model, info.raw.get("usage")))
                 await self._collect(submission)
         if not self.live and self._held:
             self._release_held()
@@ -193,6 +198,11 @@ class BatchJob:
             self.failed += 1
         else:
             self.succeeded += 1
+
+    def estimated_cost(self, prices: Mapping[str, Price] | None = None) -> float | None:
+        """US dollars for the batches finished so far, from their ``usage``, at batch prices
+        (default: half the built-in online table; see :func:`~.prices.batch_prices`)."""
+        return batch_cost(self.spent, prices)
 
     # ---------------------------------------------------------------- results
 
