@@ -220,6 +220,8 @@ async def test_find_batches_by_run_token(server: MockOpenAIServer, fake: FakeClo
         found = await client.find("run-42")
         assert {info.id for info in found} == set(job.live)
         assert [info.metadata["omc_chunk"] for info in await client.find("run-42", "2")] == ["2"]
+        newest = (await client.find("other"))[0].raw["created_at"]
+        assert await client.find("run-42", created_after=newest + 1) == []
         await job.wait()
 
 

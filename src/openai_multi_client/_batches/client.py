@@ -146,13 +146,25 @@ class AsyncBatchClient:
         results."""
         return await self._http.cancel(batch_id)
 
-    async def find(self, run_token: str, chunk: str | None = None) -> list[BatchInfo]:
-        """The batches whose metadata names ``run_token`` (and ``chunk``), newest first."""
+    async def find(
+        self, run_token: str, chunk: str | None = None, *, created_after: int | None = None
+    ) -> list[BatchInfo]:
+        """The batches whose metadata names ``run_token`` (and ``chunk``), newest first.
+
+        The listing is read page by page, newest first; with ``created_after`` (Unix seconds,
+        e.g. when the run began) it stops at the first batch created before then."""
         found: list[BatchInfo] = []
         after: str | None = None
         while True:
             page, more = await self._http.list_page(after)
             for info in page:
+                created = info.raw.get("created_at")
+                if (
+                    isinstance(created, int)
+                    and created_after is not None
+                    and created < created_after
+                ):
+                    return found
                 if info.metadata.get(RUN_KEY) == run_token and (
                     chunk is None or info.metadata.get(CHUNK_KEY) == chunk
                 ):
