@@ -3,14 +3,21 @@ batch can reach is reached on the server's (virtual) clock."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from openai_multi_client.testing import BatchOptions, FakeClock, MockOpenAIServer
+from openai_multi_client import BatchClient
+from openai_multi_client.cli import _mock as mock_cli
+from openai_multi_client.testing import BatchOptions, FakeClock, KeyLimits, MockOpenAIServer
 
 KEY = "sk-test"
 MODEL = "gpt-4o-mini"
@@ -282,10 +289,49 @@ async def test_azure_layout() -> None:
 
 async def test_wrong_key_is_refused() -> None:
     async with (
-        MockOpenAIServer(
-            keys={KEY: __import__("openai_multi_client.testing").testing.KeyLimits()}
-        ) as server,
+        MockOpenAIServer(keys={KEY: KeyLimits()}) as server,
         openai.AsyncOpenAI(api_key="sk-other", base_url=server.base_url, max_retries=0) as sdk,
     ):
         with pytest.raises(openai.AuthenticationError):
             await sdk.batches.list()
+
+
+def test_omc_mock_serves_batches(tmp_path: Path) -> None:
+    code = (
+        "import argparse, sys\n"
+        "from openai_multi_client.cli import _mock\n"
+        "parser = argparse.ArgumentParser(prog='omc')\n"
+        "_mock.add_parser(parser.add_subparsers(dest='command'))\n"
+        "sys.exit(_mock.run(parser.parse_args(sys.argv[1:])))\n"
+    )
+    options = ["--port", "0", "--batch-lines-per-second", "0", "--batch-step-seconds", "0"]
+    command = [sys.executable, "-c", code, "mock", *options]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(jsonl([chat_line(n) for n in range(10)]))
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            words = process.stdout.readline().split()
+            base_url = words[words.index("at") + 1]
+            with BatchClient(KEY, base_url=base_url, poll_interval=0.05) as client:
+                results = list(client.submit(source).results())
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert sorted(result.custom_id for result in results) == sorted(f"r{n}" for n in range(10))
+    assert not any(result.failed for result in results)
+
+
+def test_omc_mock_batch_arguments() -> None:
+    parser = argparse.ArgumentParser(prog="omc")
+    mock_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["mock", "--batch-lines-per-second", "50"])
+    options = mock_cli._make_server(args).batch_options
+    assert options.lines_per_second == 50.0
+    assert options.validation_seconds == 1.0
+    assert mock_cli._make_server(parser.parse_args(["mock"])).batch_options == BatchOptions()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["mock", "--batch-step-seconds", "-1"])
