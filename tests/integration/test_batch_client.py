@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from openai_multi_client import (
     AsyncBatchClient,
@@ -254,3 +255,42 @@ def test_sync_client(fake: FakeClock, tmp_path: Path) -> None:
             assert client.retrieve(job.job.finished[0].id).status == "completed"
     assert set(results) == {f"r{n}" for n in range(30)}
     assert KEY not in repr(client)
+
+
+async def test_control_calls_retry_transient_errors_only(fake: FakeClock) -> None:
+    calls: Counter[str] = Counter()
+    batch = {"id": "batch_1", "object": "batch", "status": "validating", "endpoint": "/v1/x"}
+
+    async def create(request: web.Request) -> web.Response:
+        calls["create"] += 1
+        if calls["create"] == 1:
+            return web.json_response({"error": {"message": "busy"}}, status=503)
+        return web.json_response(batch)
+
+    async def retrieve(request: web.Request) -> web.Response:
+        calls["retrieve"] += 1
+        body = {"error": {"message": f"bad {request.headers['Authorization']}"}}
+        return web.json_response(body, status=400)
+
+    app = web.Application()
+    app.router.add_post("/v1/batches", create)
+    app.router.add_get("/v1/batches/{id}", retrieve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        client = AsyncBatchClient(
+            KEY, base_url=f"http://127.0.0.1:{port}/v1", clock=StepClock(fake)
+        )
+        async with client:
+            info = await client.create("file-1", "/v1/chat/completions")
+            assert info.id == "batch_1"
+            with pytest.raises(BadRequestError) as caught:
+                await client.retrieve("batch_1")
+    finally:
+        await runner.cleanup()
+    assert calls == {"create": 2, "retrieve": 1}
+    assert fake.now() > 0  # it waited before trying again
+    assert KEY not in str(caught.value.body)

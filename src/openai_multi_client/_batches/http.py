@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -36,6 +36,8 @@ logger = logging.getLogger("openai_multi_client")
 _ATTEMPTS: Final = 5
 _RETRY_STATUSES: Final = frozenset({408, 409, 429})
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=None, connect=30.0, sock_read=600.0)
+# An answer: status, headers, body (empty when streamed to a file).
+_Answer = tuple[int, Mapping[str, str], bytes]
 
 
 def api_root(base_url: str, key: Key) -> str:
@@ -82,6 +84,34 @@ class BatchHTTP:
 
     # ---------------------------------------------------------------- one exchange
 
+    async def _retrying(
+        self,
+        what: str,
+        send: Callable[[], Awaitable[_Answer]],
+        *,
+        retry_not_found: bool = False,
+    ) -> _Answer:
+        """``send()`` until it gets a 2xx answer, at most :data:`_ATTEMPTS` times, waiting
+        between tries on connection errors, 408, 409, 429, 5xx (and 404 if asked); other
+        statuses raise their :class:`APIStatusError` at once."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                status, headers, body = await send()
+            except TransportError:
+                if attempt == _ATTEMPTS:
+                    raise
+                await self._clock.sleep(min(2.0**attempt, 30.0))
+                continue
+            if status < 300:
+                return status, headers, body
+            error = self._error(status, headers, body)
+            transient = status in _RETRY_STATUSES or status >= 500
+            if attempt == _ATTEMPTS or not (transient or (retry_not_found and status == 404)):
+                raise error
+            logger.info("%s: %s; retrying", what, error)
+            await self._clock.sleep(min(2.0**attempt, 30.0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _call(
         self,
         method: str,
@@ -93,26 +123,15 @@ class BatchHTTP:
     ) -> Any:
         """A JSON call, retried on transient failures; returns the parsed body."""
         content = None if json is None else _json.dumps(json)
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                status, headers, body = await self._exchange(method, path, content, query)
-            except TransportError:
-                if attempt == _ATTEMPTS:
-                    raise
-                await self._clock.sleep(min(2.0**attempt, 30.0))
-                continue
-            if status < 300:
-                try:
-                    return _json.loads(body)
-                except ValueError:
-                    raise InvalidResponseError(f"{method} {path}: the answer is not JSON") from None
-            error = self._error(status, headers, body)
-            transient = status in _RETRY_STATUSES or status >= 500
-            if attempt == _ATTEMPTS or not (transient or (retry_not_found and status == 404)):
-                raise error
-            logger.info("%s %s: %s; retrying", method, path, error)
-            await self._clock.sleep(min(2.0**attempt, 30.0))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def send() -> _Answer:
+            return await self._exchange(method, path, content, query)
+
+        _, _, body = await self._retrying(f"{method} {path}", send, retry_not_found=retry_not_found)
+        try:
+            return _json.loads(body)
+        except ValueError:
+            raise InvalidResponseError(f"{method} {path}: the answer is not JSON") from None
 
     async def _exchange(
         self,
@@ -121,7 +140,7 @@ class BatchHTTP:
         content: bytes | aiohttp.FormData | None,
         query: Mapping[str, str] | None = None,
         sink: Path | None = None,
-    ) -> tuple[int, Mapping[str, str], bytes]:
+    ) -> _Answer:
         headers = self._key.auth_headers()
         if isinstance(content, bytes):
             headers["Content-Type"] = "application/json"
@@ -154,26 +173,20 @@ class BatchHTTP:
 
     async def upload(self, path: Path) -> UploadedFile:
         """``POST /files`` with purpose ``batch``, the file streamed from disk."""
-        for attempt in range(1, _ATTEMPTS + 1):
+
+        async def send() -> _Answer:
             with path.open("rb") as file:
                 form = aiohttp.FormData()
                 form.add_field("purpose", "batch")
                 form.add_field("file", file, filename=path.name, content_type="application/jsonl")
-                try:
-                    status, headers, body = await self._exchange("POST", "/files", form)
-                except TransportError:
-                    if attempt == _ATTEMPTS:
-                        raise
-                    await self._clock.sleep(min(2.0**attempt, 30.0))
-                    continue
-            if status < 300:
-                info = _json.loads(body)
-                return UploadedFile(str(info["id"]), int(info.get("bytes") or 0), path.name)
-            error = self._error(status, headers, body)
-            if attempt == _ATTEMPTS or not (status in _RETRY_STATUSES or status >= 500):
-                raise error
-            await self._clock.sleep(min(2.0**attempt, 30.0))
-        raise AssertionError("unreachable")  # pragma: no cover
+                return await self._exchange("POST", "/files", form)
+
+        _, _, body = await self._retrying("POST /files", send)
+        try:
+            info = _json.loads(body)
+            return UploadedFile(str(info["id"]), int(info.get("bytes") or 0), path.name)
+        except (ValueError, KeyError, TypeError):
+            raise InvalidResponseError("POST /files: the answer is not a file object") from None
 
     async def create(
         self, file_id: str, endpoint: str, metadata: Mapping[str, str] | None
@@ -208,19 +221,9 @@ class BatchHTTP:
 
     async def download(self, file_id: str, path: Path) -> None:
         """``GET /files/{id}/content`` streamed into ``path``."""
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                status, headers, body = await self._exchange(
-                    "GET", f"/files/{file_id}/content", None, sink=path
-                )
-            except TransportError:
-                if attempt == _ATTEMPTS:
-                    raise
-                await self._clock.sleep(min(2.0**attempt, 30.0))
-                continue
-            if status < 300:
-                return
-            error = self._error(status, headers, body)
-            if attempt == _ATTEMPTS or not (status in _RETRY_STATUSES or status >= 500):
-                raise error
-            await self._clock.sleep(min(2.0**attempt, 30.0))
+        where = f"/files/{file_id}/content"
+
+        async def send() -> _Answer:
+            return await self._exchange("GET", where, None, sink=path)
+
+        await self._retrying(f"GET {where}", send)
