@@ -5,6 +5,14 @@ The public names are listed in ``__all__``; everything in modules whose names st
 underscore is private and may change.
 """
 
+from ._batches import (
+    AsyncBatchClient,
+    BatchClient,
+    BatchInfo,
+    BatchJob,
+    BatchResult,
+    SyncBatchJob,
+)
 from ._clock import Clock, LoopClock
 from ._engine import AsyncMultiClient, Statistics
 from ._errors import (
@@ -12,6 +20,8 @@ from ._errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
+    BatchFailedError,
+    BatchLineError,
     CallbackError,
     ClientClosedError,
     ConfigurationError,
@@ -66,9 +76,16 @@ __all__ = [
     "APIStatusError",
     "AbandonedRequestError",
     "AiohttpTransport",
+    "AsyncBatchClient",
     "AsyncMultiClient",
     "AuthenticationError",
     "BadRequestError",
+    "BatchClient",
+    "BatchFailedError",
+    "BatchInfo",
+    "BatchJob",
+    "BatchLineError",
+    "BatchResult",
     "CallbackError",
     "CharacterEstimator",
     "ChunkCallback",
@@ -117,6 +134,7 @@ __all__ = [
     "SharedLimitsStatistics",
     "Statistics",
     "StreamInterruptedError",
+    "SyncBatchJob",
     "Timeout",
     "TokenEstimator",
     "Transport",

@@ -13,6 +13,7 @@ which HTTP library is underneath.
     ├── ClientClosedError                           request() after close()
     ├── SharedLimitsError                           the shared-limits backend (Redis) failed
     ├── CallbackError                               a user callback raised; carries .result
+    ├── BatchFailedError                            a Batch API batch was refused: .problems
     └── RequestError                                why one request failed (on Result.error)
         ├── TransportError                          no HTTP response
         │   ├── ConnectError
@@ -35,6 +36,7 @@ which HTTP library is underneath.
         │   └── InternalServerError             5xx
         ├── CustomAPIError                          the custom_api callable raised
         ├── RequestTooLargeError                    more tokens than any key allows a minute
+        ├── BatchLineError                          a batch ended before running the line
         ├── NoUsableKeyError                        every key was retired for this run
         └── AbandonedRequestError                   stopped before it had an outcome
 """
@@ -74,6 +76,16 @@ class CallbackError(OpenAIMultiClientError):
     def __init__(self, message: str, result: Any) -> None:
         super().__init__(message)
         self.result = result
+
+
+class BatchFailedError(OpenAIMultiClientError):
+    """A batch of the Batch API failed validation: ``problems`` lists OpenAI's ``errors.data``
+    (code, line, message), and the message names the first code and the input line at fault."""
+
+    def __init__(self, message: str, *, batch_id: str, problems: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.batch_id = batch_id
+        self.problems = problems
 
 
 class RequestError(OpenAIMultiClientError):
@@ -129,6 +141,16 @@ class NoUsableKeyError(RequestError):
 class AbandonedRequestError(RequestError):
     """The run was stopped (:meth:`AsyncMultiClient.abandon_unsent`) before this request was
     sent, or while it waited to be retried; it has no outcome and may be sent again later."""
+
+
+class BatchLineError(RequestError):
+    """A Batch API line that got no HTTP answer: its batch expired (``batch_expired``), was
+    cancelled (``batch_cancelled``) or timed out (``request_timeout``) first. ``code`` is
+    the Batch API's error code."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class RequestTooLargeError(RequestError):

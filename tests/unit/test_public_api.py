@@ -24,12 +24,15 @@ PUBLIC = {
     "SharedLimitsError", "SharedLimitsStatistics",
     "StreamInterruptedError", "ChunkCallback", "RedirectError",
     "ResponseTooLargeError",
+    "AsyncBatchClient", "BatchClient", "BatchJob", "SyncBatchJob", "BatchResult", "BatchInfo",
+    "BatchFailedError", "BatchLineError",
 }  # fmt: skip
 
 TESTING = {
     "FakeClock", "Faults", "KeyLimits", "MockOpenAIServer", "MockTransport", "error_response",
     "json_response", "RedisServer", "RedisServerError",
     "sse_response",
+    "BatchOptions",
 }  # fmt: skip
 
 

@@ -59,6 +59,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {text!r}")
+    return value
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -88,7 +98,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run a mock OpenAI server (no API key or network needed)",
         description=(
             "Serve an imitation of the OpenAI API on HOST:PORT until Ctrl-C: chat completions, "
-            "completions, embeddings, moderations, responses, images and the Azure routes, "
+            "completions, embeddings, moderations, responses, images, files and batches, and the "
+            "Azure routes, "
             "with per-key rate limits, latency and injected faults. Any non-empty API key is "
             "accepted."
         ),
@@ -130,6 +141,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--seed", type=int, default=0, help="seed of latency and faults, for reproducible runs"
     )
     parser.add_argument(
+        "--batch-lines-per-second",
+        type=_non_negative,
+        default=1000.0,
+        metavar="N",
+        help="Batch API: lines a batch processes per second (1000; 0: all at once)",
+    )
+    parser.add_argument(
+        "--batch-step-seconds",
+        type=_non_negative,
+        default=1.0,
+        metavar="SECONDS",
+        help="Batch API: how long a batch stays validating, and finalizing (1)",
+    )
+    parser.add_argument(
         "--no-rate-limit-headers",
         action="store_true",
         help="send no x-ratelimit-* headers, like vLLM or Ollama",
@@ -137,9 +162,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _make_server(args: argparse.Namespace) -> MockOpenAIServer:
+    from ..testing._mock.batch_options import BatchOptions
     from ..testing._mock.options import Faults, KeyLimits
     from ..testing._mock.server import MockOpenAIServer
 
+    batches = BatchOptions(
+        validation_seconds=args.batch_step_seconds,
+        finalizing_seconds=args.batch_step_seconds,
+        lines_per_second=args.batch_lines_per_second or None,
+    )
     return MockOpenAIServer(
         host=args.host,
         port=args.port,
@@ -154,6 +185,7 @@ def _make_server(args: argparse.Namespace) -> MockOpenAIServer:
         ),
         seed=args.seed,
         rate_limit_headers=not args.no_rate_limit_headers,
+        batches=batches,
     )
 
 

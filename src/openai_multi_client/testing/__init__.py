@@ -16,10 +16,12 @@ from ._mock_transport import MockTransport, error_response, json_response, sse_r
 from ._redis_server import RedisServer, RedisServerError
 
 if TYPE_CHECKING:
+    from ._mock.batch_options import BatchOptions
     from ._mock.options import Faults, KeyLimits
     from ._mock.server import MockOpenAIServer
 
 __all__ = [
+    "BatchOptions",
     "FakeClock",
     "Faults",
     "KeyLimits",
@@ -33,7 +35,12 @@ __all__ = [
 ]
 
 # Where the names imported on first use live: the server needs aiohttp.web, its options do not.
-_LAZY_NAMES = {"Faults": "options", "KeyLimits": "options", "MockOpenAIServer": "server"}
+_LAZY_NAMES = {
+    "BatchOptions": "batch_options",
+    "Faults": "options",
+    "KeyLimits": "options",
+    "MockOpenAIServer": "server",
+}
 
 
 def __getattr__(name: str) -> Any:

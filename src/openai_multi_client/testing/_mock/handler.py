@@ -18,6 +18,8 @@ from ... import _json
 from .accounting import Ledger
 from .answers import images, models
 from .answers.context import Context
+from .batch_options import BatchOptions
+from .batch_routes import BatchRoutes
 from .endpoints import AZURE_ROUTES, MODEL_PREFIXES, OPENAI_ROUTES, Endpoint
 from .errors import (
     BAD_JSON_BODY,
@@ -53,6 +55,7 @@ class RequestHandler:
         ledger: Ledger,
         waits: Waits,
         url: Callable[[], str],
+        batch_options: BatchOptions | None = None,
     ) -> None:
         self._options = options
         self._ledger = ledger
@@ -63,6 +66,7 @@ class RequestHandler:
         self._sender = Sender(ledger, waits, self.plan)
         self._id_prefix = os.urandom(12).hex()
         self._sequence = itertools.count(1)
+        self.batch_routes = BatchRoutes(self, options, batch_options or BatchOptions(), ledger, url)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         for suffix, endpoint in OPENAI_ROUTES:
@@ -78,6 +82,7 @@ class RequestHandler:
             router.add_get(f"{prefix}/models", self.models)
             router.add_get(f"{prefix}/models/{{model}}", self.models)
         router.add_get(images.IMAGE_PATH, self.image_file)
+        self.batch_routes.add_routes(router)
         router.add_route("*", "/{tail:.*}", self.not_found)
 
     def _handler(self, endpoint: Endpoint, *, azure: bool) -> _Handler:

@@ -15,6 +15,8 @@ OpenAI REST API over real HTTP (aiohttp.web) and imitates the parts that matter 
   about one second of burst, failed requests counted too), the six ``x-ratelimit-*`` headers and
   ``retry-after-ms`` / ``retry-after`` on 429s;
 * latency and a seeded plan of faults (5xx, connection resets, hangs, truncated bodies);
+* the Files and Batches APIs (uploads, batches that validate, run, finalize, fail, expire
+  and cancel on the server's clock; see :mod:`.batches`);
 * accounting that tests read: status counts, and how often each distinct request body was
   answered (to prove that a client never pays twice for the same request).
 
@@ -38,6 +40,7 @@ from aiohttp import web
 
 from .accounting import Ledger, ServerStats
 from .background import LoopThread
+from .batch_options import BatchOptions
 from .handler import RequestHandler
 from .options import Faults, KeyLimits, ServerOptions
 from .waits import Waits
@@ -70,6 +73,10 @@ class MockOpenAIServer:
     ``text-embedding-ada-002``, 3072 for ``text-embedding-3-large``, 1536 for other models), or
     ``embedding_dimensions`` for every model when given; a request's ``dimensions`` wins.
 
+    The Files and Batches APIs (``/v1/files``, ``/v1/batches``) are served too, with batches
+    moving through their statuses on ``clock`` as ``batches`` (a :class:`BatchOptions`) says:
+    validation, processing speed, expiry, the enqueued-token limit, line faults.
+
     The arguments are validated at once (:class:`ValueError` naming the argument) into
     :attr:`options`.
     """
@@ -92,6 +99,7 @@ class MockOpenAIServer:
         embedding_dimensions: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         count_rejected: bool = True,
+        batches: BatchOptions | None = None,
     ) -> None:
         self.options = ServerOptions(
             host=host,
@@ -114,8 +122,15 @@ class MockOpenAIServer:
         self.port = port
         self._ledger = Ledger()
         self._waits = Waits()
+        if batches is not None and not isinstance(batches, BatchOptions):
+            raise ValueError(f"batches must be a BatchOptions or None, not {batches!r}")
+        self.batch_options = batches or BatchOptions()
         self._handler = RequestHandler(
-            self.options, ledger=self._ledger, waits=self._waits, url=lambda: self.url
+            self.options,
+            ledger=self._ledger,
+            waits=self._waits,
+            url=lambda: self.url,
+            batch_options=self.batch_options,
         )
         self._runner: web.AppRunner | None = None
         self._background = LoopThread(f"mock-openai-{id(self):x}")
