@@ -31,6 +31,7 @@ from ._errors import (
     StreamInterruptedError,
     status_error,
 )
+from ._headers import response_request_id
 from ._limits.key import Key
 from ._request import Request
 from ._stream import StreamReader, prepare_stream
@@ -173,7 +174,7 @@ class HTTPBackend:
             )
         )
         response_headers = response.headers
-        request_id = response_headers.get("x-request-id")
+        request_id = response_request_id(response_headers)
         status = response.status_code
         content = response.content
         if limit is not None and len(content) > limit:  # a transport that read it all anyway
@@ -234,7 +235,7 @@ class HTTPBackend:
                 ) from exc
             raise
         response_headers = response.headers
-        request_id = response_headers.get("x-request-id")
+        request_id = response_request_id(response_headers)
         status = response.status_code
         content = response.content
         if limit is not None and len(content) > limit:

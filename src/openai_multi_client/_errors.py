@@ -264,7 +264,7 @@ def status_error(
     code = error.get("code") if isinstance(error, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     cls: type[APIStatusError]
-    if status_code == 429 and code == "insufficient_quota":
+    if status_code == 429 and _is_quota_exhausted(error):
         cls = InsufficientQuotaError
     elif status_code >= 500:
         cls = InternalServerError
@@ -276,6 +276,28 @@ def status_error(
     if isinstance(message, str) and message:
         text += f": {message}"
     return cls(text, status_code=status_code, body=body, headers=headers, request_id=request_id)
+
+
+# OpenAI's words for an account without quota. Proxies pass them on in their own shapes:
+# LiteLLM 1.106 answers ``{"code": "429", "type": "throttling_error", "message": "litellm.
+# RateLimitError: ... You exceeded your current quota, please check your plan and billing
+# details..."}``, so the code and the type say "rate limit" and only the message says "quota".
+_QUOTA_WORDS = ("insufficient_quota", "exceeded your current quota")
+
+
+def _is_quota_exhausted(error: object) -> bool:
+    """Whether a 429's error object says the account has no quota left (and not that it is
+    over its rate): ``insufficient_quota`` as the code or the type, or OpenAI's quota message
+    anywhere in the message, as proxies forward it."""
+    if not isinstance(error, dict):
+        return False
+    if "insufficient_quota" in (error.get("code"), error.get("type")):
+        return True
+    message = error.get("message")
+    if not isinstance(message, str):
+        return False
+    text = message.lower()
+    return any(words in text for words in _QUOTA_WORDS)
 
 
 def _str_or_none(value: object) -> str | None:

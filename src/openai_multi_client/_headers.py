@@ -25,6 +25,11 @@ _GO_UNITS = {
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)\b", re.IGNORECASE)
 # Longest duration we accept from a header: anything longer is treated as garbage.
 _MAX_SANE_SECONDS = 7 * 24 * 3600.0
+# LiteLLM's proxy passes the upstream provider's headers on under this prefix
+# (``llm_provider-retry-after``, ``llm_provider-x-ratelimit-reset-requests``, ...); its own
+# headers keep their plain names and win when both are there.
+PROVIDER_PREFIX = "llm_provider-"
+_PREFIXES = ("", PROVIDER_PREFIX)
 
 
 def _sane(seconds: float) -> float | None:
@@ -62,17 +67,22 @@ def parse_go_duration(value: str | None) -> float | None:
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """The server's requested wait in seconds, from ``retry-after-ms`` (preferred) or
     ``retry-after`` (seconds, or an HTTP date measured against the response's own ``date``
-    header, so no wall clock is read)."""
-    milliseconds = parse_float(headers.get("retry-after-ms"))
-    if milliseconds is not None:
-        return _sane(milliseconds / 1000.0)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    seconds = parse_float(value)
-    if seconds is not None:
-        return _sane(seconds)
-    return _http_date_delta(value, headers.get("date"))
+    header, so no wall clock is read); failing both, from LiteLLM's ``llm_provider-`` copies
+    of them (the upstream's own answer, passed on by the proxy)."""
+    for prefix in _PREFIXES:
+        milliseconds = parse_float(headers.get(prefix + "retry-after-ms"))
+        if milliseconds is not None:
+            return _sane(milliseconds / 1000.0)
+        value = headers.get(prefix + "retry-after")
+        if value is None:
+            continue
+        seconds = parse_float(value)
+        if seconds is not None:
+            return _sane(seconds)
+        delta = _http_date_delta(value, headers.get("date"))
+        if delta is not None:
+            return delta
+    return None
 
 
 def parse_try_again_message(message: str | None) -> float | None:
@@ -105,21 +115,30 @@ def parse_rate_limit_reset(headers: Mapping[str, str]) -> float | None:
 
     ``x-ratelimit-reset-*`` is the time until the bucket is *full* again, up to a minute; one
     more unit is back after ``reset / (limit - remaining)`` of that. Only buckets with nothing
-    remaining count (either, when neither says); the longer wait wins.
+    remaining count (either, when neither says); the longer wait wins. LiteLLM's
+    ``llm_provider-x-ratelimit-*`` copies (the upstream's buckets) count as well.
     """
     waits: list[float] = []
-    for kind in ("requests", "tokens"):
-        reset = parse_go_duration(headers.get(f"x-ratelimit-reset-{kind}"))
-        if reset is None:
-            continue
-        remaining = parse_float(headers.get(f"x-ratelimit-remaining-{kind}"))
-        if remaining is not None and remaining > 0:
-            continue
-        limit = parse_float(headers.get(f"x-ratelimit-limit-{kind}"))
-        if limit is not None and limit >= 1:
-            reset = reset / limit
-        waits.append(reset)
+    for prefix in _PREFIXES:
+        for kind in ("requests", "tokens"):
+            name = f"{prefix}x-ratelimit-%s-{kind}"
+            reset = parse_go_duration(headers.get(name % "reset"))
+            if reset is None:
+                continue
+            remaining = parse_float(headers.get(name % "remaining"))
+            if remaining is not None and remaining > 0:
+                continue
+            limit = parse_float(headers.get(name % "limit"))
+            if limit is not None and limit >= 1:
+                reset = reset / limit
+            waits.append(reset)
     return max(waits) if waits else None
+
+
+def response_request_id(headers: Mapping[str, str]) -> str | None:
+    """The server's id of this request: ``x-request-id``, or LiteLLM's ``x-litellm-call-id``
+    when a proxy answered without one."""
+    return headers.get("x-request-id") or headers.get("x-litellm-call-id")
 
 
 def parse_float(value: str | None) -> float | None:

@@ -85,6 +85,7 @@ class _KeyState:
         "leased_requests",
         "leased_tokens",
         "limits_seen",
+        "lowered",
         "probing",
         "rate_limited",
         "requests",
@@ -109,6 +110,7 @@ class _KeyState:
         )
         self.headers_seen = False
         self.limits_seen: tuple[str | None, str | None] = (None, None)
+        self.lowered: set[str] = set()  # "requests", "tokens": configured limits the server lowered
         self.in_flight = 0
         self.cooling_until: float | None = None
         self.retired_reason: str | None = None
@@ -180,6 +182,30 @@ class _KeyState:
 
     def fits_ever(self, tokens: int) -> bool:
         return self.tokens_limiter is None or self.tokens_limiter.fits_ever(tokens)
+
+
+def _below_configured(state: _KeyState, kind: str, published: float | None) -> float | None:
+    """The limit to pace a key by when the user configured one: the server's when it publishes
+    a lower one (a configured limit above the server's real one only earns 429s), otherwise the
+    configured one. Says so in the log the first time, for each of requests and tokens."""
+    configured = (
+        state.key.requests_per_minute if kind == "requests" else state.key.tokens_per_minute
+    )
+    if published is None or configured is None:
+        return None
+    if published >= configured:
+        return configured
+    if kind not in state.lowered:
+        state.lowered.add(kind)
+        logger.warning(
+            "API key %s: the server allows %g %s per minute, fewer than the %g configured; "
+            "pacing to the server's limit",
+            state.key.id,
+            published,
+            kind,
+            configured,
+        )
+    return published
 
 
 class KeyPool:
@@ -370,7 +396,8 @@ class KeyPool:
                 state.requests_limiter.acquire(state.in_flight + 1, now)
             state.requests_limiter.observe(seen.limit_requests, seen.remaining_requests, now)
         elif state.requests_limiter is not None:
-            state.requests_limiter.observe(None, seen.remaining_requests, now)
+            limit = _below_configured(state, "requests", seen.limit_requests)
+            state.requests_limiter.observe(limit, seen.remaining_requests, now)
         if seen.limit_tokens is not None and key.tokens_per_minute is None:
             if state.tokens_limiter is None:
                 state.tokens_limiter = RateLimiter(seen.limit_tokens)
@@ -378,7 +405,8 @@ class KeyPool:
                 state.tokens_limiter.acquire(used_tokens, now)
             state.tokens_limiter.observe(seen.limit_tokens, seen.remaining_tokens, now)
         elif state.tokens_limiter is not None:
-            state.tokens_limiter.observe(None, seen.remaining_tokens, now)
+            limit = _below_configured(state, "tokens", seen.limit_tokens)
+            state.tokens_limiter.observe(limit, seen.remaining_tokens, now)
 
     def cool_down(self, key: Key, until: float) -> None:
         """Skip ``key`` until ``until``: a 429 told us it is over its limit. Other keys go on."""

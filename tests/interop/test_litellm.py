@@ -1,0 +1,92 @@
+"""The LiteLLM proxy 1.106.12 in front of our MockOpenAIServer (and with ``mock_response``
+models): answers, streams and embeddings pass through; the proxy's renamed headers and its
+shapes of OpenAI's errors are understood (issue 16, items 2, 4 and 5)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from openai_multi_client import (
+    AsyncMultiClient,
+    InsufficientQuotaError,
+    NoUsableKeyError,
+)
+from openai_multi_client.testing import MockOpenAIServer
+
+from .conftest import LiteLLM
+from .helpers import batch_line, chat, omc_run, run_all
+
+pytestmark = pytest.mark.interop
+
+CALL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def upstream_count(upstream: MockOpenAIServer, group: str) -> int:
+    """Requests the upstream saw from one model group's key."""
+    return upstream.stats.requests_by_key.get(f"sk-upstream-{group}", 0)
+
+
+async def test_chat_streams_and_embeddings_through_the_proxy(litellm: LiteLLM) -> None:
+    bodies = [("chats", chat(f"question {n}", "good")) for n in range(20)]
+    bodies += [("chats", chat(f"streamed {n}", "good", stream=True)) for n in range(3)]
+    bodies += [("embeddings", {"model": "embed", "input": f"text {n}"}) for n in range(3)]
+    bodies += [("chats", chat(f"canned {n}", "canned")) for n in range(3)]
+    async with AsyncMultiClient(
+        api_key=litellm.key, base_url=litellm.base_url, concurrency=10
+    ) as client:
+        results = await run_all(client, bodies)
+    assert [r.error for r in results if r.failed] == []
+    for result in results[:20]:
+        text = result.response["choices"][0]["message"]["content"]
+        assert text.startswith("Mock reply to: question"), text
+    for result in results[20:23]:
+        assert result.response["choices"][0]["message"]["content"]
+        assert result.response["choices"][0]["finish_reason"] == "stop"
+    assert all(len(r.response["data"][0]["embedding"]) > 0 for r in results[23:26])
+    assert [r.response["choices"][0]["message"]["content"] for r in results[26:]] == [
+        "canned answer"
+    ] * 3
+    # Item 5: without x-request-id, LiteLLM's x-litellm-call-id identifies the request.
+    plain = [r.request_id for r in results if not r.data.get("stream")]
+    assert all(rid is not None and CALL_ID.match(rid) for rid in plain), plain
+
+
+async def test_an_exhausted_upstream_quota_retires_the_key_at_once(
+    litellm: LiteLLM, upstream: MockOpenAIServer
+) -> None:
+    """Item 2: LiteLLM forwards insufficient_quota as code "429", type "throttling_error"."""
+    before = upstream_count(upstream, "noquota")
+    started = time.monotonic()
+    async with AsyncMultiClient(
+        api_key=litellm.key, base_url=litellm.base_url, concurrency=5, max_retries=10
+    ) as client:
+        results = await run_all(client, [("chats", chat(f"q {n}", "noquota")) for n in range(20)])
+    elapsed = time.monotonic() - started
+    quota = [r for r in results if isinstance(r.error, InsufficientQuotaError)]
+    assert quota, [r.error for r in results]
+    assert all(isinstance(r.error, InsufficientQuotaError | NoUsableKeyError) for r in results)
+    # Retired on the first answers: a few requests were in flight, no retries after that.
+    assert upstream_count(upstream, "noquota") - before <= 5
+    assert elapsed < 10
+
+
+def test_omc_run_paces_to_the_limit_the_proxy_reports(
+    tmp_path: Path, litellm: LiteLLM, upstream: MockOpenAIServer
+) -> None:
+    """Item 4: ``--rpm 100000`` against a 600 rpm upstream (LiteLLM forwards its
+    x-ratelimit-limit-requests): the client paces to 600 and says so once."""
+    before = upstream_count(upstream, "paced")
+    refused_before = upstream.stats.rate_limited_by_type.get("requests", 0)
+    lines = [batch_line(n, "paced") for n in range(100)]
+    process, records = omc_run(tmp_path, lines, litellm.base_url, litellm.key, "--rpm", "100000")
+    assert process.returncode == 0, process.stderr
+    assert len(records) == 100
+    assert all(r["response"]["status_code"] == 200 for r in records)
+    assert process.stderr.count("pacing to the server's limit") == 1, process.stderr
+    refused = upstream.stats.rate_limited_by_type.get("requests", 0) - refused_before
+    sent = upstream_count(upstream, "paced") - before
+    assert refused <= 15, f"{refused} 429s for 100 requests ({sent} sent)"

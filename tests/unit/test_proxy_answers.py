@@ -1,0 +1,199 @@
+"""Answers a LiteLLM proxy really gave (recorded under tests/fixtures/litellm/), through the error
+classification, the retry-delay parsers and the request id: the shapes a proxy puts on
+OpenAI's answers must mean what they meant straight from OpenAI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openai_multi_client import (
+    AsyncMultiClient,
+    AuthenticationError,
+    HTTPRequest,
+    HTTPResponse,
+    InsufficientQuotaError,
+    Key,
+    RateLimitError,
+    _json,
+)
+from openai_multi_client._errors import status_error
+from openai_multi_client._headers import parse_rate_limit_reset, parse_retry_after
+from openai_multi_client._limits import KeyPool, Reservation
+from openai_multi_client._retry import Action, classify, server_requested_delay
+from openai_multi_client.testing import FakeClock, MockTransport
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "litellm"
+
+
+def recorded(name: str) -> dict[str, Any]:
+    """One recorded answer: ``status``, ``headers`` (lower-case names) and ``body``."""
+    answer: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return answer
+
+
+def as_error(name: str) -> Any:
+    answer = recorded(name)
+    return status_error(answer["status"], answer["body"], answer["headers"])
+
+
+def test_litellms_forwarded_insufficient_quota_retires_the_key() -> None:
+    answer = recorded("insufficient_quota")
+    # What makes it hard: the proxy's code and type say "rate limit"; only the message differs.
+    assert answer["body"]["error"]["code"] == "429"
+    assert answer["body"]["error"]["type"] == "throttling_error"
+    error = as_error("insufficient_quota")
+    assert isinstance(error, InsufficientQuotaError)
+    assert classify(error) is Action.RETIRE_KEY
+
+
+def test_litellms_forwarded_rate_limit_stays_a_rate_limit() -> None:
+    error = as_error("rate_limit")
+    assert type(error) is RateLimitError
+    assert classify(error) is Action.RETRY
+
+
+def test_litellms_forwarded_401_is_an_authentication_error() -> None:
+    error = as_error("authentication_error")
+    assert isinstance(error, AuthenticationError)
+
+
+@pytest.mark.parametrize(
+    ("error", "quota"),
+    [
+        ({"code": "insufficient_quota", "type": "insufficient_quota"}, True),  # OpenAI itself
+        ({"code": None, "type": "insufficient_quota", "message": "no quota"}, True),
+        (
+            {
+                "code": "429",
+                "type": "throttling_error",
+                "message": "You exceeded your current "
+                "quota, please check your plan and billing details.",
+            },
+            True,
+        ),
+        ({"message": "Upstream said: {'error': {'code': 'insufficient_quota'}}"}, True),
+        (
+            {
+                "code": "rate_limit_exceeded",
+                "message": "Rate limit reached for gpt-4o on requests "
+                "per min (RPM): Limit 3, Used 3, Requested 1.",
+            },
+            False,
+        ),
+        # Azure's rate limit names the pricing tier, not the quota.
+        (
+            {
+                "code": "429",
+                "message": "Requests to the ChatCompletions_Create Operation have "
+                "exceeded token rate limit of your current OpenAI S0 pricing tier.",
+            },
+            False,
+        ),
+        ({"code": 429, "type": None, "message": None}, False),
+    ],
+)
+def test_quota_shapes(error: dict[str, Any], quota: bool) -> None:
+    found = status_error(429, {"error": error})
+    assert isinstance(found, RateLimitError)
+    assert isinstance(found, InsufficientQuotaError) is quota
+    # The quota words on another status do not make a quota error.
+    assert not isinstance(status_error(400, {"error": error}), InsufficientQuotaError)
+
+
+def test_litellms_renamed_retry_headers_are_obeyed() -> None:
+    headers = recorded("rate_limit")["headers"]
+    assert "retry-after" not in headers
+    assert "retry-after-ms" not in headers
+    assert parse_retry_after(headers) == pytest.approx(1.0)  # llm_provider-retry-after-ms
+    # llm_provider-x-ratelimit-reset-requests: 1m0s for 60 requests: one is back in 1 s.
+    assert parse_rate_limit_reset(headers) == pytest.approx(1.0)
+    error = status_error(429, {"error": {"message": "slow down"}}, headers)
+    assert server_requested_delay(error) == pytest.approx(1.0)
+
+
+def test_plain_retry_headers_win_over_the_providers() -> None:
+    headers = {"retry-after": "3", "llm_provider-retry-after-ms": "500"}
+    assert parse_retry_after(headers) == pytest.approx(3.0)
+    assert parse_retry_after({"llm_provider-retry-after": "2"}) == pytest.approx(2.0)
+    assert parse_retry_after({"llm_provider-retry-after": "soon"}) is None
+
+
+async def test_litellms_call_id_is_the_request_id(fake_clock: FakeClock) -> None:
+    answer = recorded("ok")
+    assert "x-request-id" not in answer["headers"]
+
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        content = _json.dumps(answer["body"])
+        return HTTPResponse.build(answer["status"], answer["headers"], content)
+
+    direct = {"x-request-id": "req_direct", "x-litellm-call-id": "call-1"}
+
+    def direct_handler(request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse.build(200, direct, _json.dumps(answer["body"]))
+
+    for serve, expected in (
+        (handler, answer["headers"]["x-litellm-call-id"]),
+        (direct_handler, "req_direct"),  # the server's own id wins
+    ):
+        async with AsyncMultiClient(
+            api_key="sk-test-0123456789",
+            base_url="http://proxy.invalid/v1",
+            endpoint="chats",
+            transport=MockTransport(serve),
+        ) as client:
+            await client.request({"model": "good", "messages": []})
+            client.close()
+            [result] = [result async for result in client]
+        assert not result.failed, result.error
+        assert result.request_id == expected
+
+
+def reserve(pool: KeyPool, now: float) -> Reservation:
+    reservation = pool.reserve(0, now)
+    assert isinstance(reservation, Reservation), reservation
+    return reservation
+
+
+def test_a_configured_limit_above_the_servers_is_lowered_to_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = Key("sk-a", requests_per_minute=100_000, tokens_per_minute=10_000_000)
+    pool = KeyPool([key], concurrency=50)
+    headers = {
+        "x-ratelimit-limit-requests": "120",
+        "x-ratelimit-remaining-requests": "119",
+        "x-ratelimit-limit-tokens": "20000000",  # above the configured: the configured stays
+        "x-ratelimit-remaining-tokens": "19999990",
+    }
+    with caplog.at_level(logging.WARNING, logger="openai_multi_client"):
+        for now in (0.0, 0.5, 1.0):
+            pool.release(reserve(pool, now), now + 0.01, headers=dict(headers))
+            # Another token limit: the headers are read afresh, the log is not repeated.
+            headers["x-ratelimit-limit-tokens"] = str(20_000_000 + int(now * 10))
+    stats = pool.statistics(1.1).keys[0]
+    assert stats.requests_per_minute == 120
+    assert stats.tokens_per_minute == 10_000_000
+    lowered = [r for r in caplog.records if "fewer than the" in r.getMessage()]
+    assert len(lowered) == 1, [r.getMessage() for r in caplog.records]
+    assert "120 requests per minute" in lowered[0].getMessage()
+    assert "100000 configured" in lowered[0].getMessage()
+    # Paced at 120 a minute: two a second, where 100,000 a minute allowed 1,666.
+    taken = 0
+    while isinstance(pool.reserve(0, 2.5), Reservation):
+        taken += 1
+    assert taken == 2
+
+
+def test_a_server_limit_above_the_configured_one_changes_nothing() -> None:
+    pool = KeyPool([Key("sk-a", requests_per_minute=60)], concurrency=50)
+    pool.release(
+        reserve(pool, 0.0),
+        0.1,
+        headers={"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"},
+    )
+    assert pool.statistics(0.1).keys[0].requests_per_minute == 60
