@@ -21,7 +21,7 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-.venv/bin/python -m pip uninstall --quiet --yes orjson redis >/dev/null 2>&1 || true
+.venv/bin/python -m pip uninstall --quiet --yes orjson redis ray >/dev/null 2>&1 || true
 
 # Prism (pinned in package-lock.json) for the contract tests, at node_modules/.bin/prism.
 # `npm ci` takes half a minute even from npm's cache, so it runs only when the lock changed.
@@ -45,8 +45,8 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy --strict"
 .venv/bin/mypy
-echo "== pytest (no optional extras)"
-.venv/bin/pytest "$@"
-echo "== pytest (with the extras: orjson, redis; the slow and the Prism contract tests ran above)"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,speed,redis]'
+echo "== pytest (no optional extras; the Ray tests run in the second pass)"
+.venv/bin/pytest -m "not ray" "$@"
+echo "== pytest (with the extras: orjson, redis, ray; the slow and the Prism contract tests ran above)"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,speed,redis,ray]'
 .venv/bin/pytest -m "not slow and not contract and not interop" "$@"

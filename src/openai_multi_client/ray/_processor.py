@@ -1,0 +1,103 @@
+"""``build_processor``: the stage wrapped as Ray Data's own processors are, a callable from a
+dataset to the dataset of results (``ray.data.llm.build_processor``'s shape)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ray.data
+
+from .. import ConfigurationError, _json
+from ._options import SPLIT_WARNING, split_needed
+from ._stage import OpenAIStage, Preprocess
+
+Postprocess = Callable[[dict[str, Any]], dict[str, Any]]
+
+#: CPUs Ray reserves for each actor: the stage mostly waits on the network.
+DEFAULT_NUM_CPUS = 0.25
+DEFAULT_BATCH_SIZE = 64
+
+
+class Processor:
+    """Call it with a ``ray.data.Dataset``; it returns the (lazy) dataset of results."""
+
+    def __init__(
+        self,
+        stage_kwargs: dict[str, Any],
+        postprocess: Postprocess | None,
+        map_batches_kwargs: dict[str, Any],
+    ) -> None:
+        self._stage_kwargs = stage_kwargs
+        self._postprocess = postprocess
+        self._map_batches_kwargs = map_batches_kwargs
+
+    def __call__(self, dataset: ray.data.Dataset) -> ray.data.Dataset:
+        results = dataset.map_batches(
+            OpenAIStage,
+            fn_constructor_kwargs=self._stage_kwargs,
+            batch_format="pyarrow",
+            **self._map_batches_kwargs,
+        )
+        if self._postprocess is not None:
+            results = results.map(_Postprocess(self._postprocess))
+        return results
+
+    def __repr__(self) -> str:
+        return (
+            f"Processor(workers={self._stage_kwargs['workers']}, "
+            f"endpoint={self._stage_kwargs.get('endpoint')!r})"
+        )
+
+
+class _Postprocess:
+    """Calls ``postprocess`` with the row's ``response`` parsed back into a dict."""
+
+    def __init__(self, postprocess: Postprocess) -> None:
+        self._postprocess = postprocess
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        text = row.get("response")
+        parsed = dict(row, response=None if text is None else _json.loads(text))
+        kept = self._postprocess(parsed)
+        if not isinstance(kept, dict):
+            raise ConfigurationError(
+                f"postprocess must return a row (a dict), got {type(kept).__name__}"
+            )
+        return kept
+
+
+def build_processor(
+    preprocess: Preprocess | None = None,
+    postprocess: Postprocess | None = None,
+    *,
+    workers: int = 1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_cpus: float = DEFAULT_NUM_CPUS,
+    map_batches_kwargs: Mapping[str, Any] | None = None,
+    **client_options: Any,
+) -> Processor:
+    """A processor that sends one request per row with ``workers`` actors, each with one
+    :class:`~openai_multi_client.AsyncMultiClient` made of ``client_options`` (``endpoint``,
+    ``api_key``, ``base_url``, ``concurrency`` per actor, ``shared_limits``, ``max_retries``,
+    ``timeout``, ...).
+
+    ``preprocess(row) -> body`` (default: the ``body`` column); ``postprocess(row) -> row``
+    (optional) sees the row with ``response`` parsed into a dict. ``map_batches_kwargs`` go to
+    ``Dataset.map_batches`` as they are. Arguments are checked here, on the driver.
+    """
+    if postprocess is not None and not callable(postprocess):
+        raise ConfigurationError(f"postprocess must be a function of a row, got {postprocess!r}")
+    # Checks every argument now (nothing is started): a mistake fails here, not in each actor.
+    stage = OpenAIStage(preprocess, workers=workers, **client_options)
+    options = stage._options  # checked, with keys in redacting Key objects
+    if split_needed(workers, options):
+        warnings.warn(SPLIT_WARNING.format(workers=workers), UserWarning, stacklevel=2)
+    extra = dict(map_batches_kwargs or {})
+    for name in ("fn_constructor_kwargs", "batch_format"):
+        if name in extra:
+            raise ConfigurationError(f"map_batches_kwargs must not set {name!r}: the stage does")
+    map_kwargs = {"concurrency": workers, "batch_size": batch_size, "num_cpus": num_cpus, **extra}
+    stage_kwargs = {"preprocess": preprocess, "workers": workers, **options}
+    return Processor(stage_kwargs, postprocess, map_kwargs)
