@@ -20,9 +20,8 @@ from typing import IO, Any
 
 import pytest
 
-from openai_multi_client import _journal
-from openai_multi_client._journal import Journal
-from openai_multi_client.cli import _files, _run, build_parser
+from openai_multi_client.cli import _files, _journal, _run, build_parser
+from openai_multi_client.cli._journal import Journal
 from openai_multi_client.testing import Faults, MockOpenAIServer
 
 Factory = Callable[..., MockOpenAIServer]

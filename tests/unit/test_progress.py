@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openai_multi_client._progress import (
+from openai_multi_client.cli._progress import (
     DEFAULT_PRICES,
     Price,
     RunProgress,

@@ -33,8 +33,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from .._batch import BadLine, BatchRequest, error_line, output_line, read_batch, result_line
-from .._cache import ResponseCache, cache_key
 from .._engine import AsyncMultiClient
 from .._errors import (
     AbandonedRequestError,
@@ -46,13 +44,15 @@ from .._errors import (
     OpenAIMultiClientError,
     PermissionDeniedError,
 )
-from .._journal import Journal, JournalError, Known, NullJournal, open_status, request_digest
 from .._limits import Key, RedisLimits
-from .._progress import RunProgress, load_prices
 from .._request import Request, Result
 from .._retry import Action, classify
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes
+from ._batch import BadLine, BatchRequest, error_line, output_line, read_batch, result_line
+from ._cache import ResponseCache, cache_key
 from ._files import Outputs, check_files, check_input, check_output_folder
+from ._journal import Journal, JournalError, Known, NullJournal, open_status, request_digest
+from ._progress import RunProgress, load_prices
 from ._seen import DiskSeenIds
 from ._signals import exit_code_for, stop_signals
 

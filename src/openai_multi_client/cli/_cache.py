@@ -14,7 +14,7 @@ import os
 import sqlite3
 from typing import Any
 
-from . import _json
+from .. import _json
 
 
 def cache_key(url: str, body: Any) -> str:

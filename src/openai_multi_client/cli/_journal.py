@@ -44,7 +44,7 @@ from typing import Literal
 
 import filelock
 
-from ._errors import ConfigurationError, OpenAIMultiClientError
+from .._errors import ConfigurationError, OpenAIMultiClientError
 
 _SENT = 1
 _DONE = 2
