@@ -9,9 +9,11 @@ which HTTP library is underneath.
 
     OpenAIMultiClientError
     ├── ConfigurationError (also ValueError)       bad argument or setting, raised at once
-    │   └── EndpointRemovedError                    edits, fine-tunes: says what replaced them
+    │   ├── EndpointRemovedError                    edits, fine-tunes: says what replaced them
+    │   └── JournalError                            omc run: journal in use or made for other input
     ├── ClientClosedError                           request() after close()
     ├── SharedLimitsError                           the shared-limits backend (Redis) failed
+    ├── OutputFileError                             omc run: an output file cannot be written
     ├── CallbackError                               a user callback raised; carries .result
     ├── BatchFailedError                            a Batch API batch was refused: .problems
     └── RequestError                                why one request failed (on Result.error)
@@ -60,6 +62,11 @@ class EndpointRemovedError(ConfigurationError):
     replacement."""
 
 
+class JournalError(ConfigurationError):
+    """``omc run``'s journal cannot be used: locked by another process, or made for other input
+    or options (the message names the journal and says how to go on)."""
+
+
 class ClientClosedError(OpenAIMultiClientError):
     """A request was submitted after ``close()``."""
 
@@ -67,6 +74,11 @@ class ClientClosedError(OpenAIMultiClientError):
 class SharedLimitsError(OpenAIMultiClientError):
     """The backend that shares the keys' limits among processes (Redis) cannot be reached or
     failed, and the client was told to fail rather than fall back to local limits."""
+
+
+class OutputFileError(OpenAIMultiClientError):
+    """An output file of ``omc run`` cannot be written (disk full, quota, I/O error). The results
+    are in the journal already; a rerun rewrites the file from it."""
 
 
 class CallbackError(OpenAIMultiClientError):

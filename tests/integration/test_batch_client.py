@@ -25,7 +25,7 @@ from openai_multi_client import (
 )
 from openai_multi_client._batches.job import explain
 from openai_multi_client._batches.records import BatchChunk
-from openai_multi_client._progress import Price
+from openai_multi_client._prices import Price
 from openai_multi_client.testing import BatchOptions, FakeClock, KeyLimits, MockOpenAIServer
 
 KEY = "sk-batch-test-key"
@@ -60,7 +60,7 @@ def fake() -> FakeClock:
 
 
 async def serve(fake: FakeClock, **options: Any) -> MockOpenAIServer:
-    server = MockOpenAIServer(clock=fake.now, batches=BatchOptions(**options))
+    server = MockOpenAIServer(clock=fake, batches=BatchOptions(**options))
     await server.start()
     return server
 
@@ -108,7 +108,7 @@ async def test_submit_wait_results(server: MockOpenAIServer, fake: FakeClock) ->
 
 
 async def test_wrong_key_is_a_classified_error_without_the_secret(fake: FakeClock) -> None:
-    mock = MockOpenAIServer(clock=fake.now, keys={"sk-the-right-key": KeyLimits()})
+    mock = MockOpenAIServer(clock=fake, keys={"sk-the-right-key": KeyLimits()})
     async with mock, client_for(mock, fake) as client:
         with pytest.raises(AuthenticationError) as caught:
             await client.submit([line(1)])
@@ -245,7 +245,7 @@ async def test_azure(server: MockOpenAIServer, fake: FakeClock) -> None:
 def test_sync_client(fake: FakeClock, tmp_path: Path) -> None:
     source = tmp_path / "input.jsonl"
     source.write_text("".join(json.dumps(line(n)) + "\n" for n in range(30)) + "\n")
-    with MockOpenAIServer(clock=fake.now) as server:
+    with MockOpenAIServer(clock=fake) as server:
         client = BatchClient(
             KEY, base_url=server.base_url, poll_interval=1.0, clock=StepClock(fake)
         )

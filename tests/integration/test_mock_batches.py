@@ -60,7 +60,7 @@ class Setup:
 
 
 def make_server(clock: FakeClock, **options: Any) -> MockOpenAIServer:
-    return MockOpenAIServer(clock=clock.now, batches=BatchOptions(**options))
+    return MockOpenAIServer(clock=clock, batches=BatchOptions(**options))
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 
 from openai_multi_client import _json
 from openai_multi_client.cli import _mock as mock_cli
-from openai_multi_client.testing import Faults, KeyLimits, MockOpenAIServer
+from openai_multi_client.testing import FakeClock, Faults, KeyLimits, MockOpenAIServer
 from openai_multi_client.testing._mock.accounting import canonical_hash
 from openai_multi_client.testing._mock.limits import TokenBucket, format_go_duration
 from openai_multi_client.testing._mock.options import FAULT_KINDS
@@ -36,19 +36,6 @@ RATE_LIMIT_HEADERS = tuple(
     for what in ("limit", "remaining", "reset")
     for kind in ("requests", "tokens")
 )
-
-
-class FakeTime:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Reply:
@@ -402,7 +389,7 @@ async def test_azure_route_with_api_key_header(session: aiohttp.ClientSession) -
 async def test_request_limit_allows_one_second_of_burst(
     session: aiohttp.ClientSession, rpm: int, burst: int
 ) -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     limits = {KEY: KeyLimits(requests_per_minute=rpm)}
     async with MockOpenAIServer(keys=limits, clock=clock) as server:
         url = f"{server.base_url}/chat/completions"
@@ -440,7 +427,7 @@ async def test_request_limit_allows_one_second_of_burst(
 
 
 async def test_rejected_requests_need_not_count(session: aiohttp.ClientSession) -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     limits = KeyLimits(requests_per_minute=60)
     async with MockOpenAIServer(default_limits=limits, clock=clock, count_rejected=False) as server:
         url = f"{server.base_url}/chat/completions"
@@ -455,7 +442,7 @@ async def test_rejected_requests_need_not_count(session: aiohttp.ClientSession) 
 
 
 async def test_token_limit(session: aiohttp.ClientSession) -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     limits = {KEY: KeyLimits(tokens_per_minute=600)}  # 10 tokens a second, burst 10
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9}
     async with MockOpenAIServer(keys=limits, clock=clock) as server:
@@ -497,7 +484,7 @@ async def test_token_limit(session: aiohttp.ClientSession) -> None:
 async def test_limit_headers_and_retry_after_can_be_turned_off(
     session: aiohttp.ClientSession,
 ) -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     async with MockOpenAIServer(
         default_limits=KeyLimits(requests_per_minute=60),
         retry_after=False,
@@ -1010,3 +997,8 @@ def mock_cli_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omc")
     mock_cli.add_parser(parser.add_subparsers(dest="command"))
     return parser
+
+
+def test_the_clock_is_the_librarys_clock_shape() -> None:
+    with pytest.raises(ValueError, match=r"clock must be a Clock \(now\(\) and async sleep\(\)"):
+        MockOpenAIServer(clock=time.monotonic)  # type: ignore[arg-type]

@@ -20,9 +20,8 @@ from typing import IO, Any
 
 import pytest
 
-from openai_multi_client import _journal
-from openai_multi_client._journal import Journal
-from openai_multi_client.cli import _files, _run, build_parser
+from openai_multi_client.cli import _journal, _private, _run, build_parser
+from openai_multi_client.cli._journal import Journal
 from openai_multi_client.testing import Faults, MockOpenAIServer
 
 Factory = Callable[..., MockOpenAIServer]
@@ -605,22 +604,22 @@ def test_a_full_disk_names_the_file_and_loses_nothing_committed(
     source = write_input(tmp_path / "in.jsonl", 300)
     out = tmp_path / "out.jsonl"
     args = build_parser().parse_args(["run", str(source), "-o", str(out), "--mock", "-c", "5"])
-    real_open = _files.private_open
+    real_open = _private.private_open
 
-    def full_output(path: str) -> IO[bytes]:
+    def full_output(path: str, *, truncate: bool = True) -> IO[bytes]:
         if path == str(out):
             real_open(path).close()
             return io.BufferedWriter(_FullDisk(room=20_000), buffer_size=4096)
-        return real_open(path)
+        return real_open(path, truncate=truncate)
 
-    monkeypatch.setattr(_files, "private_open", full_output)
+    monkeypatch.setattr(_private, "private_open", full_output)
     assert _run.run(args) == 2
     stderr = capsys.readouterr().err
     assert f"cannot write {out}: No space left on device" in stderr
     assert f"safe in the journal {out}.journal" in stderr
     recorded = _journal.open_status(f"{out}.journal").done
     assert recorded > 20_000 // 1000  # more was committed than the full file could take
-    monkeypatch.setattr(_files, "private_open", real_open)
+    monkeypatch.setattr(_private, "private_open", real_open)
     assert _run.run(args) == 0  # the rerun rewrites the output from the journal, then the rest
     assert "Traceback" not in capsys.readouterr().err
     assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(300))

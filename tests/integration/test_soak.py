@@ -24,8 +24,8 @@ from openai_multi_client import (
     RequestTimeoutError,
     Result,
 )
-from openai_multi_client._journal import open_status
 from openai_multi_client._transport import AiohttpTransport, HTTPRequest, HTTPResponse
+from openai_multi_client.cli._journal import open_status
 from openai_multi_client.testing import Faults, MockOpenAIServer
 
 Factory = Callable[..., MockOpenAIServer]

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openai_multi_client import _batch
-from openai_multi_client._batch import (
+from openai_multi_client.cli import _batch
+from openai_multi_client.cli._batch import (
     BATCH_ENDPOINTS,
     BadLine,
     BatchRequest,
@@ -457,7 +457,7 @@ def test_read_batch_never_raises(stdlib: bool, data: bytes, max_line_bytes: int)
 
 
 def test_seen_ids_grow_and_remember_first_lines() -> None:
-    from openai_multi_client._batch import SeenIds
+    from openai_multi_client.cli._batch import SeenIds
 
     seen = SeenIds(capacity=4)
     for line in range(1, 20_001):

@@ -21,7 +21,7 @@ from openai_multi_client._batches.outcome import classify
 from openai_multi_client._batches.prices import batch_cost, batch_prices
 from openai_multi_client._batches.records import BatchChunk, BatchInfo
 from openai_multi_client._batches.split import split_file, split_lines
-from openai_multi_client._progress import DEFAULT_PRICES, Price
+from openai_multi_client._prices import DEFAULT_PRICES, Price
 
 
 def line(number: int, model: str = "m1", url: str = "/v1/chat/completions") -> dict[str, Any]:

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from openai_multi_client._journal import Journal, open_status, request_digest, retryable_output
+from openai_multi_client.cli._journal import Journal, open_status, request_digest, retryable_output
 
 _V1_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

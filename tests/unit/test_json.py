@@ -12,9 +12,9 @@ import pytest
 
 from openai_multi_client import InvalidResponseError, Request, Result, RetryPolicy
 from openai_multi_client import _json as codec
-from openai_multi_client._batch import output_line, result_line
-from openai_multi_client._cache import ResponseCache, cache_key
 from openai_multi_client._stream import StreamReader
+from openai_multi_client.cli._batch import output_line, result_line
+from openai_multi_client.cli._cache import ResponseCache, cache_key
 
 CODECS = ["stdlib", "orjson"]
 

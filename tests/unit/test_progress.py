@@ -14,28 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openai_multi_client._progress import (
-    DEFAULT_PRICES,
-    Price,
-    RunProgress,
-    load_prices,
-    price_for,
-)
+from openai_multi_client._prices import DEFAULT_PRICES, Price, load_prices, price_for
+from openai_multi_client.cli._progress import RunProgress
+from openai_multi_client.testing import FakeClock
 
 CLEAR = "\x1b[K"
-
-
-class FakeNow:
-    """A settable monotonic clock."""
-
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def make(
@@ -45,13 +28,13 @@ def make(
     prices: dict[str, Price] | None = None,
     interval: float | None = None,
     already_done: int = 0,
-) -> tuple[RunProgress, FakeNow, io.StringIO]:
-    now = FakeNow()
+) -> tuple[RunProgress, FakeClock, io.StringIO]:
+    now = FakeClock(1000.0)
     stream = io.StringIO()
     progress = RunProgress(
         total=total,
         stream=stream,
-        now=now,
+        clock=now,
         live=live,
         prices=DEFAULT_PRICES if prices is None else prices,
         interval=interval,
@@ -90,7 +73,7 @@ def test_live_redraws_at_most_ten_times_a_second() -> None:
         before = stream.tell()
         progress.tick()
         if stream.tell() != before:
-            draw_times.append(now.t)
+            draw_times.append(now.now())
     assert stream.getvalue().count("\r") == len(draw_times)
     assert 25 <= len(draw_times) <= 30
     for i, start in enumerate(draw_times):  # any one-second span holds at most 10 draws
@@ -423,7 +406,11 @@ def test_constructor_rejects_bad_arguments(kwargs: dict[str, Any]) -> None:
     arguments: dict[str, Any] = {"total": 10, "interval": None, "already_done": 0, **kwargs}
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         RunProgress(
-            stream=io.StringIO(), now=FakeNow(), live=False, prices=DEFAULT_PRICES, **arguments
+            stream=io.StringIO(),
+            clock=FakeClock(1000.0),
+            live=False,
+            prices=DEFAULT_PRICES,
+            **arguments,
         )
 
 
@@ -580,7 +567,7 @@ def test_long_eta_formats() -> None:
         assert f"ETA {expected}" in progress.status_line()
 
 
-def test_fake_now_is_the_only_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_injected_clock_is_the_only_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
     def forbidden() -> float:
@@ -593,7 +580,7 @@ def test_fake_now_is_the_only_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     now.advance(1)
     progress.tick()
     progress.summary()
-    assert math.isfinite(now.t)
+    assert math.isfinite(now.now())
     assert stream.getvalue()
 
 

@@ -17,7 +17,7 @@ from .prices import batch_cost
 from .records import BatchChunk, BatchInfo
 
 if TYPE_CHECKING:
-    from .._progress import Price
+    from .._prices import Price
     from .client import AsyncBatchClient
 
 logger = logging.getLogger("openai_multi_client")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from .._progress import DEFAULT_PRICES, Price, price_for
+from .._prices import DEFAULT_PRICES, Price, price_for
 
 #: What the Batch API charges, as a fraction of the online price.
 BATCH_DISCOUNT: Final = 0.5

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from .._sync import OpenAIMultiOrderedClient
+from ._argtypes import positive_int
 
 
 def add_parser(subparsers: Any) -> None:
@@ -23,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "-n",
         "--requests",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         metavar="N",
         help="how many chat requests to send (default 200)",
@@ -31,7 +32,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "-c",
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=20,
         help="requests in flight at once (default 20)",
     )
@@ -97,10 +98,3 @@ def run(args: argparse.Namespace) -> int:
             f"server saw {server.stats.total_requests} HTTP requests"
         )
     return 1 if failed else 0
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value

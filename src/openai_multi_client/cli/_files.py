@@ -15,9 +15,10 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import IO
 
-from .._errors import ConfigurationError, OpenAIMultiClientError
+from .._errors import ConfigurationError, OutputFileError
+from . import _private
 
-__all__ = ["OutputFileError", "Outputs", "check_files", "check_input", "check_output_folder"]
+__all__ = ["Outputs", "check_files", "check_input", "check_output_folder"]
 
 _Identity = tuple[int, int] | str
 
@@ -84,19 +85,6 @@ def check_files(source: str, outputs: Sequence[tuple[str, str]]) -> None:
         seen.append((option, path, identity))
 
 
-class OutputFileError(OpenAIMultiClientError):
-    """An output file cannot be written (disk full, quota, I/O error). The results are in the
-    journal already; a rerun rewrites the file from it."""
-
-
-def private_open(path: str) -> IO[bytes]:
-    """``path`` opened for writing, truncated, mode 0600 (also when it existed with a wider
-    mode)."""
-    descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)
-    return os.fdopen(descriptor, "wb")
-
-
 class Outputs:
     """The output file and the optional errors file of a run. A write that fails raises
     :class:`OutputFileError` naming the file; the journal (committed before every write) keeps
@@ -109,7 +97,7 @@ class Outputs:
         self.errors = None if errors is None else self._open(errors)
 
     def _open(self, path: str) -> IO[bytes]:
-        file = private_open(path)
+        file = _private.private_open(path)
         self._files.append((path, file))
         return file
 

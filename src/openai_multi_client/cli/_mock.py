@@ -16,6 +16,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from ._argtypes import non_negative, port, positive_int, probability
+
 if TYPE_CHECKING:
     from ..testing._mock.server import MockOpenAIServer
 
@@ -37,46 +39,6 @@ def _latency(text: str) -> float | tuple[float, float]:
     if not 0 <= bounds[0] <= bounds[1] < math.inf:
         raise argparse.ArgumentTypeError(f"expected a range MIN-MAX with 0 <= MIN <= MAX: {text!r}")
     return bounds
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, not {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in 0-65535 (0: any free one): {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {text!r}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], not {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], not {text!r}")
-    return value
 
 
 def _fault_kinds(text: str) -> dict[str, float]:
@@ -106,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument(
-        "--port", type=_port, default=8000, help="port to listen on (8000; 0: any free port)"
+        "--port", type=port, default=8000, help="port to listen on (8000; 0: any free port)"
     )
     parser.add_argument(
         "--latency",
@@ -116,14 +78,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="answer delay: fixed (0.2) or uniform in a range (0.2-0.6); default 0",
     )
     parser.add_argument(
-        "--rpm", type=_positive_int, default=None, help="requests per minute per key (unlimited)"
+        "--rpm", type=positive_int, default=None, help="requests per minute per key (unlimited)"
     )
     parser.add_argument(
-        "--tpm", type=_positive_int, default=None, help="tokens per minute per key (unlimited)"
+        "--tpm", type=positive_int, default=None, help="tokens per minute per key (unlimited)"
     )
     parser.add_argument(
         "--fault-rate",
-        type=_probability,
+        type=probability,
         default=0.0,
         metavar="P",
         help="probability of a fault per request: 500, 502, 503, connection reset, hang or "
@@ -142,14 +104,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--batch-lines-per-second",
-        type=_non_negative,
+        type=non_negative,
         default=1000.0,
         metavar="N",
         help="Batch API: lines a batch processes per second (1000; 0: all at once)",
     )
     parser.add_argument(
         "--batch-step-seconds",
-        type=_non_negative,
+        type=non_negative,
         default=1.0,
         metavar="SECONDS",
         help="Batch API: how long a batch stays validating, and finalizing (1)",

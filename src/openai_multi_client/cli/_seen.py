@@ -1,7 +1,7 @@
 """The ``custom_id`` values one ``omc run`` has read, on disk, so memory stays flat at 10^7 lines.
 
 The reader's duplicate check needs every id of the input so far. In memory that is 12 to 24
-bytes an id (:class:`~openai_multi_client._batch.SeenIds`), some 200 MB at 10^7 lines; here it
+bytes an id (:class:`~openai_multi_client.cli._batch.SeenIds`), some 200 MB at 10^7 lines; here it
 is a table of 64-bit hashes in a private temporary SQLite database (SQLite deletes the file when
 it is closed), with a page cache of a few megabytes whatever the input's size.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .._batch import id_hash
+from ._batch import id_hash
 
 __all__ = ["DiskSeenIds"]
 
@@ -19,7 +19,7 @@ _CACHE_KIB = 4096  # SQLite page cache
 
 
 class DiskSeenIds:
-    """An :class:`~openai_multi_client._batch.IdRegistry` in a temporary SQLite file. Used by
+    """An :class:`~openai_multi_client.cli._batch.IdRegistry` in a temporary SQLite file. Used by
     one thread at a time (the reader); close it with :meth:`close`."""
 
     def __init__(self) -> None:

@@ -77,7 +77,7 @@ class BatchRoutes:
         self._options = options
         self._ledger = ledger
         self._url = url
-        clock = options.clock
+        clock = options.clock.now
         epoch = time.time() - clock()
         self._id_prefix = os.urandom(12).hex()
         self.files = FileStore(self._id_prefix, lambda: epoch + clock())
@@ -206,7 +206,7 @@ class BatchRoutes:
             endpoint=params["endpoint"],
             completion_window=params["completion_window"],
             metadata=params.get("metadata"),
-            created=self._options.clock(),
+            created=self._options.clock.now(),
             answerer=self._answerer(params["endpoint"]),
             rng=random.Random(f"{self._options.seed}:{number}"),
         )

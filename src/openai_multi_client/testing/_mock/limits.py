@@ -152,7 +152,7 @@ class RateLimits:
         if state is None:
             limits = self._options.limits_of(key)
             rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
-            now = self._clock()
+            now = self._clock.now()
             state = self._states[key] = KeyState(
                 TokenBucket(rpm, now) if rpm is not None else None,
                 TokenBucket(tpm, now) if tpm is not None else None,
@@ -163,7 +163,7 @@ class RateLimits:
         """The six ``x-ratelimit-*`` headers of a key (none when the option is off)."""
         if not self._options.rate_limit_headers:
             return {}
-        now = self._clock()
+        now = self._clock.now()
         headers: dict[str, str] = {}
         for bucket, kind in ((state.requests, "requests"), (state.tokens, "tokens")):
             if bucket is None:
@@ -179,11 +179,11 @@ class RateLimits:
     def refund(self, state: KeyState, reserved: int, used: object) -> None:
         """Settle the tokens reserved at admission with those the answer ``used``."""
         if state.tokens is not None and isinstance(used, int) and used < reserved:
-            state.tokens.refund(reserved - used, self._clock())
+            state.tokens.refund(reserved - used, self._clock.now())
 
     def admit(self, state: KeyState, cost: int, model: str) -> Refusal | None:
         """Charge a request of ``cost`` tokens to the key (None), or say why it is refused."""
-        now = self._clock()
+        now = self._clock.now()
         requests, tokens = state.requests, state.tokens
         if tokens is not None and cost > tokens.limit:
             if requests is not None and self._options.count_rejected:

@@ -8,11 +8,11 @@ a message naming the argument at fault; the rest of the mock trusts it.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from ..._clock import Clock, LoopClock
 from .errors import redact
 
 __all__ = [
@@ -167,7 +167,7 @@ class ServerOptions:
     retry_after: bool = True
     rate_limit_headers: bool = True
     embedding_dimensions: int | None = None
-    clock: Callable[[], float] = time.monotonic
+    clock: Clock = field(default_factory=LoopClock)
     count_rejected: bool = True
 
     def __post_init__(self) -> None:
@@ -232,8 +232,11 @@ def _check_others(options: ServerOptions) -> None:
             f"embedding_dimensions must be an integer in [1, {MAX_EMBEDDING_DIMENSIONS}], "
             f"not {dimensions!r}"
         )
-    if not callable(options.clock):
-        raise ValueError(f"clock must be a callable returning seconds, not {options.clock!r}")
+    if not isinstance(options.clock, Clock):
+        raise ValueError(
+            "clock must be a Clock (now() and async sleep(), like "
+            f"openai_multi_client.testing.FakeClock), not {options.clock!r}"
+        )
 
 
 def _normal_latency(latency: object) -> float | tuple[float, float]:

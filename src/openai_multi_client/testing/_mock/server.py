@@ -31,13 +31,13 @@ The request flow is in :mod:`.handler`; configuration in :mod:`.options`, limits
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import web
 
+from ..._clock import Clock, LoopClock
 from .accounting import Ledger, ServerStats
 from .background import LoopThread
 from .batch_options import BatchOptions
@@ -63,7 +63,8 @@ class MockOpenAIServer:
 
     ``latency`` is fixed seconds or a ``(min, max)`` range drawn uniformly; latency and
     ``faults`` draw from one ``random.Random(seed)``, so a run is reproducible. ``clock``
-    (monotonic seconds) drives the rate limiters; tests inject a fake one.
+    (a :class:`~openai_multi_client.Clock`; default: the event loop's) drives the rate limiters;
+    tests inject a :class:`~openai_multi_client.testing.FakeClock`.
 
     Rate-limited (429) requests count against the limits, as at OpenAI: a client that keeps
     sending faster than a key's rate gets nothing through. ``count_rejected=False`` makes a
@@ -97,7 +98,7 @@ class MockOpenAIServer:
         retry_after: bool = True,
         rate_limit_headers: bool = True,
         embedding_dimensions: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         count_rejected: bool = True,
         batches: BatchOptions | None = None,
     ) -> None:
@@ -115,7 +116,7 @@ class MockOpenAIServer:
             retry_after=retry_after,
             rate_limit_headers=rate_limit_headers,
             embedding_dimensions=embedding_dimensions,
-            clock=clock,
+            clock=LoopClock() if clock is None else clock,
             count_rejected=count_rejected,
         )
         self.host = host

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sqlite3
 from typing import Any
 
-from . import _json
+from .. import _json
+from ._private import private_sqlite
 
 
 def cache_key(url: str, body: Any) -> str:
@@ -28,19 +27,15 @@ class ResponseCache:
     """Answers by canonical request; ``get`` and ``put`` are cheap point queries."""
 
     def __init__(self, path: str) -> None:
-        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(descriptor)
-        old_umask = os.umask(0o077)
+        self._db = private_sqlite(path)
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, status INTEGER, "
                 "request_id TEXT, body BLOB) WITHOUT ROWID"
             )
-        finally:
-            os.umask(old_umask)
+        except BaseException:
+            self._db.close()
+            raise
         self.path = path
         self.hits = 0
 

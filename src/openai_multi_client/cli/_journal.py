@@ -27,9 +27,9 @@ Schema versions: 1 had ``requests (custom_id, line, state, failed, output)``; 2 
 ``retryable``, ``digest`` and ``run`` (the number of the run that last wrote the row). A version
 1 journal is migrated when opened for writing; :func:`open_status` reads either.
 
-WAL mode with ``synchronous=NORMAL``: a commit survives the process being killed (the WAL is in
-the OS's page cache); only a power cut can lose the last commits, which a resume then sends
-again.
+The file is opened by :func:`~._private.private_sqlite` (WAL mode with ``synchronous=NORMAL``):
+a commit survives the process being killed; only a power cut can lose the last commits, which a
+resume then sends again.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from typing import Literal
 
 import filelock
 
-from ._errors import ConfigurationError, OpenAIMultiClientError
+from .._errors import ConfigurationError, JournalError
+from ._private import private_sqlite
 
 _SENT = 1
 _DONE = 2
@@ -122,10 +123,6 @@ def _retry_filter(mode: RetryMode | None) -> str:
     return "failed = 1" if mode == "all" else "failed = 1 AND retryable = 1"
 
 
-class JournalError(OpenAIMultiClientError):
-    """The journal cannot be used: locked by another process, or made for other input."""
-
-
 @dataclass(frozen=True, slots=True)
 class JournalStatus:
     """What a journal holds."""
@@ -135,12 +132,6 @@ class JournalStatus:
     in_doubt: int
     fingerprint: str | None
     failed_retryable: int = 0
-
-
-def _private_file(path: str) -> None:
-    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(descriptor)
-    os.chmod(path, 0o600)
 
 
 class Journal:
@@ -176,15 +167,12 @@ class Journal:
                 "finish, or give this run its own --journal"
             ) from None
         try:
-            _private_file(path)
-            old_umask = os.umask(0o077)  # the -wal and -shm files SQLite creates: private too
+            connection = private_sqlite(path)
             try:
-                connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
                 connection.executescript(_SCHEMA)
-            finally:
-                os.umask(old_umask)
+            except BaseException:
+                connection.close()
+                raise
             journal = cls(path, connection, lock)
             journal._migrate()
             journal._check_fingerprint(fingerprint, force)

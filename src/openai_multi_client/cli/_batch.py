@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from ._errors import APIStatusError, InvalidResponseError
-from ._json import dumps_record, loads
+from .._errors import APIStatusError, InvalidResponseError
+from .._json import dumps_record, loads
 
 if TYPE_CHECKING:
-    from ._request import Result
+    from .._request import Result
 
 __all__ = [
     "BATCH_ENDPOINTS",

@@ -1,0 +1,192 @@
+"""The configuration of one ``omc run``: :class:`RunConfig`, built and checked once from the
+command line, then handed to every part of the run (no part reads the argparse namespace).
+
+:meth:`RunConfig.from_args` refuses bad options with :class:`~openai_multi_client.
+ConfigurationError` naming the option, checks the files (the input exists; no output is the
+input or another output; every output's folder exists), reads the keys and the price table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._errors import ConfigurationError
+from .._limits import Key
+from .._prices import Price, load_prices
+from .._transport import check_max_response_bytes
+from ._files import check_files, check_input, check_output_folder
+from ._journal import RetryMode
+
+__all__ = ["RunConfig"]
+
+_MOCK_KEY = "sk-omc-mock"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """What one ``omc run`` was asked to do, checked. ``journal`` is ``None`` with
+    ``--no-journal``. Keys are left out of the repr."""
+
+    input: str
+    output: str
+    errors: str | None
+    journal: str | None
+    force: bool
+    retry_failed: RetryMode | None
+    keys: tuple[str | Key, ...] = field(repr=False)
+    base_url: str | None
+    mock: bool
+    azure: bool
+    api_version: str | None
+    redis: str | None
+    redis_namespace: str
+    redis_unavailable: Literal["fail", "local"]
+    concurrency: int
+    ordered: bool
+    max_retries: int
+    timeout: float
+    read_timeout: float | None
+    max_requests: int | None
+    budget_tokens: int | None
+    budget_dollars: float | None
+    max_line_bytes: int
+    max_response_bytes: int
+    cache: str | None
+    prices: Mapping[str, Price] = field(repr=False)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunConfig:
+        """The configuration ``omc run``'s arguments ask for, or :class:`ConfigurationError`
+        (:class:`ValueError` for a bad price file, :class:`OSError` for an unreadable keys
+        file) naming what is wrong."""
+        _check_options(args)
+        journal = None if args.no_journal else (args.journal or args.output + ".journal")
+        _check_paths(args, journal)
+        return cls(
+            input=args.input,
+            output=args.output,
+            errors=args.errors,
+            journal=journal,
+            force=args.force,
+            retry_failed=args.retry_failed,
+            keys=tuple(_keys(args)),
+            base_url=args.base_url,
+            mock=args.mock,
+            azure=args.azure,
+            api_version=args.api_version,
+            redis=args.redis,
+            redis_namespace=args.redis_namespace,
+            redis_unavailable=args.redis_unavailable,
+            concurrency=args.concurrency,
+            ordered=args.ordered,
+            max_retries=args.max_retries,
+            timeout=args.timeout,
+            read_timeout=args.read_timeout,
+            max_requests=args.max_requests,
+            budget_tokens=args.budget_tokens,
+            budget_dollars=args.budget_dollars,
+            max_line_bytes=args.max_line_bytes,
+            max_response_bytes=args.max_response_bytes,
+            cache=args.cache,
+            prices=load_prices(args.prices),
+        )
+
+    def shaping(self) -> dict[str, Any]:
+        """The options that change what is sent for a given input line (part of the input's
+        fingerprint: a journal made with other values is refused)."""
+        return {
+            "base_url": self.base_url,
+            "mock": self.mock,
+            "azure": self.azure,
+            "api_version": self.api_version,
+        }
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.concurrency < 1:
+        raise ConfigurationError("--concurrency must be at least 1")
+    if args.max_line_bytes < 1:
+        raise ConfigurationError("--max-line-bytes must be at least 1")
+    check_max_response_bytes(args.max_response_bytes, "--max-response-bytes")
+    for option, value in (
+        ("--max-requests", args.max_requests),
+        ("--budget-tokens", args.budget_tokens),
+        ("--budget-dollars", args.budget_dollars),
+    ):
+        if value is not None and value < 0:
+            raise ConfigurationError(f"{option} must not be negative, got {value}")
+    for option, rate in (("--rpm", args.rpm), ("--tpm", args.tpm)):
+        if rate is not None and not 0 < rate < math.inf:
+            raise ConfigurationError(
+                f"{option} must be a number above 0, got {rate:g}; leave it out for no fixed "
+                "limit (the limits are then learned from the server's rate-limit headers)"
+            )
+    if args.retry_failed and args.no_journal:
+        raise ConfigurationError(
+            "--retry-failed sends again the failures a journal recorded; "
+            "it cannot go with --no-journal"
+        )
+    if args.ordered and args.cache:
+        raise ConfigurationError(
+            "--ordered and --cache together are not supported yet: answers from the cache "
+            "would be written ahead of earlier requests still in flight"
+        )
+
+
+def _check_paths(args: argparse.Namespace, journal: str | None) -> None:
+    """The input exists; no output is the input or another output (truncating it would
+    destroy it); every output's folder exists."""
+    check_input(args.input)
+    outputs = [("-o", args.output)]
+    if args.errors:
+        outputs.append(("--errors", args.errors))
+    if journal is not None:
+        outputs.append(("--journal" if args.journal else "the journal", journal))
+    for option, path in outputs:
+        check_output_folder(option, path)
+    check_files(args.input, outputs)
+
+
+def _keys(args: argparse.Namespace) -> list[str | Key]:
+    """The keys: ``--key``, then ``--keys-file``, else ``OPENAI_API_KEY`` (a dummy one for
+    ``--mock``); as :class:`Key` objects when an option applies to each key."""
+    secrets: list[str] = list(args.key)
+    if args.keys_file:
+        secrets += _read_keys_file(args.keys_file, secrets)
+    if not secrets and not args.mock:
+        env = os.environ.get("OPENAI_API_KEY")
+        if env:
+            secrets.append(env)
+    if args.mock and not secrets:
+        secrets.append(_MOCK_KEY)
+    if not (args.azure or args.api_version or args.rpm or args.tpm):
+        return list(secrets)
+    limits = {"requests_per_minute": args.rpm, "tokens_per_minute": args.tpm}
+    return [
+        Key(secret, azure=args.azure, api_version=args.api_version, **limits) for secret in secrets
+    ]
+
+
+def _read_keys_file(path: str, given: list[str]) -> list[str]:
+    """The keys in ``path``, one a line; blank lines and ``#`` comments are skipped. A key
+    given twice is refused, naming the line (never the key)."""
+    where = dict.fromkeys(given, "a --key argument")
+    keys: list[str] = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            key = line.strip()
+            if not key or key.startswith("#"):
+                continue
+            if key in where:
+                raise ConfigurationError(
+                    f"--keys-file {path} line {number}: the same key as {where[key]}; "
+                    "give each key once"
+                )
+            where[key] = f"line {number}"
+            keys.append(key)
+    return keys

@@ -1,0 +1,63 @@
+"""``omc run``'s options become one frozen RunConfig, checked once, with messages naming the
+option; keys never show in its repr."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from openai_multi_client import ConfigurationError
+from openai_multi_client.cli import build_parser
+from openai_multi_client.cli._config import RunConfig
+
+
+def config(tmp_path: Path, *options: str) -> RunConfig:
+    source = tmp_path / "in.jsonl"
+    source.write_text("")
+    argv = ["run", str(source), "-o", str(tmp_path / "out.jsonl"), *options]
+    return RunConfig.from_args(build_parser().parse_args(argv))
+
+
+def test_defaults_and_the_journal_beside_the_output(tmp_path: Path) -> None:
+    made = config(tmp_path, "--key", "sk-secret-one")
+    assert made.journal == str(tmp_path / "out.jsonl") + ".journal"
+    assert (made.concurrency, made.max_retries, made.ordered) == (50, 10, False)
+    assert made.keys == ("sk-secret-one",)
+    assert "gpt-4o-mini" in made.prices
+    assert config(tmp_path, "--no-journal", "--mock").journal is None
+
+
+def test_keys_never_show_and_the_config_cannot_change(tmp_path: Path) -> None:
+    made = config(tmp_path, "--key", "sk-secret-one", "--rpm", "60")
+    assert "sk-secret" not in repr(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.concurrency = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-c", "0"], "--concurrency must be at least 1"),
+        (["--max-line-bytes", "0"], "--max-line-bytes must be at least 1"),
+        (["--budget-tokens", "-1"], "--budget-tokens must not be negative, got -1"),
+        (["--rpm", "0"], "--rpm must be a number above 0, got 0"),
+        (["--retry-failed", "--no-journal"], "it cannot go with --no-journal"),
+        (["--ordered", "--cache", "c.db"], "--ordered and --cache together are not supported"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        config(tmp_path, "--mock", *options)
+
+
+def test_a_key_given_twice_names_the_line_not_the_key(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# team keys\nsk-secret-one\n\nsk-secret-one\n")
+    with pytest.raises(ConfigurationError) as caught:
+        config(tmp_path, "--keys-file", str(keys))
+    assert "line 4: the same key as line 2" in str(caught.value)
+    assert "sk-secret" not in str(caught.value)
