@@ -11,21 +11,29 @@ redis-server; then Ray Data's own HTTP stage (``ray.data.llm.HttpRequestProcesso
 needs no vLLM) with ``qps`` set to the keys' limits divided among the actors. That stage takes
 one URL and one set of headers, so it can carry only one of the two keys. Ideal time = rows /
 (2 keys x 10 requests/s). Wall time counts from the call to the end of ``take_all()``, actors'
-start included. 429s are counted by the mock server.
+start included. 429s are counted by the mock server, and a thread watching its counters notes
+when the first request arrived and when the last one did (to within 5 ms), which splits the
+wall time into start-up (call to first request), sending (first request to last, and its
+rate) and the last answers. Between the two stages, a no-op stage on the same actor pool
+(``workers`` actors, ``num_cpus`` 0.25) measures Ray's own start-up: from the call to its
+first batch, and the wall of a pipeline of the same rows that does nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from typing import Any
 
+import pyarrow as pa
 import ray
 import ray.data
 from _common import publish
 
 from openai_multi_client import Key
-from openai_multi_client.ray import build_processor
+from openai_multi_client.ray import DEFAULT_NUM_CPUS, build_processor
+from openai_multi_client.ray._processor import actor_pool
 from openai_multi_client.testing import KeyLimits, MockOpenAIServer, RedisServer
 
 KEYS = ("sk-bench-ray-a-000001", "sk-bench-ray-b-000002")
@@ -44,6 +52,62 @@ def server() -> MockOpenAIServer:
     )
 
 
+class Arrivals:
+    """Watches a mock server's request counter from a thread: when the first request arrived,
+    and when the ``expected``-th did (``time.perf_counter()``, to within ``poll`` seconds)."""
+
+    def __init__(self, mock: MockOpenAIServer, expected: int, poll: float = 0.005) -> None:
+        self.first: float | None = None
+        self.last: float | None = None
+        self._mock, self._expected, self._poll = mock, expected, poll
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._poll):
+            seen = self._mock.stats.total_requests
+            if seen and self.first is None:
+                self.first = time.perf_counter()
+            if seen >= self._expected:
+                self.last = time.perf_counter()
+                return
+
+    def __enter__(self) -> Arrivals:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Noop:
+    """A stage that sends nothing: Ray's own start-up and batching, for comparison."""
+
+    async def __call__(self, batch: Any) -> Any:
+        yield batch.append_column("seen", pa.array([time.time()] * batch.num_rows))
+
+
+def rays_startup(rows: int) -> dict[str, float]:
+    """The same actor pool with a stage that does nothing: from the call to its first batch
+    (wall clock: the actors are other processes), and to the end."""
+    started_at = time.time()
+    started = time.perf_counter()
+    results = (
+        ray.data.range(rows)
+        .map_batches(
+            Noop,
+            batch_size=40,
+            batch_format="pyarrow",
+            num_cpus=DEFAULT_NUM_CPUS,
+            **actor_pool(ACTORS, 4),
+        )
+        .take_all()
+    )
+    wall = time.perf_counter() - started
+    return {"first_batch": min(row["seen"] for row in results) - started_at, "wall": wall}
+
+
 def ours(rows: int) -> dict[str, Any]:
     with server() as mock, RedisServer() as redis:
         process = build_processor(
@@ -56,12 +120,23 @@ def ours(rows: int) -> dict[str, Any]:
             concurrency=16,
             shared_limits=redis.url,
         )
-        started = time.perf_counter()
-        results = process(ray.data.range(rows)).take_all()
-        wall = time.perf_counter() - started
+        with Arrivals(mock, rows) as arrivals:
+            started = time.perf_counter()
+            results = process(ray.data.range(rows)).take_all()
+            ended = time.perf_counter()
         stats = mock.stats
     answered = sum(1 for row in results if row["error"] is None)
-    return {"answered": answered, "failed": len(results) - answered, "wall": wall, "stats": stats}
+    assert arrivals.first is not None
+    assert arrivals.last is not None
+    return {
+        "answered": answered,
+        "failed": len(results) - answered,
+        "wall": ended - started,
+        "stats": stats,
+        "first_request": arrivals.first - started,
+        "sending": arrivals.last - arrivals.first,
+        "last_answers": ended - arrivals.last,
+    }
 
 
 def rays_own(rows: int) -> dict[str, Any]:
@@ -125,6 +200,7 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         mine = ours(args.rows)
+        noop = rays_startup(args.rows)
         theirs = rays_own(args.rows)
     finally:
         ray.shutdown()
@@ -142,9 +218,24 @@ def main() -> None:
             ),
         ]
     )
+    limit = len(KEYS) * RPM / 60
+    ideal = args.rows / limit
+    rate = (args.rows - 1) / mine["sending"]
+    table += (
+        f"\n\nopenai_multi_client.ray's wall of {mine['wall']:.1f} s: first request "
+        f"{mine['first_request']:.2f} s after the call; first to last request "
+        f"{mine['sending']:.2f} s ({rate:.2f} requests/s, {rate / limit:.3f}x "
+        f"the keys' limits); last answers {mine['last_answers']:.2f} s. First request to the end: "
+        f"{mine['sending'] + mine['last_answers']:.1f} s, "
+        f"{(mine['sending'] + mine['last_answers']) / ideal:.3f}x the ideal. Ray's own start-up, "
+        f"a no-op stage on the same pool ({ACTORS} actors) in the same session: first batch "
+        f"{noop['first_batch']:.2f} s after the call, whole pipeline of {args.rows:,} rows "
+        f"{noop['wall']:.2f} s."
+    )
     publish(
         f"Ray Data: {ACTORS} actors, 2 keys of {RPM} RPM",
-        f"{args.rows:,} rows, {ACTORS} actors, batch size 40, concurrency 16 per actor, mock "
+        f"{args.rows:,} rows, {ACTORS} actors, batch size 40, concurrency 16 per actor, 4 Ray "
+        f"tasks at once per actor (max_concurrent_batches), mock "
         f"latency {LATENCY[0]}-{LATENCY[1]} s, one local Ray cluster (2 CPUs) for both stages.",
         table,
         args.record,

@@ -6,17 +6,20 @@ extra they skip, except in CI (``CI`` set), where that fails."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from openai_multi_client import Key, KeyPool
 from openai_multi_client.testing import KeyLimits, MockOpenAIServer, RedisServer
@@ -120,6 +123,94 @@ def test_two_actors_share_two_keys_through_redis(
     assert stats.requests_by_key[GOOD] > 60
     assert stats.requests_by_key[OTHER] > 60
     assert server.answered_more_than_once() == 0
+
+
+class InFlightServer:
+    """A chat-completions server on loopback, in a thread of its own, that counts the requests
+    in flight and holds each until ``together`` are (or ``hold`` seconds have passed). The
+    first is answered at once: to a server that publishes no limits, a client sends one request
+    at first, and more with each success (adaptive concurrency)."""
+
+    def __init__(self, together: int, hold: float = 5.0) -> None:
+        self.together = together
+        self.hold = hold
+        self.answered = 0
+        self.most_in_flight = 0
+        self._in_flight = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._met: asyncio.Event | None = None
+        self.port = 0
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        assert self._met is not None
+        self.answered += 1
+        if self.answered > 1:
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+            if self._in_flight >= self.together:
+                self._met.set()
+            try:
+                await asyncio.wait_for(self._met.wait(), self.hold)
+            except asyncio.TimeoutError:
+                pass  # answered anyway: the test then sees too few in flight
+            finally:
+                self._in_flight -= 1
+        content = {"role": "assistant", "content": "ok"}
+        return web.json_response(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "model": MODEL,
+                "choices": [{"index": 0, "message": content, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
+
+    async def _start(self) -> None:
+        self._met = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def __enter__(self) -> InFlightServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def test_one_actor_runs_several_of_rays_tasks_at_once(ray_cluster: str) -> None:
+    """Ray runs one task (a bundle of blocks) at a time on an actor unless told otherwise: the
+    actor's client would drain at every task's end and a task queued behind a busy actor would
+    wait while another idles. Three one-row blocks on one actor: once the first is answered,
+    the other two are in flight together (the server holds each until the other comes)."""
+    with InFlightServer(together=2) as server:
+        process = build_processor(
+            ask,
+            workers=1,
+            batch_size=1,
+            endpoint="chats",
+            api_key=GOOD,
+            base_url=f"http://127.0.0.1:{server.port}/v1",
+            concurrency=4,
+        )
+        dataset = ray.data.from_items([{"n": n} for n in range(3)], override_num_blocks=3)
+        rows = process(dataset).take_all()
+    assert sorted(row["n"] for row in rows) == [0, 1, 2]
+    assert all(row["error"] is None for row in rows)
+    assert server.most_in_flight == 2
 
 
 def test_without_redis_each_actor_is_given_half_of_each_key(ray_cluster: str) -> None:
@@ -335,3 +426,5 @@ def test_wrong_arguments_fail_on_the_driver_and_name_themselves() -> None:
         build_processor(ask, concurrency=0)
     with pytest.raises(ConfigurationError, match="preprocess must be a function"):
         OpenAIStage("body")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="max_concurrent_batches must be a whole number"):
+        build_processor(ask, max_concurrent_batches=0)

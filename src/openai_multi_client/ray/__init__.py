@@ -22,12 +22,19 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"openai_multi_client.ray needs Ray Data: pip install 'openai-multi-client[ray]' ({exc})"
     ) from exc
 
-from ._processor import DEFAULT_BATCH_SIZE, DEFAULT_NUM_CPUS, Processor, build_processor
+from ._processor import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENT_BATCHES,
+    DEFAULT_NUM_CPUS,
+    Processor,
+    build_processor,
+)
 from ._rows import RESULT_COLUMNS, RESULT_SCHEMA
 from ._stage import OpenAIStage
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_CONCURRENT_BATCHES",
     "DEFAULT_NUM_CPUS",
     "RESULT_COLUMNS",
     "RESULT_SCHEMA",

@@ -3,6 +3,7 @@ dataset to the dataset of results (``ray.data.llm.build_processor``'s shape)."""
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +19,11 @@ Postprocess = Callable[[dict[str, Any]], dict[str, Any]]
 #: CPUs Ray reserves for each actor: the stage mostly waits on the network.
 DEFAULT_NUM_CPUS = 0.25
 DEFAULT_BATCH_SIZE = 64
+#: Ray Data tasks (each one a bundle of blocks, several batches) an actor runs at once. With 1,
+#: Ray's default for actors, an actor takes its next task only when the last one has finished:
+#: its client drains at every task's end, and a task queued behind a busy actor waits there
+#: while another actor idles (its share of the keys unused until its lease shrinks).
+DEFAULT_MAX_CONCURRENT_BATCHES = 4
 
 
 class Processor:
@@ -75,6 +81,7 @@ def build_processor(
     workers: int = 1,
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_cpus: float = DEFAULT_NUM_CPUS,
+    max_concurrent_batches: int = DEFAULT_MAX_CONCURRENT_BATCHES,
     map_batches_kwargs: Mapping[str, Any] | None = None,
     **client_options: Any,
 ) -> Processor:
@@ -84,8 +91,11 @@ def build_processor(
     ``timeout``, ...).
 
     ``preprocess(row) -> body`` (default: the ``body`` column); ``postprocess(row) -> row``
-    (optional) sees the row with ``response`` parsed into a dict. ``map_batches_kwargs`` go to
-    ``Dataset.map_batches`` as they are. Arguments are checked here, on the driver.
+    (optional) sees the row with ``response`` parsed into a dict. ``max_concurrent_batches``:
+    the Ray Data tasks each actor runs at once (its Ray ``max_concurrency``, as in
+    ``ray.data.llm``'s processors), all on the actor's one client. ``map_batches_kwargs`` go to
+    ``Dataset.map_batches`` as they are (``compute=`` replaces the stage's actor pool).
+    Arguments are checked here, on the driver.
     """
     if postprocess is not None and not callable(postprocess):
         raise ConfigurationError(f"postprocess must be a function of a row, got {postprocess!r}")
@@ -98,6 +108,23 @@ def build_processor(
     for name in ("fn_constructor_kwargs", "batch_format"):
         if name in extra:
             raise ConfigurationError(f"map_batches_kwargs must not set {name!r}: the stage does")
-    map_kwargs = {"concurrency": workers, "batch_size": batch_size, "num_cpus": num_cpus, **extra}
+    calls = max_concurrent_batches
+    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+        raise ConfigurationError(
+            f"max_concurrent_batches must be a whole number >= 1, got {calls!r}"
+        )
+    # The user's own actor pool (compute= or the older concurrency=) replaces the stage's.
+    pool = {} if {"compute", "concurrency"} & set(extra) else actor_pool(workers, calls)
+    map_kwargs = {**pool, "batch_size": batch_size, "num_cpus": num_cpus, **extra}
     stage_kwargs = {"preprocess": preprocess, "workers": workers, **options}
     return Processor(stage_kwargs, postprocess, map_kwargs)
+
+
+def actor_pool(workers: int, calls_per_actor: int) -> dict[str, Any]:
+    """``map_batches`` arguments for a pool of ``workers`` actors that each run
+    ``calls_per_actor`` tasks at once: ``ActorPoolStrategy(max_concurrent_calls_per_actor=)``
+    where Ray has it, else the actor's ``max_concurrency`` as a remote argument (older Ray)."""
+    strategy = ray.data.ActorPoolStrategy
+    if "max_concurrent_calls_per_actor" in inspect.signature(strategy).parameters:
+        return {"compute": strategy(size=workers, max_concurrent_calls_per_actor=calls_per_actor)}
+    return {"compute": strategy(size=workers), "max_concurrency": calls_per_actor}
