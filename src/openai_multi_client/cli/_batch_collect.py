@@ -150,8 +150,11 @@ class Collector:
         self._settle(outcomes, again)
 
     def _outcome(self, row: LineRow, data: bytes, failed: bool, retryable: bool) -> Outcome:
+        """An outcome to record, its line scrubbed of the key (a server may quote it back)."""
         if failed:
             self.failed += 1
+        if self._client.key.secret:
+            data = self._client.key.redact(data.decode("utf-8")).encode("utf-8")
         return Outcome(row, data, failed, retryable)
 
     def _settle(self, outcomes: list[Outcome], again: Iterable[str]) -> None:

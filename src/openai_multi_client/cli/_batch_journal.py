@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS batch_chunks (
     output_done INTEGER NOT NULL DEFAULT 0,
     error_done INTEGER NOT NULL DEFAULT 0,
     finished INTEGER NOT NULL DEFAULT 0,
-    usage TEXT
+    usage TEXT,
+    tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS batch_lines (
     custom_id TEXT PRIMARY KEY,
@@ -77,6 +78,7 @@ class ChunkRow:
     error_done: bool
     finished: bool
     usage: dict[str, Any] | None
+    tokens: int = 0
 
     @property
     def live(self) -> bool:
@@ -122,12 +124,13 @@ def _chunk(row: Sequence[Any]) -> ChunkRow:
         bool(row[11]),
         bool(row[12]),
         usage,
+        int(row[14]),
     )
 
 
 _CHUNK_COLUMNS = (
     "chunk_no, path, endpoint, model, lines, file_id, batch_id, status, completed, failed, "
-    "output_done, error_done, finished, usage"
+    "output_done, error_done, finished, usage, tokens"
 )
 
 
@@ -228,13 +231,13 @@ class BatchJournal:
         )
 
     def add_chunk(
-        self, chunk_no: int, path: str, endpoint: str, model: str | None, lines: int
+        self, chunk_no: int, path: str, endpoint: str, model: str | None, lines: int, tokens: int
     ) -> None:
-        """A new chunk (inside :meth:`transaction`, with its lines)."""
+        """A new chunk (inside :meth:`transaction`, with its lines); ``tokens`` estimated."""
         self._db.execute(
-            "INSERT INTO batch_chunks (chunk_no, path, endpoint, model, lines) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (chunk_no, path, endpoint, model, lines),
+            "INSERT INTO batch_chunks (chunk_no, path, endpoint, model, lines, tokens) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (chunk_no, path, endpoint, model, lines, tokens),
         )
 
     def set_file(self, chunk_no: int, file_id: str) -> None:

@@ -151,7 +151,7 @@ class Planner:
         group.file.close()
         del state.open[(group.endpoint, group.model)]
         self._journal.add_chunk(
-            group.chunk_no, str(group.path), group.endpoint, group.model, group.lines
+            group.chunk_no, str(group.path), group.endpoint, group.model, group.lines, group.tokens
         )
 
 

@@ -196,9 +196,14 @@ class BatchRun:
         live = any(chunk.live for chunk in chunks)
         if collector.hold and not live:
             collector.hold = False
+        cap = self.config.batch_max_tokens
+        enqueued = sum(chunk.tokens for chunk in chunks if chunk.live)
         for chunk in chunks:
             if chunk.batch_id is not None or self.stopping or collector.hold:
                 continue
+            if cap is not None and enqueued and enqueued + chunk.tokens > cap:
+                continue  # --batch-max-tokens: wait for running batches to end
+            enqueued += chunk.tokens
             if self._budget is not None:
                 return
             file_id = chunk.file_id
