@@ -380,3 +380,19 @@ def test_batch_options_need_batch(tmp_path: Path) -> None:
     done = omc("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--batch-size", "10")
     assert done.returncode == 2
     assert "--batch-size goes with --batch" in done.stderr
+
+
+def test_a_batch_where_every_line_failed_has_no_output_file_and_is_handled(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    server = mock_openai_factory(batches=fast(line_fault_rate=1.0, line_fault_kinds=("500",)))
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(6)])
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    done = omc(*batch_run(source, out, server.base_url, "--errors", str(errors),
+                          "--max-retries", "2"))  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    batches = server._handler.batch_routes.batches.all()
+    assert len(batches) == 2  # the first try, then one resubmission: --max-retries 2 in all
+    assert all(batch.output_file_id is None for batch in batches)
+    assert [record["response"]["status_code"] for record in records(errors)] == [500] * 6
+    assert len(records(out)) == 6

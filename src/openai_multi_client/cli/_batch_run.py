@@ -34,10 +34,11 @@ from ._batch_plan import Caps, Planner
 from ._config import RunConfig
 from ._files import Outputs
 from ._journal import Journal, _retry_filter
-from ._outcome import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED
+from ._outcome import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, Outcome
 from ._progress import RunProgress
 from ._reader import scan_input
 from ._signals import exit_code_for, stop_signals
+from ._stop import RunStop
 
 __all__ = ["BatchRun"]
 
@@ -65,7 +66,8 @@ class BatchRun:
         self._bad = 0
         self._capped: str | None = None
         self._budget: str | None = None
-        self._created_here: set[int] = set()
+        self._said = ""
+        self._started = self.clock.now()
 
     async def main(self) -> int:
         """Run; the exit code."""
@@ -137,7 +139,9 @@ class BatchRun:
                 print("omc run: aborted; run the same command again to go on", file=sys.stderr)
                 return EXIT_INTERRUPTED if self.signal is None else exit_code_for(self.signal)
         outputs.write(journal.not_retried(config.retry_failed))
-        return self._finish(batches, collector, progress)
+        code = self._finish(batches, collector, progress)
+        Outcome(config, RunStop(None)).say_retryable(journal.status().failed_retryable)
+        return code
 
     async def _loop(
         self,
@@ -172,7 +176,7 @@ class BatchRun:
             if not chunks or self.stopping:
                 return
             finished = await self._poll(batches, client, collector, chunks)
-            self._say(batches)
+            self._say(batches, progress)
             if finished:
                 need_plan = True
                 continue
@@ -269,23 +273,25 @@ class BatchRun:
             self._budget = f"--budget-dollars {dollars}"
         return self._budget is not None
 
-    def _say(self, batches: BatchJournal) -> None:
+    def _say(self, batches: BatchJournal, progress: RunProgress) -> None:
+        """The progress line: batches by status, the running ones' counts, elapsed time and
+        the cost so far at batch prices (printed when it changes)."""
         counts: dict[str, int] = {}
         done = failed = total = 0
         for chunk in batches.chunks(unfinished=False):
             counts[chunk.status] = counts.get(chunk.status, 0) + 1
             if not chunk.finished:
-                done, failed, total = (
-                    done + chunk.completed,
-                    failed + chunk.failed,
-                    total + chunk.lines,
-                )
+                done, failed = done + chunk.completed, failed + chunk.failed
+                total += chunk.lines
         shown = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-        print(
-            f"omc run: batches: {shown}; running batches: {done:,}/{total:,} lines done, "
-            f"{failed:,} failed",
-            file=sys.stderr,
+        line = (
+            f"batches: {shown}; running batches: {done:,}/{total:,} lines done, {failed:,} "
+            f"failed; ${progress.cost:,.4f} so far at batch prices"
         )
+        if line != self._said:
+            self._said = line
+            elapsed = self.clock.now() - self._started
+            print(f"omc run: [{elapsed:,.0f} s] {line}", file=sys.stderr)
 
     def _finish(self, batches: BatchJournal, collector: Collector, progress: RunProgress) -> int:
         chunks = batches.chunks(unfinished=False)
