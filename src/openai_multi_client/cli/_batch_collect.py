@@ -3,7 +3,7 @@ line, each line matched by ``custom_id`` to the chunk that sent it and written a
 would write it; retryable failures and lines the batch never ran wait for a new chunk (at most
 ``--max-retries`` batches per line); a batch refused as a whole is explained in one line.
 
-Outcomes reach the journal in transactions of 256 lines, then the output files; a kill in the
+Outcomes reach the journal in transactions of 2,048 lines, then the output files; a kill in the
 middle of a file only repeats its download (lines already final are skipped).
 """
 
@@ -24,7 +24,7 @@ from ._progress import RunProgress
 
 __all__ = ["Collector"]
 
-_SETTLE = 256  # lines per journal transaction
+_SETTLE = 2048  # lines per journal transaction (a kill repeats at most the download)
 _TOKEN_LIMIT = "token_limit_exceeded"
 
 

@@ -182,6 +182,11 @@ class BatchJournal:
         )
         return [_chunk(row) for row in rows]
 
+    def waiting(self) -> int:
+        """Lines waiting for a new chunk (released by a finished batch)."""
+        row = self._db.execute("SELECT count(*) FROM batch_lines WHERE chunk_no IS NULL")
+        return int(row.fetchone()[0])
+
     def next_chunk_no(self) -> int:
         row = self._db.execute("SELECT max(chunk_no) FROM batch_chunks").fetchone()
         return 1 + int(row[0] or 0)

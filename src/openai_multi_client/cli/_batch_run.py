@@ -178,7 +178,7 @@ class BatchRun:
             finished = await self._poll(batches, client, collector, chunks)
             self._say(batches, progress)
             if finished:
-                need_plan = True
+                need_plan = batches.waiting() > 0  # the input is read again only for them
                 continue
             self._sleep = asyncio.ensure_future(self.clock.sleep(self.config.poll_interval))
             with contextlib.suppress(asyncio.CancelledError):
