@@ -396,3 +396,24 @@ def test_a_batch_where_every_line_failed_has_no_output_file_and_is_handled(
     assert all(batch.output_file_id is None for batch in batches)
     assert [record["response"]["status_code"] for record in records(errors)] == [500] * 6
     assert len(records(out)) == 6
+
+
+def test_retry_failed_sends_the_temporary_failures_again_in_a_batch(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    faulty = mock_openai_factory(batches=fast(line_fault_rate=1.0, line_fault_kinds=("429",)))
+    healthy = mock_openai_factory(batches=fast())
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(5)])
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    first = omc(*batch_run(source, out, faulty.base_url, "--errors", str(errors),
+                           "--max-retries", "1"))  # fmt: skip
+    assert first.returncode == 1
+    assert "--retry-failed" in first.stderr
+    assert len(records(errors)) == 5
+    again = omc(*batch_run(source, out, healthy.base_url, "--errors", str(errors),
+                           "--retry-failed", "--force"))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    written = records(out)
+    assert sorted(record["custom_id"] for record in written) == [f"req-{n}" for n in range(5)]
+    assert all(record["response"]["status_code"] == 200 for record in written)
+    assert records(errors) == []
