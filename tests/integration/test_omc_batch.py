@@ -417,3 +417,21 @@ def test_retry_failed_sends_the_temporary_failures_again_in_a_batch(
     assert sorted(record["custom_id"] for record in written) == [f"req-{n}" for n in range(5)]
     assert all(record["response"]["status_code"] == 200 for record in written)
     assert records(errors) == []
+
+
+def test_max_requests_submits_that_many_lines_and_the_next_run_goes_on(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    server = mock_openai_factory(batches=fast())
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(10)])
+    out = tmp_path / "out.jsonl"
+    first = omc(*batch_run(source, out, server.base_url, "--max-requests", "6"))
+    assert first.returncode == 3, first.stderr
+    assert "stopped at --max-requests 6" in first.stderr
+    assert len(records(out)) == 6
+    second = omc(*batch_run(source, out, server.base_url, "--max-requests", "6"))
+    assert second.returncode == 0, second.stderr
+    assert sorted(record["custom_id"] for record in records(out)) == sorted(
+        f"req-{n}" for n in range(10)
+    )
+    assert sum(len(batch.lines) for batch in server._handler.batch_routes.batches.all()) == 10
