@@ -1,6 +1,7 @@
-"""The ``omc`` command: ``omc run`` sends a Batch-API file of requests (resumable); ``omc status``
-reads a run's journal; ``omc demo`` runs a job against the built-in mock server; ``omc mock``
-serves the mock server for your own tests."""
+"""The ``omc`` command: ``omc run`` sends a Batch-API file of requests (resumable; with
+``--batch`` through OpenAI's Batch API); ``omc status`` reads a run's journal; ``omc cancel``
+cancels the batches of an ``omc run --batch``; ``omc demo`` runs a job against the built-in mock
+server; ``omc mock`` serves the mock server for your own tests."""
 
 from __future__ import annotations
 

@@ -25,6 +25,10 @@ from ._journal import RetryMode
 __all__ = ["RunConfig"]
 
 _MOCK_KEY = "sk-omc-mock"
+DEFAULT_BATCH_SIZE = 50_000
+"""Lines per batch of ``omc run --batch`` (the Batch API's limit)."""
+DEFAULT_POLL_SECONDS = 60.0
+"""Seconds between looks at running batches."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +62,10 @@ class RunConfig:
     max_response_bytes: int
     cache: str | None
     prices: Mapping[str, Price] = field(repr=False)
+    batch: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    poll_interval: float = DEFAULT_POLL_SECONDS
+    batch_max_tokens: int | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -94,6 +102,10 @@ class RunConfig:
             max_response_bytes=args.max_response_bytes,
             cache=args.cache,
             prices=load_prices(args.prices),
+            batch=getattr(args, "batch", False),
+            batch_size=getattr(args, "batch_size", None) or DEFAULT_BATCH_SIZE,
+            poll_interval=getattr(args, "poll_interval", None) or DEFAULT_POLL_SECONDS,
+            batch_max_tokens=getattr(args, "batch_max_tokens", None),
         )
 
     def shaping(self) -> dict[str, Any]:
@@ -107,7 +119,47 @@ class RunConfig:
         }
 
 
+def _check_batch_options(args: argparse.Namespace) -> None:
+    """``--batch`` and the options only it takes."""
+    batch = getattr(args, "batch", False)
+    given = [
+        option
+        for option, name in (
+            ("--batch-size", "batch_size"),
+            ("--poll-interval", "poll_interval"),
+            ("--batch-max-tokens", "batch_max_tokens"),
+        )
+        if getattr(args, name, None) is not None
+    ]
+    if given and not batch:
+        raise ConfigurationError(f"{given[0]} goes with --batch (the Batch API)")
+    if not batch:
+        return
+    size, poll, tokens = args.batch_size, args.poll_interval, args.batch_max_tokens
+    if size is not None and not 1 <= size <= DEFAULT_BATCH_SIZE:
+        raise ConfigurationError(
+            f"--batch-size must be from 1 to {DEFAULT_BATCH_SIZE:,} (the Batch API's limit), "
+            f"got {size}"
+        )
+    if poll is not None and not 0 < poll < math.inf:
+        raise ConfigurationError(f"--poll-interval must be seconds above 0, got {poll:g}")
+    if tokens is not None and tokens < 1:
+        raise ConfigurationError(f"--batch-max-tokens must be at least 1, got {tokens}")
+    for option, value in (("--cache", args.cache), ("--ordered", args.ordered)):
+        if value:
+            raise ConfigurationError(f"{option} is not supported with --batch")
+    if args.no_journal:
+        raise ConfigurationError(
+            "--batch needs a journal (batches outlive the run): drop --no-journal"
+        )
+    if args.input == "-":
+        raise ConfigurationError(
+            "--batch needs an input file (it is read again to resubmit failed lines), not -"
+        )
+
+
 def _check_options(args: argparse.Namespace) -> None:
+    _check_batch_options(args)
     if args.concurrency < 1:
         raise ConfigurationError("--concurrency must be at least 1")
     if args.max_line_bytes < 1:

@@ -18,6 +18,8 @@ from typing import Any
 
 from .._errors import ConfigurationError, OpenAIMultiClientError
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES
+from ._batch_cancel import batch_status, run_cancel
+from ._batch_run import BatchRun
 from ._config import RunConfig
 from ._job import Job
 from ._journal import open_status
@@ -63,6 +65,7 @@ def add_parser(subparsers: Any) -> None:
     _add_key_options(parser)
     _add_pacing_options(parser)
     _add_limit_options(parser)
+    _add_batch_options(parser)
     other = parser.add_argument_group("other")
     other.add_argument("--cache", help="reuse answers to identical requests from this file")
     other.add_argument("--prices", help="JSON price table overriding the built-in one")
@@ -71,6 +74,45 @@ def add_parser(subparsers: Any) -> None:
     status = subparsers.add_parser("status", help="show the progress recorded in a journal")
     status.add_argument("journal")
     status.set_defaults(run=run_status)
+
+    cancel = subparsers.add_parser(
+        "cancel",
+        help="cancel the running batches of an omc run --batch and collect their results",
+        description="Cancel the live batches recorded in JOURNAL (omc run --batch), wait for "
+        "them to stop, and write their partial results to the run's output files; lines they "
+        "did not run are recorded as failed (batch_cancelled).",
+    )
+    cancel.add_argument("journal")
+    cancel.add_argument("--key", action="append", default=[], help="the run's API key")
+    cancel.add_argument("--base-url", help="API base URL (default: the run's)")
+    cancel.add_argument("--azure", action="store_true", help="send the key as Azure's api-key")
+    cancel.add_argument("--api-version", help="Azure api-version query parameter")
+    cancel.add_argument("--poll-interval", type=float, default=None, help="seconds between looks")
+    cancel.set_defaults(run=run_cancel)
+
+
+def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+    """The Batch API (half the price, answers within 24 hours)."""
+    batch = parser.add_argument_group("Batch API (half the price; answers within 24 h)")
+    batch.add_argument(
+        "--batch",
+        action="store_true",
+        help="send the input through OpenAI's Batch API instead of online requests; the "
+        "output is the same; a stop leaves the batches running and the same command resumes",
+    )
+    batch.add_argument(
+        "--batch-size", type=int, help="lines per batch, at most 50,000 (default: 50,000)"
+    )
+    batch.add_argument(
+        "--poll-interval", type=float, help="seconds between looks at running batches (60)"
+    )
+    batch.add_argument(
+        "--batch-max-tokens",
+        type=int,
+        help="cap the estimated input tokens of one batch (the enqueued-token limit of your "
+        "organisation's tier); default: no cap (a batch refused for the limit waits and goes "
+        "again, smaller)",
+    )
 
 
 def _add_key_options(parser: argparse.ArgumentParser) -> None:
@@ -150,7 +192,10 @@ def _add_limit_options(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``omc run``: the exit code."""
     try:
-        job = Job(RunConfig.from_args(args))
+        config = RunConfig.from_args(args)
+        if config.batch:
+            return asyncio.run(BatchRun(config).main())
+        job = Job(config)
         return asyncio.run(job.main())
     except (OpenAIMultiClientError, OSError, ValueError, sqlite3.Error) as exc:
         print(f"omc run: {exc}", file=sys.stderr)
@@ -168,4 +213,6 @@ def run_status(args: argparse.Namespace) -> int:
         f"{args.journal}: {status.done} done ({status.failed} failed), "
         f"{status.in_doubt} sent with unknown outcome"
     )
+    for line in batch_status(args.journal):
+        print(line)
     return EXIT_OK

@@ -1,0 +1,337 @@
+"""``omc run --batch``: the same input and output through OpenAI's Batch API (half the price).
+
+::
+
+    plan (input -> chunk files; committed) -> upload (file id committed) -> create (batch id
+    committed; a batch created just before a kill is found by the run's token and adopted)
+    -> poll every --poll-interval (status and counts committed) -> collect (outputs; lines
+    to send again go into new chunks) -> ... until every line is final
+
+Every step is committed in the journal before the next, so the same command resumes after a
+kill at any moment without creating a second batch for a chunk, uploading a chunk again once
+its batch exists, or collecting a line twice. The output files are the journal's projection,
+as for online runs. A stop signal stops polling: submitted batches keep running at the server
+(they are being paid for) and the next run collects them. ``omc cancel JOURNAL`` cancels them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from .._batches import AsyncBatchClient, BatchChunk, BatchInfo
+from .._batches.prices import batch_cost, batch_prices
+from .._clock import Clock, LoopClock
+from .._errors import ConfigurationError
+from .._limits import Key
+from ._batch import BadLine
+from ._batch_collect import Collector, usage_of
+from ._batch_journal import BatchJournal, ChunkRow
+from ._batch_plan import Caps, Planner
+from ._config import RunConfig
+from ._files import Outputs
+from ._journal import Journal, _retry_filter
+from ._outcome import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, Outcome
+from ._progress import RunProgress
+from ._reader import scan_input
+from ._signals import exit_code_for, stop_signals
+from ._stop import RunStop
+
+__all__ = ["BatchRun"]
+
+_BAD_LINES_SHOWN = 20
+
+
+class BatchRun:
+    """One ``omc run --batch`` of ``config`` (or, with ``cancel``, ``omc cancel``)."""
+
+    def __init__(self, config: RunConfig, clock: Clock | None = None, *, cancel: bool = False):
+        if config.input == "-":
+            raise ConfigurationError(
+                "--batch needs an input file (it is read again to resubmit failed lines), "
+                "not standard input"
+            )
+        if config.journal is None:
+            raise ConfigurationError("--batch cannot go with --no-journal: batches outlive a run")
+        self.config = config
+        self.clock: Clock = LoopClock() if clock is None else clock
+        self.cancel = cancel
+        self.signal: signal.Signals | None = None
+        self.stopping = False
+        self._main: asyncio.Task[object] | None = None
+        self._sleep: asyncio.Task[None] | None = None
+        self._bad = 0
+        self._capped: str | None = None
+        self._budget: str | None = None
+        self._said = ""
+        self._started = self.clock.now()
+
+    async def main(self) -> int:
+        """Run; the exit code."""
+        config = self.config
+        assert config.journal is not None
+        fingerprint = None if self.cancel else scan_input(config.input, config.shaping())[0]
+        journal = Journal.open(config.journal, fingerprint, force=config.force)
+        try:
+            batches = BatchJournal(journal)
+            if not self.cancel:
+                batches.save_settings(_settings(config))
+            outputs = Outputs(config.output, config.errors, config.journal)
+            try:
+                outputs.write(journal.outputs(leave_out=config.retry_failed))
+                with stop_signals(asyncio.get_running_loop(), self._on_signal):
+                    return await self._run(journal, batches, outputs)
+            finally:
+                outputs.close()
+        finally:
+            journal.close()
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        if self.signal is not None:
+            if self._main is not None:
+                self._main.cancel()
+            return
+        self.signal, self.stopping = signum, True
+        print(
+            f"\nomc run: {signum.name}: stopped polling; submitted batches keep running at the "
+            "server: run the same command again to collect them (omc cancel JOURNAL cancels "
+            "them)",
+            file=sys.stderr,
+        )
+        if self._sleep is not None:
+            self._sleep.cancel()
+
+    async def _run(self, journal: Journal, batches: BatchJournal, outputs: Outputs) -> int:
+        config = self.config
+        self._main = asyncio.current_task()
+        status = journal.status()
+        progress = RunProgress(
+            total=None,
+            stream=sys.stderr,
+            clock=self.clock,
+            live=False,
+            prices=batch_prices(config.prices),
+            already_done=status.done - journal.to_retry(config.retry_failed),
+        )
+        assert config.journal is not None
+        folder = Path(config.journal + ".batches")
+        caps = Caps(lines=config.batch_size, tokens=config.batch_max_tokens)
+        async with _client(config, folder) as client:
+            collector = Collector(
+                batches,
+                client,
+                outputs,
+                progress,
+                max_attempts=config.max_retries,
+                caps=caps,
+                folder=folder,
+            )
+            collector.final = self.cancel
+            planner = Planner(
+                batches, config.input, folder, caps, _retry_filter(config.retry_failed)
+            )
+            try:
+                await self._loop(batches, client, collector, planner, outputs, progress)
+            except asyncio.CancelledError:
+                print("omc run: aborted; run the same command again to go on", file=sys.stderr)
+                return EXIT_INTERRUPTED if self.signal is None else exit_code_for(self.signal)
+        outputs.write(journal.not_retried(config.retry_failed))
+        code = self._finish(batches, collector, progress)
+        Outcome(config, RunStop(None)).say_retryable(journal.status().failed_retryable)
+        return code
+
+    async def _loop(
+        self,
+        batches: BatchJournal,
+        client: AsyncBatchClient,
+        collector: Collector,
+        planner: Planner,
+        outputs: Outputs,
+        progress: RunProgress,
+    ) -> None:
+        """Plan, submit, poll and collect until every line is final (or a stop)."""
+        token, started = batches.token()
+        if self.cancel:
+            await self._cancel_live(batches, client)
+        need_plan, planned = not self.cancel, 0
+        while True:
+            if need_plan and not self.stopping and not self._over_budget(progress):
+                limit = self.config.max_requests
+                first = planned == 0
+                count, capped = planner.plan(
+                    None if limit is None else max(0, limit - planned),
+                    (lambda item: self._report_bad(item, outputs)) if first else None,
+                )
+                planned += count
+                if capped:
+                    self._capped = f"--max-requests {limit}"
+                need_plan = False
+            chunks = batches.chunks()
+            if not self.cancel:
+                await self._submit(batches, client, collector, chunks, token, started)
+            chunks = [chunk for chunk in batches.chunks() if chunk.batch_id]
+            if not chunks or self.stopping:
+                return
+            finished = await self._poll(batches, client, collector, chunks)
+            self._say(batches, progress)
+            if finished:
+                need_plan = batches.waiting() > 0  # the input is read again only for them
+                continue
+            self._sleep = asyncio.ensure_future(self.clock.sleep(self.config.poll_interval))
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sleep
+            if self._sleep.cancelled() and not self.stopping:
+                raise asyncio.CancelledError
+            self._sleep = None
+
+    async def _submit(
+        self,
+        batches: BatchJournal,
+        client: AsyncBatchClient,
+        collector: Collector,
+        chunks: list[ChunkRow],
+        token: str,
+        started: int,
+    ) -> None:
+        """Upload and create the chunks without a batch (each id committed at once)."""
+        live = any(chunk.live for chunk in chunks)
+        if collector.hold and not live:
+            collector.hold = False
+        cap = self.config.batch_max_tokens
+        enqueued = sum(chunk.tokens for chunk in chunks if chunk.live)
+        for chunk in chunks:
+            if chunk.batch_id is not None or self.stopping or collector.hold:
+                continue
+            if cap is not None and enqueued and enqueued + chunk.tokens > cap:
+                continue  # --batch-max-tokens: wait for running batches to end
+            enqueued += chunk.tokens
+            if self._budget is not None:
+                return
+            file_id = chunk.file_id
+            info: BatchInfo | None = None
+            if file_id is None:
+                upload = BatchChunk(Path(chunk.path), chunk.endpoint, chunk.model, (), (), 0)
+                file_id = (await client.upload(upload)).id
+                batches.set_file(chunk.chunk_no, file_id)
+            else:  # uploaded by a run that may have created its batch just before a kill
+                found = await client.find(token, str(chunk.chunk_no), created_after=started)
+                info = found[0] if found else None
+            if info is None:
+                info = await client.create(
+                    file_id, chunk.endpoint, run_token=token, chunk=str(chunk.chunk_no)
+                )
+            batches.set_batch(chunk.chunk_no, info.id, info.status)
+
+    async def _poll(
+        self,
+        batches: BatchJournal,
+        client: AsyncBatchClient,
+        collector: Collector,
+        chunks: list[ChunkRow],
+    ) -> bool:
+        """Look at each live batch once; collect those that ended. Whether any ended."""
+        finished = False
+        live = {chunk.chunk_no for chunk in chunks}
+        for chunk in chunks:
+            if self.stopping:
+                break
+            assert chunk.batch_id is not None
+            info = await client.retrieve(chunk.batch_id)
+            usage = info.raw.get("usage")
+            batches.set_seen(chunk.chunk_no, info.status, info.completed, info.failed, usage)
+            if info.done:
+                live.discard(chunk.chunk_no)
+                await collector.collect(chunk, info, others_live=bool(live))
+                finished = True
+        return finished
+
+    async def _cancel_live(self, batches: BatchJournal, client: AsyncBatchClient) -> None:
+        for chunk in batches.chunks():
+            if chunk.batch_id is not None and chunk.status in ("validating", "in_progress"):
+                info = await client.cancel(chunk.batch_id)
+                batches.set_seen(chunk.chunk_no, info.status, info.completed, info.failed, None)
+                print(f"omc cancel: batch {chunk.batch_id}: {info.status}", file=sys.stderr)
+
+    def _report_bad(self, item: BadLine, outputs: Outputs) -> None:
+        from ._batch import error_line
+
+        self._bad += 1
+        data = error_line(item.custom_id, code=item.code, message=item.message, line=item.line)
+        if outputs.errors is not None:
+            outputs.write_error(data)
+        elif self._bad <= _BAD_LINES_SHOWN:
+            print(f"omc run: {item.message}", file=sys.stderr)
+
+    def _over_budget(self, progress: RunProgress) -> bool:
+        tokens, dollars = self.config.budget_tokens, self.config.budget_dollars
+        if tokens is not None and progress.tokens >= tokens:
+            self._budget = f"--budget-tokens {tokens}"
+        elif dollars is not None and progress.cost >= dollars:
+            self._budget = f"--budget-dollars {dollars}"
+        return self._budget is not None
+
+    def _say(self, batches: BatchJournal, progress: RunProgress) -> None:
+        """The progress line: batches by status, the running ones' counts, elapsed time and
+        the cost so far at batch prices (printed when it changes)."""
+        counts: dict[str, int] = {}
+        done = failed = total = 0
+        for chunk in batches.chunks(unfinished=False):
+            counts[chunk.status] = counts.get(chunk.status, 0) + 1
+            if not chunk.finished:
+                done, failed = done + chunk.completed, failed + chunk.failed
+                total += chunk.lines
+        shown = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        line = (
+            f"batches: {shown}; running batches: {done:,}/{total:,} lines done, {failed:,} "
+            f"failed; ${progress.cost:,.4f} so far at batch prices"
+        )
+        if line != self._said:
+            self._said = line
+            elapsed = self.clock.now() - self._started
+            print(f"omc run: [{elapsed:,.0f} s] {line}", file=sys.stderr)
+
+    def _finish(self, batches: BatchJournal, collector: Collector, progress: RunProgress) -> int:
+        chunks = batches.chunks(unfinished=False)
+        progress.close()
+        print(progress.summary(interrupted=self.signal is not None), file=sys.stderr)
+        cost = batch_cost(usage_of(chunks), batch_prices(self.config.prices))
+        shown = "unknown (a model has no price)" if cost is None else f"${cost:,.4f}"
+        print(f"Batches: {len(chunks)}; estimated cost at batch prices: {shown}", file=sys.stderr)
+        for stop in (self._budget, self._capped):
+            if stop:
+                print(f"omc run: stopped at {stop}; run again to go on", file=sys.stderr)
+        if self.signal is not None:
+            return exit_code_for(self.signal)
+        left = any(not chunk.finished for chunk in chunks)
+        if self._capped or (self._budget and left):
+            return EXIT_STOPPED
+        return EXIT_FAILURES if collector.failed or self._bad else EXIT_OK
+
+
+def _settings(config: RunConfig) -> dict[str, object]:
+    """What ``omc cancel`` needs to collect a run's results (no key)."""
+    return {
+        "input": config.input,
+        "output": config.output,
+        "errors": config.errors,
+        "base_url": config.base_url,
+        "azure": config.azure,
+        "api_version": config.api_version,
+        "max_retries": config.max_retries,
+    }
+
+
+def _client(config: RunConfig, folder: Path) -> AsyncBatchClient:
+    key = config.keys[0] if config.keys else None
+    if len(config.keys) > 1:
+        print("omc run: --batch uses the first key only", file=sys.stderr)
+    return AsyncBatchClient(
+        key if isinstance(key, Key | str) else None,
+        base_url=config.base_url,
+        poll_interval=config.poll_interval,
+        max_attempts=max(1, config.max_retries),
+        workdir=folder,
+    )
