@@ -11,7 +11,6 @@ from ._errors import ConfigurationError, EndpointRemovedError, RequestError
 
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
-    from ._stream import ChunkCallback
 
 # Seed and friendly names -> path below the base URL (which ends in /v1 for OpenAI).
 ENDPOINTS: Mapping[str, str] = {
@@ -87,6 +86,8 @@ def merge_template(
 
 
 Callback: TypeAlias = Callable[["Result"], object]
+#: ``on_chunk(chunk, request)``: called with each chunk of a streamed request (see ``_stream``).
+ChunkCallback: TypeAlias = Callable[[dict[str, Any], "Request"], object]
 
 
 @dataclass(slots=True, eq=False)
@@ -108,10 +109,9 @@ class Request:
     policy: RetryPolicy
     attempt: int = 0
     key: str | None = None
-    # Bookkeeping for the engine, not part of the public surface.
+    # Set when the request is built (the engine's build_request), not part of the public
+    # surface. Per-attempt bookkeeping lives in the dispatcher's Flight, not here.
     tokens: int = 0
-    paced: int = 0  # attempts a key's rate limit turned away (429 rate_limit_exceeded)
-    retry_cost: int = 0
     body: bytes | None = None
     stream: bool = False  # "stream": true (set by the backend's prepare)
     on_chunk: ChunkCallback | None = None

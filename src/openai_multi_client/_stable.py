@@ -15,12 +15,13 @@ shared by every thread, and by our clients when the manager is passed as ``api_k
 the function with ``api_key=<the secret>``, and hands the key back afterwards. Failures are
 recognised whether they are our own :class:`~openai_multi_client.RequestError` classes or the
 official SDK's exceptions, translated at one boundary (:func:`translate_error`) and handled by
-:func:`~openai_multi_client._retry.classify`:
+:func:`~openai_multi_client._retry.decide`, the same decision the engine takes:
 
 * 401, 403 and 429 ``insufficient_quota`` retire the key for the process; the call moves to
   another key without spending an attempt;
 * a 429 rate limit cools that key only (for the server's hint, or one second) and the call
-  retries, on another key when one is free;
+  retries, on another key when one is free; it spends no attempt (up to 100 such answers),
+  as in the engine: being paced is not a failure of the call;
 * 5xx, 408, 409, timeouts and connection errors retry after full-jitter backoff, or after the
   wait the server asked for;
 * anything else (400, 404, the function's own ``ValueError``, ...) propagates at once.
@@ -53,15 +54,13 @@ from ._errors import (
     APIStatusError,
     ConfigurationError,
     ConnectError,
-    InsufficientQuotaError,
     NoUsableKeyError,
-    RateLimitError,
     RequestError,
     RequestTimeoutError,
     status_error,
 )
 from ._limits import Key, KeyPool, Reservation, as_keys, loop_listener
-from ._retry import Action, RetryPolicy, classify, is_overload, server_requested_delay
+from ._retry import Action, Attempts, RetryPolicy, decide, is_overload
 from ._validate import check_count
 
 __all__ = ["KeyManager", "stable", "translate_error"]
@@ -69,9 +68,6 @@ __all__ = ["KeyManager", "stable", "translate_error"]
 logger = logging.getLogger("openai_multi_client")
 
 R = TypeVar("R")
-
-#: How long a key cools after a 429 that did not say how long to wait.
-_DEFAULT_COOL_DOWN = 1.0
 
 _default_lock = threading.Lock()
 _default_manager: KeyManager | None = None
@@ -244,7 +240,7 @@ class _Call:
     def __init__(self, manager: KeyManager, policy: RetryPolicy) -> None:
         self.manager = manager
         self.policy = policy
-        self.attempts = 0
+        self.attempts = Attempts()
         self.last_error: BaseException | None = None
 
     def take_key(self) -> Reservation | float:
@@ -324,41 +320,31 @@ class _Call:
             failed=True,
         )
         self.last_error = error
-        action = classify(translated)
-        if action is Action.RETIRE_KEY:
-            manager.retire(key, manager.redact(str(translated)))
-            return 0.0  # on to another key; no attempt spent
-        if action is Action.FAIL:
-            return None
-        self.attempts += 1
-        if not self.policy.should_retry(self.attempts):
-            return None
-        if isinstance(translated, RateLimitError) and not isinstance(
-            translated, InsufficientQuotaError
-        ):
-            hint = server_requested_delay(translated)
-            pause = _DEFAULT_COOL_DOWN if hint is None else hint
-            pause = min(pause, self.policy.max_server_delay)
-            manager.cool_down(key, manager.now() + pause)
+        decision = decide(translated, self.attempts, self.policy, None, manager.rng)
+        self.attempts = decision.attempts
+        redacted = manager.redact(str(translated))
+        if decision.cool_key is not None:
+            manager.cool_down(key, manager.now() + decision.cool_key)
             logger.debug(
-                "API key %s is rate limited: cooling it for %.2fs (attempt %d of %d): %s",
+                "API key %s is rate limited: cooling it for %.2fs: %s",
                 key.id,
-                pause,
-                self.attempts,
-                self.policy.max_attempts,
-                manager.redact(str(translated)),
+                decision.cool_key,
+                redacted,
             )
-            return 0.0  # another key may be free now; take_key waits for one otherwise
-        delay = self.policy.next_delay(self.attempts, translated, manager.rng)
+        if decision.action is Action.RETIRE_KEY:
+            manager.retire(key, redacted)
+            return 0.0  # on to another key; no attempt spent
+        if decision.action is Action.FAIL:
+            return None
         logger.debug(
             "retrying in %.2fs after attempt %d of %d failed on key %s: %s",
-            delay,
-            self.attempts,
+            decision.delay,
+            decision.attempts.failures,
             self.policy.max_attempts,
             key.id,
-            manager.redact(str(translated)),
+            redacted,
         )
-        return delay
+        return decision.delay
 
 
 # ----------------------------------------------------------------------------- the decorator

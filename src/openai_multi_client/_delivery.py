@@ -1,0 +1,96 @@
+"""Delivery: outcomes become :class:`Result` objects and wait, in order if asked, for the consumer.
+
+The dispatcher calls :meth:`Delivery.deliver` once per request (success or failure); the
+client's consumer calls :meth:`Delivery.pop` for up to n results. In ordered mode a result that
+finished early waits in the reorder buffer until every earlier one was delivered; the buffer is
+bounded because the dispatcher admits no more than its window of unconsumed requests (see
+``_dispatch``), so it never holds more than that many results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from ._api import Outcome
+from ._errors import RequestError
+from ._request import Request, Result
+
+
+def make_result(
+    request: Request,
+    outcome: Outcome | None,
+    error: RequestError | None,
+    latency: float | None,
+) -> Result:
+    """The result of ``request``: its ``outcome``, or its ``error`` when it failed."""
+    result = Result(
+        request.index,
+        request.endpoint,
+        request.data,
+        request.metadata,
+        attempt=request.attempt,
+        latency=latency,
+        key=request.key,
+        callback=request.callback,
+        _chunk_error=request.chunk_error,
+    )
+    if outcome is not None:
+        result.response = outcome.response
+        result.status_code = outcome.status_code
+        result.request_id = outcome.request_id
+    else:
+        result.failed = True
+        result.error = error
+        result.status_code = getattr(error, "status_code", None)
+        result.request_id = getattr(error, "request_id", None)
+        result.response = getattr(error, "body", None)
+    return result
+
+
+class Delivery:
+    """The results not yet taken by the consumer, and the counters of outcomes."""
+
+    __slots__ = ("_next", "_ordered", "_output", "_reorder", "consumed", "failed", "succeeded",
+                 "wakeup")  # fmt: skip
+
+    def __init__(self, ordered: bool) -> None:
+        self._ordered = ordered
+        self._output: deque[Result] = deque()
+        self._reorder: dict[int, Result] = {}
+        self._next = 0  # the index the ordered output waits for
+        self.succeeded = 0
+        self.failed = 0
+        self.consumed = 0
+        self.wakeup = asyncio.Event()  # set when a result arrives (or the client changes state)
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed
+
+    @property
+    def ready(self) -> bool:
+        """Whether a result can be taken now."""
+        return bool(self._output)
+
+    def deliver(self, result: Result) -> None:
+        if result.failed:
+            self.failed += 1
+        else:
+            self.succeeded += 1
+        if self._ordered:
+            self._reorder[result.index] = result
+            while self._next in self._reorder:
+                self._output.append(self._reorder.pop(self._next))
+                self._next += 1
+        else:
+            self._output.append(result)
+        self.wakeup.set()
+
+    def pop(self, limit: int) -> list[Result]:
+        """Up to ``limit`` results ready now (in order when ordered)."""
+        output = self._output
+        count = min(limit, len(output))
+        batch = [output.popleft() for _ in range(count)]
+        self.consumed += count
+        return batch
