@@ -45,11 +45,11 @@ import math
 import random
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import EllipsisType
 from typing import Any, TypeVar, cast, overload
 
+from ._clock import Clock, MonotonicClock
 from ._errors import (
     APIStatusError,
     ConfigurationError,
@@ -97,8 +97,9 @@ class KeyManager(KeyPool):
     key retired on the way does not count); ``retry_multiplier`` and ``retry_max`` shape the
     full-jitter backoff before retrying a 5xx, a timeout or a connection error
     (``uniform(0, min(retry_max, retry_multiplier * 2 ** n))`` seconds) unless the server says
-    how long to wait. ``now``, ``sleep``, ``async_sleep`` and ``rng`` replace the clock, the
-    sleeps and the jitter's random source, so tests can run on fake time.
+    how long to wait. ``clock`` (a :class:`~openai_multi_client.Clock`, as every component
+    takes; default: ``time.monotonic`` and real sleeps) and ``rng`` replace time and the
+    jitter's random source, so tests can run on fake time.
     """
 
     def __init__(
@@ -108,9 +109,7 @@ class KeyManager(KeyPool):
         max_attempts: int = 10,
         retry_multiplier: float = 1.0,
         retry_max: float = 60.0,
-        now: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if isinstance(api_keys, str | Key):
@@ -125,18 +124,15 @@ class KeyManager(KeyPool):
                 "KeyManager needs at least one API key, e.g. KeyManager(['sk-...', 'sk-...'])"
             )
         check_count("max_attempts", max_attempts)
-        for name, function in (("now", now), ("sleep", sleep), ("async_sleep", async_sleep)):
-            if not callable(function):
-                raise ConfigurationError(f"{name} must be callable, got {function!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigurationError(f"clock must be a Clock, got {clock!r}")
         if rng is not None and not isinstance(rng, random.Random):
             raise ConfigurationError(f"rng must be a random.Random or None, got {rng!r}")
         super().__init__(keys)
         self.retry_policy = RetryPolicy(
             max_attempts=max_attempts, multiplier=retry_multiplier, max_delay=retry_max
         )
-        self.now = now
-        self.sleep = sleep
-        self.async_sleep = async_sleep
+        self.clock: Clock = clock or MonotonicClock()
         self.rng = rng or random.Random()
         global _default_manager  # noqa: PLW0603 - the seed's API is a process-wide default
         with _default_lock:
@@ -251,7 +247,7 @@ class _Call:
         retired.
         """
         manager = self.manager
-        now = manager.now()
+        now = manager.clock.now()
         got = manager.reserve(0, now)
         if isinstance(got, Reservation):
             return got
@@ -298,7 +294,7 @@ class _Call:
             self.manager.remove_listener(listener)
 
     def succeeded(self, reservation: Reservation) -> None:
-        self.manager.release(reservation, self.manager.now())
+        self.manager.release(reservation, self.manager.clock.now())
 
     def failed(self, reservation: Reservation, error: BaseException) -> float | None:
         """Hand the key back after ``error`` and decide: the seconds to wait before the next
@@ -309,12 +305,12 @@ class _Call:
         if translated is None:
             # Not a request failure (the function's own bug, a cancellation, Ctrl-C): not the
             # key's fault, and not ours to retry.
-            manager.release(reservation, manager.now())
+            manager.release(reservation, manager.clock.now())
             return None
         headers = translated.headers if isinstance(translated, APIStatusError) else None
         manager.release(
             reservation,
-            manager.now(),
+            manager.clock.now(),
             headers=headers,
             overloaded=is_overload(translated),
             failed=True,
@@ -324,7 +320,7 @@ class _Call:
         self.attempts = decision.attempts
         redacted = manager.redact(str(translated))
         if decision.cool_key is not None:
-            manager.cool_down(key, manager.now() + decision.cool_key)
+            manager.cool_down(key, manager.clock.now() + decision.cool_key)
             logger.debug(
                 "API key %s is rate limited: cooling it for %.2fs: %s",
                 key.id,
@@ -439,7 +435,7 @@ def _sync_wrapper(
     @functools.wraps(function)
     def call_with_key(*args: Any, **kwargs: Any) -> R:
         call = _start(manager, max_attempts, kwargs)
-        sleep = call.manager.sleep
+        sleep = call.manager.clock.sleep_blocking
         while True:
             step = call.take_key()
             if not isinstance(step, Reservation) and math.isinf(step):
@@ -468,7 +464,7 @@ def _async_wrapper(
     @functools.wraps(function)
     async def call_with_key(*args: Any, **kwargs: Any) -> Any:
         call = _start(manager, max_attempts, kwargs)
-        sleep = call.manager.async_sleep
+        sleep = call.manager.clock.sleep
         while True:
             step = call.take_key()
             if not isinstance(step, Reservation) and math.isinf(step):
