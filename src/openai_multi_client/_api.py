@@ -34,7 +34,14 @@ from ._errors import (
 from ._limits.key import Key
 from ._request import Request
 from ._stream import StreamReader, prepare_stream
-from ._transport import HTTPRequest, Timeout, Transport, response_too_large
+from ._transport import (
+    HTTPRequest,
+    HTTPResponse,
+    Timeout,
+    Transport,
+    origin,
+    response_too_large,
+)
 
 
 @dataclass(slots=True)
@@ -68,19 +75,6 @@ def join_url(base_url: str, path: str, api_version: str | None = None) -> str:
         pairs = [pair for pair in query.split("&") if pair and not pair.startswith("api-version=")]
         query = "&".join([*pairs, urlencode({"api-version": api_version})])
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path, query, ""))
-
-
-def origin(url: str) -> str:
-    """``scheme://host[:port]`` of an absolute URL (the port only when not the scheme's default),
-    without user info, path or query; raises ``ValueError`` for a URL that has none."""
-    parts = urlsplit(url)
-    scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
-    if not scheme or not host:
-        raise ValueError(f"no origin in {url!r}")
-    if ":" in host:
-        host = f"[{host}]"
-    default = {"http": 80, "https": 443}.get(scheme)
-    return f"{scheme}://{host}" if port is None or port == default else f"{scheme}://{host}:{port}"
 
 
 def redirect_error(
@@ -172,36 +166,55 @@ class HTTPBackend:
                 max_response_bytes=limit,
             )
         )
-        response_headers = response.headers
-        request_id = response_headers.get("x-request-id")
-        status = response.status_code
-        content = response.content
-        if limit is not None and len(content) > limit:  # a transport that read it all anyway
-            raise response_too_large(limit, len(content))
-        if 200 <= status < 300 and not content.strip():
+        status, content = response.status_code, self._checked_content(response)
+        if not 200 <= status < 300:
+            raise self._status_failure(response, content, key, request.path)
+        if not content.strip():
             raise InvalidResponseError(
                 f"HTTP {status} with an empty body, where a JSON answer was expected "
                 "(retried, as any malformed response)"
             )
         content = key.redact_bytes(content)  # a server that echoes the key: never keep it
-        body: Any
         try:
-            body = _json.loads(content) if content else None
+            body = _json.loads(content)
         except (ValueError, RecursionError):  # the stdlib parser recurses on nesting
+            raise InvalidResponseError(
+                f"HTTP {status} with a body that is not JSON "
+                f"({len(content)} bytes: {content[:80]!r})"
+            ) from None
+        if not isinstance(body, dict):
+            raise InvalidResponseError(
+                f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"
+            )
+        answered = response.headers
+        return Outcome(body, status, answered.get("x-request-id"), answered)
+
+    def _checked_content(self, response: HTTPResponse) -> bytes:
+        """The body, refused when over ``max_response_bytes`` (a transport that read it all
+        anyway)."""
+        limit, content = self._max_response_bytes, response.content
+        if limit is not None and len(content) > limit:
+            raise response_too_large(limit, len(content))
+        return content
+
+    def _status_failure(
+        self, response: HTTPResponse, content: bytes, key: Key, path: str
+    ) -> APIStatusError:
+        """The one error path for a status other than 2xx, streamed or not."""
+        content = key.redact_bytes(content)  # a server that echoes the key: never keep it
+        try:
+            body: Any = _json.loads(content) if content else None
+        except (ValueError, RecursionError):
             body = None
-            if 200 <= status < 300:
-                raise InvalidResponseError(
-                    f"HTTP {status} with a body that is not JSON "
-                    f"({len(content)} bytes: {content[:80]!r})"
-                ) from None
-        if 200 <= status < 300:
-            if not isinstance(body, dict):
-                raise InvalidResponseError(
-                    f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"
-                )
-            return Outcome(body, status, request_id, response_headers)
-        raise _status_failure(
-            status, body, content, response_headers, request_id, self._url(key, request.path), key
+        headers = response.headers
+        return _status_failure(
+            response.status_code,
+            body,
+            content,
+            headers,
+            headers.get("x-request-id"),
+            self._url(key, path),
+            key,
         )
 
     async def _call_stream(self, request: Request, key: Key) -> Outcome:
@@ -233,31 +246,14 @@ class HTTPBackend:
                     f"the stream was cut off after {reader.events} events: {exc}"
                 ) from exc
             raise
-        response_headers = response.headers
-        request_id = response_headers.get("x-request-id")
-        status = response.status_code
-        content = response.content
-        if limit is not None and len(content) > limit:
-            raise response_too_large(limit, len(content))
-        if 200 <= status < 300:
-            if content:  # a transport that ignores on_data: the whole body at once
-                reader.feed(content)
-            body = reader.finish(response_headers, request_id)
-            return Outcome(body, status, request_id, response_headers)
-        content = key.redact_bytes(content)
-        try:
-            error_body: Any = _json.loads(content) if content else None
-        except ValueError:
-            error_body = None
-        raise _status_failure(
-            status,
-            error_body,
-            content,
-            response_headers,
-            request_id,
-            self._url(key, request.path),
-            key,
-        )
+        status, content = response.status_code, self._checked_content(response)
+        if not 200 <= status < 300:
+            raise self._status_failure(response, content, key, request.path)
+        if content:  # a transport that ignores on_data: the whole body at once
+            reader.feed(content)
+        request_id = response.headers.get("x-request-id")
+        body = reader.finish(response.headers, request_id)
+        return Outcome(body, status, request_id, response.headers)
 
     async def aclose(self) -> None:
         close = getattr(self._transport, "aclose", None)

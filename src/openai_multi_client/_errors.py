@@ -11,6 +11,7 @@ which HTTP library is underneath.
     ├── ConfigurationError (also ValueError)       bad argument or setting, raised at once
     │   └── EndpointRemovedError                    edits, fine-tunes: says what replaced them
     ├── ClientClosedError                           request() after close()
+    │   └── PortalClosedError                       (internal) the sync face's loop has stopped
     ├── SharedLimitsError                           the shared-limits backend (Redis) failed
     ├── CallbackError                               a user callback raised; carries .result
     └── RequestError                                why one request failed (on Result.error)
@@ -60,6 +61,11 @@ class EndpointRemovedError(ConfigurationError):
 
 class ClientClosedError(OpenAIMultiClientError):
     """A request was submitted after ``close()``."""
+
+
+class PortalClosedError(ClientClosedError):
+    """The loop thread behind a sync client has stopped (the client was shut down). Internal:
+    the sync faces turn it into a plain :class:`ClientClosedError` with a message."""
 
 
 class SharedLimitsError(OpenAIMultiClientError):

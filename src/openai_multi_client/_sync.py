@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import CustomAPI
 from ._engine import AsyncMultiClient, Statistics
-from ._errors import CallbackError, ClientClosedError
+from ._errors import CallbackError, ClientClosedError, PortalClosedError
 from ._options import ClientOptions, SyncKeywords, face_signature
-from ._portal import Portal, PortalClosedError
+from ._portal import Portal
 from ._request import Callback, ChunkCallback, Request, Result
 from ._stream import raise_chunk_error
 
