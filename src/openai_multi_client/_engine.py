@@ -52,8 +52,7 @@ from ._limits import (
 )
 from ._options import ClientKeywords, ClientOptions, KeysArgument, face_signature, key_list
 from ._producers import RequestFunction, RequestFunctions
-from ._request import Callback, ChunkCallback, Request, Result, merge_template, resolve_endpoint
-from ._retry import RetryPolicy
+from ._request import Callback, ChunkCallback, Request, RequestBuilder, Result
 from ._stream import raise_chunk_error
 from ._tokens import TokenEstimator, default_estimator
 from ._transport import AiohttpTransport, Timeout
@@ -140,10 +139,18 @@ class AsyncMultiClient:
 
     def _setup(self, options: ClientOptions) -> None:
         self._options = options
-        self._policy = options.policy
-        self._policies: dict[tuple[int, float, float], RetryPolicy] = {}
         self._clock: Clock = options.clock or LoopClock()
-        self._backend, pool, self._estimator = _connect(options)
+        self._backend, pool, estimator = _connect(options)
+        self._builder = RequestBuilder(
+            options.endpoint,
+            options.data_template,
+            options.metadata_template,
+            options.policy,
+            self._backend.prepare,
+            estimator,
+            options.on_chunk,
+            endpoint_needed=not isinstance(self._backend, CustomAPIBackend),
+        )
         self._closed = False
         self._close_reason: BaseException | None = None
         self._reason_raised = False
@@ -217,40 +224,9 @@ class AsyncMultiClient:
         *,
         on_chunk: ChunkCallback | None = None,
     ) -> Request:
-        """Validate and build a request without queueing it (any thread may call this). The
-        one place a :class:`Request` is made: nothing but its attempt fields changes later."""
-        options = self._options
-        name = endpoint if endpoint is not None else options.endpoint
-        if name is not None:
-            path = resolve_endpoint(name)
-        elif isinstance(self._backend, CustomAPIBackend):
-            path = ""  # the seed's custom_api needs no endpoint: it gets request.endpoint None
-        else:
-            raise ConfigurationError(
-                "no endpoint: pass endpoint=... to the client or to request(), e.g. 'chats'"
-            )
-        merged = merge_template(options.data_template, data, "data")
-        merged_metadata = merge_template(options.metadata_template, metadata, "metadata")
-        if callback is not None and not callable(callback):
-            raise ConfigurationError(f"callback must be callable, got {type(callback).__name__}")
-        request = Request(
-            -1,
-            name,
-            path,
-            merged,
-            merged_metadata,
-            callback,
-            self._policy_for(max_retries, retry_multiplier, retry_max),
-            tokens=0 if self._estimator is None else self._estimator(merged),
-        )
-        self._backend.prepare(request)
-        if on_chunk is not None and not (callable(on_chunk) and request.stream):
-            raise ConfigurationError(
-                "on_chunk must be callable and is only called for streamed requests: "
-                "set data['stream']=True (chat completions, completions or responses)"
-            )
-        request.on_chunk = on_chunk or options.on_chunk
-        return request
+        """Validate and build a request without queueing it (any thread may call this)."""
+        retry = (max_retries, retry_multiplier, retry_max)
+        return self._builder.build(data, endpoint, metadata, callback, retry, on_chunk)
 
     def submit_nowait(self, request: Request) -> int:
         """Queue a built request at once, ignoring ``queue_size`` (loop thread only)."""
@@ -320,24 +296,6 @@ class AsyncMultiClient:
                 f"{type(self._close_reason).__name__}: {self._close_reason}"
             )
         raise ClientClosedError("the client is closed: no requests can be added after close()")
-
-    def _policy_for(
-        self, max_retries: int | None, multiplier: float | None, maximum: float | None
-    ) -> RetryPolicy:
-        if max_retries is None and multiplier is None and maximum is None:
-            return self._policy
-        base = self._policy
-        spec = (
-            base.max_attempts if max_retries is None else max_retries,
-            base.multiplier if multiplier is None else multiplier,
-            base.max_delay if maximum is None else maximum,
-        )
-        policy = self._policies.get(spec)
-        if policy is None:
-            policy = RetryPolicy(*spec, base.max_server_delay)
-            if len(self._policies) < 64:
-                self._policies[spec] = policy
-        return policy
 
     # ----------------------------------------------------------------- consuming
 

@@ -780,3 +780,16 @@ async def test_an_async_call_waiting_for_capacity_is_woken_by_the_change(
     await asyncio.to_thread(manager.set_shares, 1.0)
     assert await call == "sk-a"
     assert fake_time.sleeps == []
+
+
+def test_the_manager_takes_the_librarys_clock() -> None:
+    with pytest.raises(ConfigurationError, match="clock must be a Clock"):
+        KeyManager(["sk-a"], clock=time_source_that_is_not_a_clock)  # type: ignore[arg-type]
+    clock = FakeClock(start=5.0)
+    manager = KeyManager(["sk-a"], clock=clock)
+    assert manager.clock is clock
+    assert manager.statistics(clock.now()).keys[0].state == "active"
+
+
+def time_source_that_is_not_a_clock() -> float:
+    return 0.0
