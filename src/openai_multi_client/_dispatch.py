@@ -262,9 +262,9 @@ class Dispatcher:
         elif decision.action is Action.RETRY:
             self._retry(flight, decision, error, redacted)
         else:
-            if decision.reason == "retry budget exhausted":
-                logger.debug("retry budget exhausted; request %d fails: %s", flight.request.index,
-                             redacted)  # fmt: skip
+            if decision.reason is not None:  # retryable, but the attempts or the budget are spent
+                index = flight.request.index
+                logger.debug("%s; request %d fails: %s", decision.reason, index, redacted)
             self._finish(flight, None, error, latency)
 
     def _retire(

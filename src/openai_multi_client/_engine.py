@@ -278,7 +278,7 @@ class AsyncMultiClient:
         to be retried). Each yields a result failed with :class:`AbandonedRequestError`;
         requests in flight finish (a failed one is not retried). Returns how many were
         abandoned."""
-        self._dispatcher.abandoning = True
+        self._dispatcher.abandoning = True  # before close(): a failure from now on is final
         self.close()
         abandoned = self._dispatcher.abandon()
         self._wake_all()
