@@ -225,8 +225,9 @@ class AsyncMultiClient:
         on_chunk: ChunkCallback | None = None,
     ) -> Request:
         """Validate and build a request without queueing it (any thread may call this)."""
-        retry = (max_retries, retry_multiplier, retry_max)
-        return self._builder.build(data, endpoint, metadata, callback, retry, on_chunk)
+        return self._builder.build(
+            data, endpoint, metadata, callback, max_retries, retry_multiplier, retry_max, on_chunk
+        )
 
     def submit_nowait(self, request: Request) -> int:
         """Queue a built request at once, ignoring ``queue_size`` (loop thread only)."""

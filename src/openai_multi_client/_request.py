@@ -204,11 +204,13 @@ class RequestBuilder:
         endpoint: str | None,
         metadata: Mapping[str, Any] | None,
         callback: Callback | None,
-        retry: tuple[int | None, float | None, float | None],
+        max_retries: int | None,
+        retry_multiplier: float | None,
+        retry_max: float | None,
         on_chunk: ChunkCallback | None,
     ) -> Request:
-        """Validate and build one request; ``retry`` overrides the client's ``max_retries``,
-        ``retry_multiplier`` and ``retry_max`` where not ``None``."""
+        """Validate and build one request; ``max_retries``, ``retry_multiplier`` and
+        ``retry_max`` override the client's where not ``None``."""
         name = endpoint if endpoint is not None else self._endpoint
         if name is not None:
             path = resolve_endpoint(name)
@@ -223,7 +225,10 @@ class RequestBuilder:
         if callback is not None and not callable(callback):
             raise ConfigurationError(f"callback must be callable, got {type(callback).__name__}")
         tokens = 0 if self._estimate is None else self._estimate(merged)
-        policy = self._policy_for(*retry)
+        if max_retries is None and retry_multiplier is None and retry_max is None:
+            policy = self._policy
+        else:
+            policy = self._policy_for(max_retries, retry_multiplier, retry_max)
         request = Request(-1, name, path, merged, merged_metadata, callback, policy, tokens=tokens)
         self._prepare(request)
         if on_chunk is not None and not (callable(on_chunk) and request.stream):
@@ -237,8 +242,6 @@ class RequestBuilder:
     def _policy_for(
         self, max_retries: int | None, multiplier: float | None, maximum: float | None
     ) -> RetryPolicy:
-        if max_retries is None and multiplier is None and maximum is None:
-            return self._policy
         base = self._policy
         spec = (
             base.max_attempts if max_retries is None else max_retries,
