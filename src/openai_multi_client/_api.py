@@ -149,23 +149,12 @@ class HTTPBackend:
             raise ConfigurationError(f"data cannot be sent as JSON: {exc}") from exc
 
     async def call(self, request: Request, key: Key) -> Outcome:
-        assert request.body is not None, "prepare() encodes the body at submission"
         if request.stream:
             return await self._call_stream(request, key)
         headers = self._key_headers.get(key)
         if headers is None:
             headers = self._key_headers[key] = {**self._headers, **key.auth_headers()}
-        limit = self._max_response_bytes
-        response = await self._transport.handle(
-            HTTPRequest(
-                "POST",
-                self._url(key, request.path),
-                headers,
-                request.body,
-                self._timeout,
-                max_response_bytes=limit,
-            )
-        )
+        response = await self._transport.handle(self._post(request, key, headers))
         status, content = response.status_code, self._checked_content(response)
         if not 200 <= status < 300:
             raise self._status_failure(response, content, key, request.path)
@@ -188,6 +177,14 @@ class HTTPBackend:
             )
         answered = response.headers
         return Outcome(body, status, answered.get("x-request-id"), answered)
+
+    def _post(self, request: Request, key: Key, headers: dict[str, str]) -> HTTPRequest:
+        assert request.body is not None, "prepare() encodes the body at submission"
+        url = self._url(key, request.path)
+        limit = self._max_response_bytes
+        return HTTPRequest(
+            "POST", url, headers, request.body, self._timeout, max_response_bytes=limit
+        )
 
     def _checked_content(self, response: HTTPResponse) -> bytes:
         """The body, refused when over ``max_response_bytes`` (a transport that read it all
@@ -220,21 +217,12 @@ class HTTPBackend:
     async def _call_stream(self, request: Request, key: Key) -> Outcome:
         """A ``"stream": true`` attempt: events are read, passed on and assembled as they
         arrive (see :mod:`._stream`)."""
-        assert request.body is not None
         headers = self._stream_headers.get(key)
         if headers is None:
             headers = {**self._headers, **key.auth_headers(), "Accept": "text/event-stream"}
             self._stream_headers[key] = headers
-        limit = self._max_response_bytes
-        reader = StreamReader(request, key.secret, key.id, limit)
-        http_request = HTTPRequest(
-            "POST",
-            self._url(key, request.path),
-            headers,
-            request.body,
-            self._timeout,
-            max_response_bytes=limit,
-        )
+        reader = StreamReader(request, key.secret, key.id, self._max_response_bytes)
+        http_request = self._post(request, key, headers)
         http_request.on_data = reader.feed
         try:
             response = await self._transport.handle(http_request)

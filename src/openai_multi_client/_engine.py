@@ -50,7 +50,14 @@ from ._limits import (
     as_keys,
     check_secret,
 )
-from ._options import ClientKeywords, ClientOptions, KeysArgument, face_signature, key_list
+from ._options import (
+    ClientKeywords,
+    ClientOptions,
+    KeysArgument,
+    face_signature,
+    key_list,
+    options_for,
+)
 from ._producers import RequestFunction, RequestFunctions
 from ._request import Callback, ChunkCallback, Request, RequestBuilder, Result
 from ._stream import raise_chunk_error
@@ -115,20 +122,7 @@ class AsyncMultiClient:
         custom_api: CustomAPI | None = None,
         **options: Unpack[ClientKeywords],
     ) -> None:
-        self._setup(
-            ClientOptions(
-                concurrency=concurrency,
-                max_retries=max_retries,
-                wait_interval=wait_interval,
-                retry_multiplier=retry_multiplier,
-                retry_max=retry_max,
-                endpoint=endpoint,
-                data_template=data_template,
-                metadata_template=metadata_template,
-                custom_api=custom_api,
-                **options,
-            )
-        )
+        self._setup(options_for(self, locals(), options))
 
     @classmethod
     def from_options(cls, options: ClientOptions) -> AsyncMultiClient:

@@ -144,6 +144,9 @@ class ClientOptions:
         return self.retry_budget
 
 
+_FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(ClientOptions))
+
+
 class _SharedKeywords(TypedDict, total=False):
     """The keyword-only options every face takes (mirrors :class:`ClientOptions`)."""
 
@@ -189,6 +192,22 @@ class RunKeywords(_SharedKeywords, total=False):
     data_template: Mapping[str, Any] | None
     metadata_template: Mapping[str, Any] | None
     custom_api: CustomAPI | None
+
+
+def options_for(
+    face: object, arguments: Mapping[str, Any], options: Mapping[str, Any], **fixed: Any
+) -> ClientOptions:
+    """:class:`ClientOptions` for a client's ``__init__``: the seed's positional parameters
+    taken by name from ``arguments`` (its ``locals()``), its keyword ``options``, and what the
+    face decides itself (``fixed``: the sync classes' ``ordered``). An unknown keyword is a
+    ``TypeError`` naming the face, as Python's own would be."""
+    name = type(face).__name__
+    for option in options:
+        if option not in _FIELD_NAMES or option in SEED_POSITIONAL or option in fixed:
+            hint = " (the class says whether results are ordered)" if option == "ordered" else ""
+            raise TypeError(f"{name}() got an unexpected keyword argument {option!r}{hint}")
+    seed = {parameter: arguments[parameter] for parameter in SEED_POSITIONAL}
+    return ClientOptions(**seed, **options, **fixed)
 
 
 def face_signature(exclude: tuple[str, ...] = ()) -> inspect.Signature:

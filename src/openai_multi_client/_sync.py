@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ._api import CustomAPI
 from ._engine import AsyncMultiClient, Statistics
 from ._errors import CallbackError, ClientClosedError, PortalClosedError
-from ._options import ClientOptions, SyncKeywords, face_signature
+from ._options import SyncKeywords, face_signature, options_for
 from ._portal import Portal
 from ._request import Callback, ChunkCallback, Request, Result
 from ._stream import raise_chunk_error
@@ -80,19 +80,7 @@ class OpenAIMultiClient:
     ) -> None:
         # Built here, so bad arguments raise in the caller's thread before any thread starts.
         self._engine = AsyncMultiClient.from_options(
-            ClientOptions(
-                concurrency=concurrency,
-                max_retries=max_retries,
-                wait_interval=wait_interval,
-                retry_multiplier=retry_multiplier,
-                retry_max=retry_max,
-                endpoint=endpoint,
-                data_template=data_template,
-                metadata_template=metadata_template,
-                custom_api=custom_api,
-                ordered=self._ordered,
-                **options,
-            )
+            options_for(self, locals(), options, ordered=self._ordered)
         )
         self._portal = Portal(name=f"omc-loop-{id(self):x}")
         self._buffer: deque[Result] = deque()

@@ -6,6 +6,8 @@ import dataclasses
 import inspect
 from typing import Any
 
+import pytest
+
 import openai_multi_client
 import openai_multi_client.testing
 from openai_multi_client import AsyncMultiClient, OpenAIMultiClient, OpenAIMultiOrderedClient
@@ -127,3 +129,14 @@ def test_the_typed_keywords_mirror_the_options() -> None:
         for field in dataclasses.fields(ClientOptions):
             if field.name in defaults:
                 assert defaults[field.name] == field.default, field.name
+
+
+def test_an_unknown_keyword_names_the_face() -> None:
+    for cls in (AsyncMultiClient, OpenAIMultiClient, OpenAIMultiOrderedClient):
+        # The real parameters are the seed's, in the seed's order (the signature is derived).
+        code = cls.__init__.__code__
+        assert code.co_varnames[1 : code.co_argcount] == SEED_POSITIONAL
+        with pytest.raises(TypeError, match=rf"^{cls.__name__}\(\) got an unexpected keyword"):
+            cls(custom_api=print, concurrenc=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'ordered' \\(the class says"):
+        OpenAIMultiClient(custom_api=print, ordered=True)  # type: ignore[call-arg]
