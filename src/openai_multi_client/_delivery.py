@@ -1,10 +1,11 @@
 """Delivery: outcomes become :class:`Result` objects and wait, in order if asked, for the consumer.
 
-The dispatcher calls :meth:`Delivery.deliver` once per request (success or failure); the
-client's consumer calls :meth:`Delivery.pop` for up to n results. In ordered mode a result that
-finished early waits in the reorder buffer until every earlier one was delivered; the buffer is
-bounded because the dispatcher admits no more than its window of unconsumed requests (see
-``_dispatch``), so it never holds more than that many results.
+The dispatcher calls :meth:`Delivery.deliver` once per request (success or failure), which
+makes its :class:`Result`; the client's consumer calls :meth:`Delivery.pop` for up to n
+results. In ordered mode a result that finished early waits in the reorder buffer until every
+earlier one was delivered; the buffer is bounded because the dispatcher admits no more than its
+window of unconsumed requests (see ``_dispatch``), so it never holds more than that many
+results.
 """
 
 from __future__ import annotations
@@ -15,37 +16,6 @@ from collections import deque
 from ._api import Outcome
 from ._errors import RequestError
 from ._request import Request, Result
-
-
-def make_result(
-    request: Request,
-    outcome: Outcome | None,
-    error: RequestError | None,
-    latency: float | None,
-) -> Result:
-    """The result of ``request``: its ``outcome``, or its ``error`` when it failed."""
-    result = Result(
-        request.index,
-        request.endpoint,
-        request.data,
-        request.metadata,
-        attempt=request.attempt,
-        latency=latency,
-        key=request.key,
-        callback=request.callback,
-        _chunk_error=request.chunk_error,
-    )
-    if outcome is not None:
-        result.response = outcome.response
-        result.status_code = outcome.status_code
-        result.request_id = outcome.request_id
-    else:
-        result.failed = True
-        result.error = error
-        result.status_code = getattr(error, "status_code", None)
-        result.request_id = getattr(error, "request_id", None)
-        result.response = getattr(error, "body", None)
-    return result
 
 
 class Delivery:
@@ -73,11 +43,38 @@ class Delivery:
         """Whether a result can be taken now."""
         return bool(self._output)
 
-    def deliver(self, result: Result) -> None:
-        if result.failed:
-            self.failed += 1
-        else:
+    def deliver(
+        self,
+        request: Request,
+        outcome: Outcome | None,
+        error: RequestError | None,
+        latency: float | None,
+    ) -> None:
+        """Make the result of ``request`` (its ``outcome``, or its ``error`` when it failed)
+        and queue it for the consumer."""
+        result = Result(
+            request.index,
+            request.endpoint,
+            request.data,
+            request.metadata,
+            attempt=request.attempt,
+            latency=latency,
+            key=request.key,
+            callback=request.callback,
+            _chunk_error=request.chunk_error,
+        )
+        if outcome is not None:
+            result.response = outcome.response
+            result.status_code = outcome.status_code
+            result.request_id = outcome.request_id
             self.succeeded += 1
+        else:
+            result.failed = True
+            result.error = error
+            result.status_code = getattr(error, "status_code", None)
+            result.request_id = getattr(error, "request_id", None)
+            result.response = getattr(error, "body", None)
+            self.failed += 1
         if self._ordered:
             self._reorder[result.index] = result
             while self._next in self._reorder:

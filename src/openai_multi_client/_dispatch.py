@@ -35,7 +35,7 @@ from typing import Any
 
 from ._api import Backend, Outcome
 from ._clock import Clock, wait_event
-from ._delivery import Delivery, make_result
+from ._delivery import Delivery
 from ._errors import (
     AbandonedRequestError,
     NoUsableKeyError,
@@ -326,7 +326,7 @@ class Dispatcher:
         error: RequestError | None,
         latency: float | None,
     ) -> None:
-        self._delivery.deliver(make_result(flight.request, outcome, error, latency))
+        self._delivery.deliver(flight.request, outcome, error, latency)
         if self.intake_closed and self._delivery.finished == self.submitted:
             self._keys.idle()  # nothing left to send
 

@@ -397,7 +397,8 @@ class AsyncMultiClient:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
-        self._own(task)
+        self._tasks.add(task)  # as _own, without the call: one task per attempt
+        task.add_done_callback(self._task_done)
         return task
 
     def _own(self, task: asyncio.Task[Any]) -> None:
