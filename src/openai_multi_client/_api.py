@@ -155,7 +155,9 @@ class HTTPBackend:
         if headers is None:
             headers = self._key_headers[key] = {**self._headers, **key.auth_headers()}
         response = await self._transport.handle(self._post(request, key, headers))
-        status, content = response.status_code, self._checked_content(response)
+        status, content, limit = response.status_code, response.content, self._max_response_bytes
+        if limit is not None and len(content) > limit:  # a transport that read it all anyway
+            raise response_too_large(limit, len(content))
         if not 200 <= status < 300:
             raise self._status_failure(response, content, key, request.path)
         if not content.strip():
@@ -185,14 +187,6 @@ class HTTPBackend:
         return HTTPRequest(
             "POST", url, headers, request.body, self._timeout, max_response_bytes=limit
         )
-
-    def _checked_content(self, response: HTTPResponse) -> bytes:
-        """The body, refused when over ``max_response_bytes`` (a transport that read it all
-        anyway)."""
-        limit, content = self._max_response_bytes, response.content
-        if limit is not None and len(content) > limit:
-            raise response_too_large(limit, len(content))
-        return content
 
     def _status_failure(
         self, response: HTTPResponse, content: bytes, key: Key, path: str
@@ -234,7 +228,9 @@ class HTTPBackend:
                     f"the stream was cut off after {reader.events} events: {exc}"
                 ) from exc
             raise
-        status, content = response.status_code, self._checked_content(response)
+        status, content, limit = response.status_code, response.content, self._max_response_bytes
+        if limit is not None and len(content) > limit:  # a transport that read it all anyway
+            raise response_too_large(limit, len(content))
         if not 200 <= status < 300:
             raise self._status_failure(response, content, key, request.path)
         if content:  # a transport that ignores on_data: the whole body at once

@@ -21,12 +21,20 @@ from ._request import Request, Result
 class Delivery:
     """The results not yet taken by the consumer, and the counters of outcomes."""
 
-    __slots__ = ("_next", "_ordered", "_output", "_reorder", "consumed", "failed", "succeeded",
-                 "wakeup")  # fmt: skip
+    __slots__ = (
+        "_next",
+        "_ordered",
+        "_reorder",
+        "consumed",
+        "failed",
+        "output",
+        "succeeded",
+        "wakeup",
+    )  # fmt: skip
 
     def __init__(self, ordered: bool) -> None:
         self._ordered = ordered
-        self._output: deque[Result] = deque()
+        self.output: deque[Result] = deque()  # ready for the consumer (who takes with pop)
         self._reorder: dict[int, Result] = {}
         self._next = 0  # the index the ordered output waits for
         self.succeeded = 0
@@ -37,11 +45,6 @@ class Delivery:
     @property
     def finished(self) -> int:
         return self.succeeded + self.failed
-
-    @property
-    def ready(self) -> bool:
-        """Whether a result can be taken now."""
-        return bool(self._output)
 
     def deliver(
         self,
@@ -78,15 +81,15 @@ class Delivery:
         if self._ordered:
             self._reorder[result.index] = result
             while self._next in self._reorder:
-                self._output.append(self._reorder.pop(self._next))
+                self.output.append(self._reorder.pop(self._next))
                 self._next += 1
         else:
-            self._output.append(result)
+            self.output.append(result)
         self.wakeup.set()
 
     def pop(self, limit: int) -> list[Result]:
         """Up to ``limit`` results ready now (in order when ordered)."""
-        output = self._output
+        output = self.output
         count = min(limit, len(output))
         batch = [output.popleft() for _ in range(count)]
         self.consumed += count

@@ -13,14 +13,15 @@ starts an attempt. An attempt's failure goes to :func:`~openai_multi_client._ret
 same decision ``@stable`` takes; a retry waits for its delay in a timer that holds no slot.
 
 Memory stays bounded whatever the input: a request leaves the intake only while fewer than
-``window`` (``concurrency + queue_size``) admitted requests are unconsumed (in flight, waiting to
+``window`` (``concurrency + queue_size``) admitted requests are unconsumed (in request, waiting to
 retry, held for reordering or waiting for the consumer). In ordered mode that means a slow head
 request slows the intake instead of growing the reorder buffer.
 
 A request's per-attempt bookkeeping (failures, paced answers, the budget its retries took)
-lives in its :class:`Flight`, never on the :class:`Request`; the dispatcher alone writes the
-two attempt fields a ``custom_api`` or ``on_chunk`` may read (``request.attempt`` and
-``request.key``).
+lives in the dispatcher's record (an :class:`~openai_multi_client._retry.Attempts` value for
+each request that has failed at least once; a request that succeeds at once costs none), never
+on the :class:`Request`; the dispatcher alone writes the two attempt fields a ``custom_api`` or
+``on_chunk`` may read (``request.attempt`` and ``request.key``).
 """
 
 from __future__ import annotations
@@ -53,17 +54,9 @@ logger = logging.getLogger("openai_multi_client")
 # The largest usage.total_tokens believed (2**53: still exact as a float).
 _MAX_TOKENS = 1 << 53
 
+_FIRST = Attempts()  # no failed attempt yet
+
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
-
-
-class Flight:
-    """One admitted request and what its attempts cost so far (the dispatcher's record)."""
-
-    __slots__ = ("attempts", "request")
-
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self.attempts = Attempts()
 
 
 class Dispatcher:
@@ -90,9 +83,11 @@ class Dispatcher:
         self._on_send = options.on_send
         self._rng = options.rng or random.Random()
         self.budget: RetryBudget | None = options.budget()
-        self._intake: deque[Flight] = deque()
-        self._ready: deque[Flight] = deque()  # retries whose delay is over
-        self._waiting: dict[Flight, asyncio.Task[None]] = {}  # retries waiting for their delay
+        self.intake: deque[Request] = deque()  # the client reads its length (backpressure)
+        self._ready: deque[Request] = deque()  # retries whose delay is over
+        self._waiting: dict[Request, asyncio.Task[None]] = {}  # retries waiting for their delay
+        # What the failed attempts cost, for each request that has failed at least once.
+        self._attempts: dict[Request, Attempts] = {}
         self.wakeup = asyncio.Event()  # something changed: look again
         self.space = asyncio.Event()  # the intake has room
         self.submitted = 0
@@ -109,31 +104,27 @@ class Dispatcher:
     def submit(self, request: Request) -> int:
         request.index = self.submitted
         self.submitted += 1
-        self._intake.append(Flight(request))
+        self.intake.append(request)
         self.wakeup.set()
         return request.index
-
-    @property
-    def queued(self) -> int:
-        return len(self._intake)
 
     @property
     def waiting_to_retry(self) -> int:
         return len(self._waiting) + len(self._ready)
 
     def abandon(self) -> int:
-        """Fail every request not in flight with :class:`AbandonedRequestError`; a failed
+        """Fail every request not in request with :class:`AbandonedRequestError`; a failed
         attempt from now on is not retried. Returns how many were abandoned."""
         self.abandoning = True
-        self.taken += len(self._intake)
-        abandoned = [*self._intake, *self._ready, *self._waiting]
-        self._intake.clear()
+        self.taken += len(self.intake)
+        abandoned = [*self.intake, *self._ready, *self._waiting]
+        self.intake.clear()
         self._ready.clear()
         for task in self._waiting.values():
             task.cancel()
         self._waiting.clear()
-        for flight in abandoned:
-            self._finish(flight, None, _abandoned(), None)
+        for request in abandoned:
+            self._finish(request, None, _abandoned(), None)
         return len(abandoned)
 
     # ----------------------------------------------------------------- admission
@@ -144,35 +135,34 @@ class Dispatcher:
         await self._keys.start(self.wakeup.set)
         keys = self._keys
         while True:
-            flight = self._peek()
-            if flight is None:
+            request = self._peek()
+            if request is None:
                 await self._wait(None)
                 continue
-            request = flight.request
             if request.tokens > keys.largest_cost():
                 self._take()
-                self._finish(flight, None, self._too_large_error(request), None)
+                self._finish(request, None, self._too_large_error(request), None)
                 continue
             reservation = keys.reserve(request.tokens, self._clock.now())
             if reservation is None:  # every key is retired
                 self._take()
-                self._finish(flight, None, self._no_key_error(), None)
+                self._finish(request, None, self._no_key_error(), None)
                 continue
             if isinstance(reservation, float):  # no key has room yet: wait for one
                 await self._wait(reservation)
                 continue
             self._take()
             self.in_flight += 1
-            self._spawn(self._attempt(flight, reservation))
+            self._spawn(self._attempt(request, reservation))
 
-    def _peek(self) -> Flight | None:
+    def _peek(self) -> Request | None:
         """The request to dispatch next, if a slot and the admission window allow one."""
         if self.in_flight >= self._concurrency:
             return None
         if self._ready:
             return self._ready[0]
-        if self._intake and self.taken - self._delivery.consumed < self._window:
-            return self._intake[0]
+        if self.intake and self.taken - self._delivery.consumed < self._window:
+            return self.intake[0]
         return None
 
     def _take(self) -> None:
@@ -180,7 +170,7 @@ class Dispatcher:
         if self._ready:
             self._ready.popleft()
         else:
-            self._intake.popleft()
+            self.intake.popleft()
             self.taken += 1
             self.space.set()
 
@@ -201,8 +191,7 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- attempts
 
-    async def _attempt(self, flight: Flight, reservation: Reservation) -> None:
-        request = flight.request
+    async def _attempt(self, request: Request, reservation: Reservation) -> None:
         request.attempt += 1
         request.key = reservation.key.id
         self.attempts += 1
@@ -217,11 +206,11 @@ class Dispatcher:
         try:
             outcome = await self._backend.call(request, reservation.key)
         except RequestError as exc:
-            self._failed(flight, reservation, exc, clock.now() - started)
+            self._failed(request, reservation, exc, clock.now() - started)
         except Exception as exc:  # a user-supplied transport that broke its contract
             # Not chained: the original may carry a secret; its text is redacted below.
             error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
-            self._failed(flight, reservation, error, clock.now() - started)
+            self._failed(request, reservation, error, clock.now() - started)
         except BaseException:  # cancelled (shutdown) or interrupted: hand the key back
             self._keys.release(reservation, clock.now(), failed=True)
             raise
@@ -230,15 +219,16 @@ class Dispatcher:
             used = _used_tokens(outcome)
             self._keys.release(reservation, now, headers=outcome.headers, used_tokens=used)
             if self.budget is not None:
-                self.budget.on_success(flight.attempts.retry_cost)
-            self._finish(flight, outcome, None, now - started)
+                spent = self._attempts.get(request) if self._attempts else None
+                self.budget.on_success(0 if spent is None else spent.retry_cost)
+            self._finish(request, outcome, None, now - started)
         if self._wait_interval:
             await clock.sleep(self._wait_interval)
         self.in_flight -= 1
         self.wakeup.set()
 
     def _failed(
-        self, flight: Flight, reservation: Reservation, error: RequestError, latency: float
+        self, request: Request, reservation: Reservation, error: RequestError, latency: float
     ) -> None:
         key = reservation.key
         message = str(error)
@@ -250,48 +240,48 @@ class Dispatcher:
         overloaded = is_overload(error)
         self._keys.release(reservation, now, headers=headers, overloaded=overloaded, failed=True)
         if self.abandoning:  # stopping: an attempt that failed is not tried again
-            self._finish(flight, None, _abandoned(), latency)
+            self._finish(request, None, _abandoned(), latency)
             return
-        policy = flight.request.policy
-        decision = decide(error, flight.attempts, policy, self.budget, self._rng)
-        flight.attempts = decision.attempts
+        policy = request.policy
+        attempts = self._attempts.get(request, _FIRST)
+        decision = decide(error, attempts, policy, self.budget, self._rng)
+        self._attempts[request] = decision.attempts
         if decision.cool_key is not None:
             self._keys.cool_down(key, decision.cool_key, now)
         if decision.action is Action.RETIRE_KEY:
-            self._retire(flight, key, redacted, error, latency)
+            self._retire(request, key, redacted, error, latency)
         elif decision.action is Action.RETRY:
-            self._retry(flight, decision, error, redacted)
+            self._retry(request, decision, error, redacted)
         else:
             if decision.reason is not None:  # retryable, but the attempts or the budget are spent
-                index = flight.request.index
+                index = request.index
                 logger.debug("%s; request %d fails: %s", decision.reason, index, redacted)
-            self._finish(flight, None, error, latency)
+            self._finish(request, None, error, latency)
 
     def _retire(
-        self, flight: Flight, key: Key, reason: str, error: RequestError, latency: float
+        self, request: Request, key: Key, reason: str, error: RequestError, latency: float
     ) -> None:
         self._keys.retire(key, reason)
         if self._keys.exhausted:
-            self._finish(flight, None, error, latency)
+            self._finish(request, None, error, latency)
             self._fail_waiting_retries()
             return
         # Another key will take it; a dead key does not cost the request an attempt.
-        flight.request.attempt -= 1
-        self._ready.append(flight)
+        request.attempt -= 1
+        self._ready.append(request)
         self.wakeup.set()
 
     def _retry(
-        self, flight: Flight, decision: Decision, error: RequestError, redacted: str
+        self, request: Request, decision: Decision, error: RequestError, redacted: str
     ) -> None:
         delay, cost, paced = decision.delay, decision.budget_cost, decision.paced
         self.retries += 1
         if paced:  # turned away by a key's rate limit: wait in the limiter, not in a timer
-            self._ready.append(flight)
+            self._ready.append(request)
             self.wakeup.set()
             return
         if self.budget is not None:
             self.budget.spend(cost)
-        request = flight.request
         self.last_retry_error = f"{type(error).__name__}: {redacted}"
         logger.debug(
             "request %d attempt %d failed (%s); retrying in %.3f s",
@@ -300,20 +290,20 @@ class Dispatcher:
             redacted,
             delay,
         )
-        self._waiting[flight] = self._spawn(self._retry_later(flight, delay))
+        self._waiting[request] = self._spawn(self._retry_later(request, delay))
 
-    async def _retry_later(self, flight: Flight, delay: float) -> None:
+    async def _retry_later(self, request: Request, delay: float) -> None:
         await self._clock.sleep(delay)
-        del self._waiting[flight]
-        self._ready.append(flight)
+        del self._waiting[request]
+        self._ready.append(request)
         self.wakeup.set()
 
     def _fail_waiting_retries(self) -> None:
         error = self._no_key_error()
         waiting, self._waiting = self._waiting, {}
-        for flight, task in waiting.items():
+        for request, task in waiting.items():
             task.cancel()
-            self._finish(flight, None, error, None)
+            self._finish(request, None, error, None)
         while self._ready:
             self._finish(self._ready.popleft(), None, error, None)
 
@@ -321,12 +311,14 @@ class Dispatcher:
 
     def _finish(
         self,
-        flight: Flight,
+        request: Request,
         outcome: Outcome | None,
         error: RequestError | None,
         latency: float | None,
     ) -> None:
-        self._delivery.deliver(flight.request, outcome, error, latency)
+        if self._attempts:
+            self._attempts.pop(request, None)
+        self._delivery.deliver(request, outcome, error, latency)
         if self.intake_closed and self._delivery.finished == self.submitted:
             self._keys.idle()  # nothing left to send
 

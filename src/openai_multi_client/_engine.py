@@ -183,15 +183,8 @@ class AsyncMultiClient:
         from the task that iterates the client, it never waits, so a consumer can queue
         follow-up requests without deadlocking itself.
         """
-        request = self.build_request(
-            data,
-            endpoint,
-            metadata,
-            callback,
-            max_retries,
-            retry_multiplier,
-            retry_max,
-            on_chunk=on_chunk,
+        request = self._builder.build(
+            data, endpoint, metadata, callback, max_retries, retry_multiplier, retry_max, on_chunk
         )
         return await self.submit(request)
 
@@ -201,7 +194,7 @@ class AsyncMultiClient:
         self._ensure_started()
         dispatcher = self._dispatcher
         if asyncio.current_task() is not self._consumer_task:
-            while dispatcher.queued >= dispatcher.intake_size and self._accepting():
+            while len(dispatcher.intake) >= dispatcher.intake_size and self._accepting():
                 dispatcher.space.clear()
                 await dispatcher.space.wait()
         return self.submit_nowait(request)
@@ -313,7 +306,7 @@ class AsyncMultiClient:
         callbacks; an empty list means every result was taken. Raises what stopped the run."""
         self._ensure_started()
         delivery = self._delivery
-        while not delivery.ready:
+        while not delivery.output:
             if self._fatal is not None:
                 raise self._fatal
             if self._closed and delivery.consumed >= self._dispatcher.submitted:
@@ -339,7 +332,7 @@ class AsyncMultiClient:
         return (
             self._closed
             and self._delivery.consumed >= self._dispatcher.submitted
-            and not self._delivery.ready
+            and not self._delivery.output
             and self._fatal is None
             and self._close_reason is None
         )
@@ -429,7 +422,7 @@ class AsyncMultiClient:
         budget = dispatcher.budget
         return Statistics(
             submitted=dispatcher.submitted,
-            queued=dispatcher.queued,
+            queued=len(dispatcher.intake),
             in_flight=dispatcher.in_flight,
             waiting_to_retry=dispatcher.waiting_to_retry,
             succeeded=delivery.succeeded,
