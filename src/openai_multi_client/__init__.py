@@ -61,10 +61,9 @@ from ._limits import (
     SharedLimitsStatistics,
 )
 from ._oneshot import arun_requests, run_requests
-from ._request import ENDPOINTS, Payload, Request, Result
+from ._request import ENDPOINTS, ChunkCallback, Payload, Request, Result
 from ._retry import RetryBudget, RetryPolicy
 from ._stable import KeyManager, stable
-from ._stream import ChunkCallback
 from ._sync import OpenAIMultiClient, OpenAIMultiOrderedClient
 from ._tokens import CharacterEstimator, TokenEstimator
 from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, Timeout, Transport

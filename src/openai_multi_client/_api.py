@@ -35,7 +35,14 @@ from ._headers import response_request_id
 from ._limits.key import Key
 from ._request import Request
 from ._stream import StreamReader, prepare_stream
-from ._transport import HTTPRequest, Timeout, Transport, response_too_large
+from ._transport import (
+    HTTPRequest,
+    HTTPResponse,
+    Timeout,
+    Transport,
+    origin,
+    response_too_large,
+)
 
 
 @dataclass(slots=True)
@@ -69,19 +76,6 @@ def join_url(base_url: str, path: str, api_version: str | None = None) -> str:
         pairs = [pair for pair in query.split("&") if pair and not pair.startswith("api-version=")]
         query = "&".join([*pairs, urlencode({"api-version": api_version})])
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path, query, ""))
-
-
-def origin(url: str) -> str:
-    """``scheme://host[:port]`` of an absolute URL (the port only when not the scheme's default),
-    without user info, path or query; raises ``ValueError`` for a URL that has none."""
-    parts = urlsplit(url)
-    scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
-    if not scheme or not host:
-        raise ValueError(f"no origin in {url!r}")
-    if ":" in host:
-        host = f"[{host}]"
-    default = {"http": 80, "https": 443}.get(scheme)
-    return f"{scheme}://{host}" if port is None or port == default else f"{scheme}://{host}:{port}"
 
 
 def redirect_error(
@@ -156,73 +150,74 @@ class HTTPBackend:
             raise ConfigurationError(f"data cannot be sent as JSON: {exc}") from exc
 
     async def call(self, request: Request, key: Key) -> Outcome:
-        assert request.body is not None, "prepare() encodes the body at submission"
         if request.stream:
             return await self._call_stream(request, key)
         headers = self._key_headers.get(key)
         if headers is None:
             headers = self._key_headers[key] = {**self._headers, **key.auth_headers()}
-        limit = self._max_response_bytes
-        response = await self._transport.handle(
-            HTTPRequest(
-                "POST",
-                self._url(key, request.path),
-                headers,
-                request.body,
-                self._timeout,
-                max_response_bytes=limit,
-            )
-        )
-        response_headers = response.headers
-        request_id = response_request_id(response_headers)
-        status = response.status_code
-        content = response.content
+        response = await self._transport.handle(self._post(request, key, headers))
+        status, content, limit = response.status_code, response.content, self._max_response_bytes
         if limit is not None and len(content) > limit:  # a transport that read it all anyway
             raise response_too_large(limit, len(content))
-        if 200 <= status < 300 and not content.strip():
+        if not 200 <= status < 300:
+            raise self._status_failure(response, content, key, request.path)
+        if not content.strip():
             raise InvalidResponseError(
                 f"HTTP {status} with an empty body, where a JSON answer was expected "
                 "(retried, as any malformed response)"
             )
         content = key.redact_bytes(content)  # a server that echoes the key: never keep it
-        body: Any
         try:
-            body = _json.loads(content) if content else None
+            body = _json.loads(content)
         except (ValueError, RecursionError):  # the stdlib parser recurses on nesting
+            raise InvalidResponseError(
+                f"HTTP {status} with a body that is not JSON "
+                f"({len(content)} bytes: {content[:80]!r})"
+            ) from None
+        if not isinstance(body, dict):
+            raise InvalidResponseError(
+                f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"
+            )
+        answered = response.headers
+        return Outcome(body, status, response_request_id(answered), answered)
+
+    def _post(self, request: Request, key: Key, headers: dict[str, str]) -> HTTPRequest:
+        assert request.body is not None, "prepare() encodes the body at submission"
+        url = self._url(key, request.path)
+        limit = self._max_response_bytes
+        return HTTPRequest(
+            "POST", url, headers, request.body, self._timeout, max_response_bytes=limit
+        )
+
+    def _status_failure(
+        self, response: HTTPResponse, content: bytes, key: Key, path: str
+    ) -> APIStatusError:
+        """The one error path for a status other than 2xx, streamed or not."""
+        content = key.redact_bytes(content)  # a server that echoes the key: never keep it
+        try:
+            body: Any = _json.loads(content) if content else None
+        except (ValueError, RecursionError):
             body = None
-            if 200 <= status < 300:
-                raise InvalidResponseError(
-                    f"HTTP {status} with a body that is not JSON "
-                    f"({len(content)} bytes: {content[:80]!r})"
-                ) from None
-        if 200 <= status < 300:
-            if not isinstance(body, dict):
-                raise InvalidResponseError(
-                    f"HTTP {status} with a JSON body that is not an object: {type(body).__name__}"
-                )
-            return Outcome(body, status, request_id, response_headers)
-        raise _status_failure(
-            status, body, content, response_headers, request_id, self._url(key, request.path), key
+        headers = response.headers
+        return _status_failure(
+            response.status_code,
+            body,
+            content,
+            headers,
+            response_request_id(headers),
+            self._url(key, path),
+            key,
         )
 
     async def _call_stream(self, request: Request, key: Key) -> Outcome:
         """A ``"stream": true`` attempt: events are read, passed on and assembled as they
         arrive (see :mod:`._stream`)."""
-        assert request.body is not None
         headers = self._stream_headers.get(key)
         if headers is None:
             headers = {**self._headers, **key.auth_headers(), "Accept": "text/event-stream"}
             self._stream_headers[key] = headers
-        limit = self._max_response_bytes
-        reader = StreamReader(request, key.secret, key.id, limit)
-        http_request = HTTPRequest(
-            "POST",
-            self._url(key, request.path),
-            headers,
-            request.body,
-            self._timeout,
-            max_response_bytes=limit,
-        )
+        reader = StreamReader(request, key.secret, key.id, self._max_response_bytes)
+        http_request = self._post(request, key, headers)
         http_request.on_data = reader.feed
         try:
             response = await self._transport.handle(http_request)
@@ -234,31 +229,16 @@ class HTTPBackend:
                     f"the stream was cut off after {reader.events} events: {exc}"
                 ) from exc
             raise
-        response_headers = response.headers
-        request_id = response_request_id(response_headers)
-        status = response.status_code
-        content = response.content
-        if limit is not None and len(content) > limit:
+        status, content, limit = response.status_code, response.content, self._max_response_bytes
+        if limit is not None and len(content) > limit:  # a transport that read it all anyway
             raise response_too_large(limit, len(content))
-        if 200 <= status < 300:
-            if content:  # a transport that ignores on_data: the whole body at once
-                reader.feed(content)
-            body = reader.finish(response_headers, request_id)
-            return Outcome(body, status, request_id, response_headers)
-        content = key.redact_bytes(content)
-        try:
-            error_body: Any = _json.loads(content) if content else None
-        except ValueError:
-            error_body = None
-        raise _status_failure(
-            status,
-            error_body,
-            content,
-            response_headers,
-            request_id,
-            self._url(key, request.path),
-            key,
-        )
+        if not 200 <= status < 300:
+            raise self._status_failure(response, content, key, request.path)
+        if content:  # a transport that ignores on_data: the whole body at once
+            reader.feed(content)
+        request_id = response_request_id(response.headers)
+        body = reader.finish(response.headers, request_id)
+        return Outcome(body, status, request_id, response.headers)
 
     async def aclose(self) -> None:
         close = getattr(self._transport, "aclose", None)

@@ -14,7 +14,8 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class Clock(Protocol):
-    """What the library needs of time: a monotonic ``now()`` and an awaitable ``sleep()``."""
+    """What the library needs of time: a monotonic ``now()``, an awaitable ``sleep()`` and, for
+    the synchronous ``@stable`` functions only, a blocking ``sleep_blocking()``."""
 
     def now(self) -> float:
         """Monotonic seconds; only differences are meaningful."""
@@ -22,6 +23,10 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` (0 or less returns at the next turn of the event loop)."""
+        ...
+
+    def sleep_blocking(self, seconds: float) -> None:
+        """Block this thread for ``seconds`` (synchronous callers, never the event loop)."""
         ...
 
 
@@ -43,8 +48,25 @@ class LoopClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    def sleep_blocking(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
     def __repr__(self) -> str:
         return "LoopClock()"
+
+
+class MonotonicClock(LoopClock):
+    """``time.monotonic()`` whichever thread or loop asks: for state shared by several threads
+    and event loops (a :class:`~openai_multi_client.KeyManager`), whose timestamps must all
+    come from one source."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def __repr__(self) -> str:
+        return "MonotonicClock()"
 
 
 async def wait_event(event: asyncio.Event, clock: Clock, seconds: float) -> None:

@@ -12,6 +12,7 @@ which HTTP library is underneath.
     │   ├── EndpointRemovedError                    edits, fine-tunes: says what replaced them
     │   └── JournalError                            omc run: journal in use or made for other input
     ├── ClientClosedError                           request() after close()
+    │   └── PortalClosedError                       (internal) the sync face's loop has stopped
     ├── SharedLimitsError                           the shared-limits backend (Redis) failed
     ├── OutputFileError                             omc run: an output file cannot be written
     ├── CallbackError                               a user callback raised; carries .result
@@ -69,6 +70,11 @@ class JournalError(ConfigurationError):
 
 class ClientClosedError(OpenAIMultiClientError):
     """A request was submitted after ``close()``."""
+
+
+class PortalClosedError(ClientClosedError):
+    """The loop thread behind a sync client has stopped (the client was shut down). Internal:
+    the sync faces turn it into a plain :class:`ClientClosedError` with a message."""
 
 
 class SharedLimitsError(OpenAIMultiClientError):

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._engine import AsyncMultiClient
+from ._options import RunKeywords
 from ._request import Result
 from ._sync import OpenAIMultiClient, OpenAIMultiOrderedClient
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def run_requests(
@@ -28,7 +32,7 @@ def run_requests(
     *,
     endpoint: str = "chats",
     ordered: bool = True,
-    **options: Any,
+    **options: Unpack[RunKeywords],
 ) -> Iterator[Result]:
     """Send every body in ``bodies`` to ``endpoint``; yield one :class:`Result` each.
 
@@ -36,7 +40,7 @@ def run_requests(
     ``data_template``, ...).
     """
     cls = OpenAIMultiOrderedClient if ordered else OpenAIMultiClient
-    client = cls(endpoint=endpoint, **options)
+    client = cls(endpoint=endpoint, **options)  # the same options as the clients (_options)
 
     def feed() -> None:
         for body in bodies:
@@ -52,7 +56,7 @@ async def arun_requests(
     *,
     endpoint: str = "chats",
     ordered: bool = True,
-    **options: Any,
+    **options: Unpack[RunKeywords],
 ) -> AsyncIterator[Result]:
     """The async twin of :func:`run_requests`; ``bodies`` may be an async iterable."""
     async with AsyncMultiClient(endpoint=endpoint, ordered=ordered, **options) as client:

@@ -22,14 +22,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._errors import PortalClosedError
+
 T = TypeVar("T")
 logger = logging.getLogger("openai_multi_client")
 
+__all__ = ["Portal", "PortalClosedError", "close_loop", "shutdown_all_at_exit"]
+
 _open_portals: weakref.WeakSet[Portal] = weakref.WeakSet()
-
-
-class PortalClosedError(RuntimeError):
-    """The portal's loop has stopped."""
 
 
 class Portal:
@@ -48,15 +48,7 @@ class Portal:
         try:
             self._loop.run_forever()
         finally:
-            try:
-                pending = asyncio.all_tasks(self._loop)
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            finally:
-                self._loop.close()
+            close_loop(self._loop)
 
     def in_loop_thread(self) -> bool:
         return threading.get_ident() == self._thread.ident
@@ -154,6 +146,23 @@ class Portal:
         _open_portals.discard(self)
         if not self.in_loop_thread():
             self._thread.join(timeout)
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Finish a private event loop in its own thread, after it stopped: cancel the tasks left
+    and wait for them, close async generators and the default executor, close the loop. The
+    one teardown for every loop thread of the package (the portal, the mock server's)."""
+    try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 from ._errors import ConfigurationError, EndpointRemovedError, RequestError
-
-if TYPE_CHECKING:
-    from ._retry import RetryPolicy
-    from ._stream import ChunkCallback
+from ._retry import RetryPolicy
 
 # Seed and friendly names -> path below the base URL (which ends in /v1 for OpenAI).
 ENDPOINTS: Mapping[str, str] = {
@@ -87,6 +84,8 @@ def merge_template(
 
 
 Callback: TypeAlias = Callable[["Result"], object]
+#: ``on_chunk(chunk, request)``: called with each chunk of a streamed request (see ``_stream``).
+ChunkCallback: TypeAlias = Callable[[dict[str, Any], "Request"], object]
 
 
 @dataclass(slots=True, eq=False)
@@ -108,10 +107,9 @@ class Request:
     policy: RetryPolicy
     attempt: int = 0
     key: str | None = None
-    # Bookkeeping for the engine, not part of the public surface.
+    # Set when the request is built (the engine's build_request), not part of the public
+    # surface. Per-attempt bookkeeping lives in the dispatcher's Flight, not here.
     tokens: int = 0
-    paced: int = 0  # attempts a key's rate limit turned away (429 rate_limit_exceeded)
-    retry_cost: int = 0
     body: bytes | None = None
     stream: bool = False  # "stream": true (set by the backend's prepare)
     on_chunk: ChunkCallback | None = None
@@ -165,6 +163,97 @@ class Result:
             f"Result(index={self.index}, endpoint={self.endpoint!r}, failed={self.failed}, "
             f"{outcome}, attempt={self.attempt}, key={self.key!r}, metadata={self.metadata!r})"
         )
+
+
+class RequestBuilder:
+    """The one place a :class:`Request` is made, from a client's templates and retry policy.
+
+    ``prepare`` is the backend's (it encodes the body once and marks a streamed request);
+    ``estimate`` counts the tokens the key pool will reserve (``None``: no token limits);
+    ``endpoint_needed`` is false for a ``custom_api`` client, which may go without one. After
+    :meth:`build`, only the dispatcher writes a request's attempt fields.
+    """
+
+    __slots__ = ("_data", "_endpoint", "_endpoint_needed", "_estimate", "_metadata",
+                 "_on_chunk", "_policies", "_policy", "_prepare")  # fmt: skip
+
+    def __init__(
+        self,
+        endpoint: str | None,
+        data_template: Mapping[str, Any] | None,
+        metadata_template: Mapping[str, Any] | None,
+        policy: RetryPolicy,
+        prepare: Callable[[Request], None],
+        estimate: Callable[[Mapping[str, Any]], int] | None,
+        on_chunk: ChunkCallback | None,
+        endpoint_needed: bool,
+    ) -> None:
+        self._endpoint = endpoint
+        self._data = data_template
+        self._metadata = metadata_template
+        self._policy = policy
+        self._policies: dict[tuple[int, float, float], RetryPolicy] = {}
+        self._prepare = prepare
+        self._estimate = estimate
+        self._on_chunk = on_chunk
+        self._endpoint_needed = endpoint_needed
+
+    def build(
+        self,
+        data: Mapping[str, Any],
+        endpoint: str | None,
+        metadata: Mapping[str, Any] | None,
+        callback: Callback | None,
+        max_retries: int | None,
+        retry_multiplier: float | None,
+        retry_max: float | None,
+        on_chunk: ChunkCallback | None,
+    ) -> Request:
+        """Validate and build one request; ``max_retries``, ``retry_multiplier`` and
+        ``retry_max`` override the client's where not ``None``."""
+        name = endpoint if endpoint is not None else self._endpoint
+        if name is not None:
+            path = resolve_endpoint(name)
+        elif not self._endpoint_needed:
+            path = ""  # the seed's custom_api needs no endpoint: it gets request.endpoint None
+        else:
+            raise ConfigurationError(
+                "no endpoint: pass endpoint=... to the client or to request(), e.g. 'chats'"
+            )
+        merged = merge_template(self._data, data, "data")
+        merged_metadata = merge_template(self._metadata, metadata, "metadata")
+        if callback is not None and not callable(callback):
+            raise ConfigurationError(f"callback must be callable, got {type(callback).__name__}")
+        tokens = 0 if self._estimate is None else self._estimate(merged)
+        if max_retries is None and retry_multiplier is None and retry_max is None:
+            policy = self._policy
+        else:
+            policy = self._policy_for(max_retries, retry_multiplier, retry_max)
+        request = Request(-1, name, path, merged, merged_metadata, callback, policy, tokens=tokens)
+        self._prepare(request)
+        if on_chunk is not None and not (callable(on_chunk) and request.stream):
+            raise ConfigurationError(
+                "on_chunk must be callable and is only called for streamed requests: "
+                "set data['stream']=True (chat completions, completions or responses)"
+            )
+        request.on_chunk = on_chunk or self._on_chunk
+        return request
+
+    def _policy_for(
+        self, max_retries: int | None, multiplier: float | None, maximum: float | None
+    ) -> RetryPolicy:
+        base = self._policy
+        spec = (
+            base.max_attempts if max_retries is None else max_retries,
+            base.multiplier if multiplier is None else multiplier,
+            base.max_delay if maximum is None else maximum,
+        )
+        policy = self._policies.get(spec)
+        if policy is None:
+            policy = RetryPolicy(*spec, base.max_server_delay)
+            if len(self._policies) < 64:
+                self._policies[spec] = policy
+        return policy
 
 
 #: The seed's name for both the request handed to ``custom_api`` and the result yielded by

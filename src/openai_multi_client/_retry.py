@@ -1,12 +1,17 @@
 """Which failures to retry, how long to wait, and when to stop retrying altogether.
 
-Three pieces, all free of I/O so they can be tested exactly:
+Four pieces, all free of I/O so they can be tested exactly:
 
 * :func:`classify` maps an error to an :class:`Action` (the classification table below);
 * :class:`RetryPolicy` is a frozen dataclass whose :meth:`RetryPolicy.next_delay` is pure;
 * :class:`RetryBudget` is a token bucket of retries shared by the whole client, in the manner of
   botocore's retry quota: retries spend from it, successes refill it, so in a total outage the
-  client stops multiplying traffic after a bounded number of retries.
+  client stops multiplying traffic after a bounded number of retries;
+* :func:`decide` is the one retry decision, used by the engine and by ``@stable`` alike: a
+  failed attempt, the request's :class:`Attempts` so far, the policy and the budget in, a
+  :class:`Decision` out (retry after d, with the key cooled for c / retire the key / fail),
+  in the manner of urllib3's ``Retry.increment()``: the state is a value and the next value is
+  returned, never mutated.
 
 Classification table (first matching row wins):
 
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ._errors import (
     APIStatusError,
@@ -179,9 +184,17 @@ class RetryBudget:
     def level(self) -> int:
         return self._level
 
+    def cost(self, error: RequestError) -> int:
+        """What one retry after ``error`` costs."""
+        return self.timeout_cost if isinstance(error, RequestTimeoutError) else self.retry_cost
+
+    def spend(self, cost: int) -> None:
+        """Take ``cost`` (at most the level: :func:`decide` checked it)."""
+        self._level = max(0, self._level - cost)
+
     def try_spend(self, error: RequestError) -> int | None:
         """Pay for one retry after ``error``; the cost paid, or ``None`` if the budget is empty."""
-        cost = self.timeout_cost if isinstance(error, RequestTimeoutError) else self.retry_cost
+        cost = self.cost(error)
         if cost > self._level:
             return None
         self._level -= cost
@@ -193,3 +206,100 @@ class RetryBudget:
 
     def __repr__(self) -> str:
         return f"RetryBudget(level={self._level}, capacity={self.capacity})"
+
+
+# A key's 429 ``rate_limit_exceeded`` without a usable hint cools that key for this long.
+DEFAULT_COOL_DOWN = 1.0
+# 429 ``rate_limit_exceeded`` answers one request may get before they count as failed attempts.
+MAX_PACED_ATTEMPTS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Attempts:
+    """What one request's failed attempts have cost so far (a value: :func:`decide` returns the
+    next one). ``failures`` counts the attempts that count against ``max_attempts``; ``paced``
+    the 429 ``rate_limit_exceeded`` answers that did not; ``retry_cost`` what the retries took
+    from the :class:`RetryBudget` (returned to it when the request succeeds)."""
+
+    failures: int = 0
+    paced: int = 0
+    retry_cost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer of :func:`decide`.
+
+    ``action`` is :attr:`Action.RETRY` (after ``delay`` seconds), :attr:`Action.RETIRE_KEY`
+    (retire the key, then try again at once on another one) or :attr:`Action.FAIL`.
+    ``cool_key`` (seconds), when set, pauses only the key that answered, whatever the action.
+    ``attempts`` is the request's next state; ``budget_cost`` what the caller must take from the
+    budget (:meth:`RetryBudget.spend`). ``reason`` says why a retryable failure fails anyway.
+    ``paced``: a key's rate limit turned the request away; it waits for a key with room, not
+    for a delay.
+    """
+
+    action: Action
+    attempts: Attempts
+    delay: float = 0.0
+    cool_key: float | None = None
+    budget_cost: int = 0
+    reason: str | None = None
+    paced: bool = False
+
+
+def is_pacing(error: RequestError) -> bool:
+    """A key's rate limit turned the request away (429 ``rate_limit_exceeded``): the request
+    did nothing wrong, the key needs a pause."""
+    return isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError)
+
+
+def decide(
+    error: RequestError,
+    attempts: Attempts,
+    policy: RetryPolicy,
+    budget: RetryBudget | None,
+    rng: random.Random,
+) -> Decision:
+    """The one retry decision after a failed attempt (pure: the budget is read, not spent).
+
+    * :func:`classify` says RETIRE_KEY (401, 403, 429 ``insufficient_quota``): retire the key
+      and try again on another one; no attempt is spent, since the request did nothing wrong.
+    * It says FAIL: fail.
+    * A 429 ``rate_limit_exceeded`` cools that key (for the server's hint capped at
+      ``max_server_delay``, else :data:`DEFAULT_COOL_DOWN`) and the request retries at once,
+      waiting for a key with room in the limiter. It costs **no attempt and no budget**, up to
+      :data:`MAX_PACED_ATTEMPTS` such answers; after that each counts as a failed attempt.
+      The reason, for the engine and ``@stable`` alike: a rate-limit answer is pacing, not a
+      failure of the request. A key shared by several threads, processes or clients is
+      expected to say "not now" many times in a busy minute; spending attempts on it made a
+      busy key fail calls that only had to wait (``@stable`` with its default 10 attempts
+      failed them within seconds), while the limiter already makes the wait cheap. The cap
+      keeps a key that refuses forever from holding a request forever.
+    * Any other retryable failure spends an attempt; when ``policy`` allows another one and
+      the budget can pay for it, retry after :meth:`RetryPolicy.next_delay`, else fail.
+    """
+    action = classify(error)
+    if action is not Action.RETRY:
+        return Decision(action, attempts)
+    cool_key: float | None = None
+    if is_pacing(error):
+        hint = server_requested_delay(error)
+        cool_key = min(DEFAULT_COOL_DOWN if hint is None else hint, policy.max_server_delay)
+        if attempts.paced < MAX_PACED_ATTEMPTS:
+            paced = replace(attempts, paced=attempts.paced + 1)
+            return Decision(Action.RETRY, paced, cool_key=cool_key, paced=True)
+    failed = replace(attempts, failures=attempts.failures + 1)
+    if not policy.should_retry(failed.failures):
+        return Decision(Action.FAIL, failed, cool_key=cool_key, reason="attempts spent")
+    cost = 0 if budget is None else budget.cost(error)
+    if budget is not None and cost > budget.level:
+        return Decision(Action.FAIL, failed, cool_key=cool_key, reason="retry budget exhausted")
+    delay = policy.next_delay(failed.failures, error, rng)
+    return Decision(
+        Action.RETRY,
+        replace(failed, retry_cost=failed.retry_cost + cost),
+        delay=delay,
+        cool_key=cool_key,
+        budget_cost=cost,
+    )

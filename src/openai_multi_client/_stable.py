@@ -15,12 +15,13 @@ shared by every thread, and by our clients when the manager is passed as ``api_k
 the function with ``api_key=<the secret>``, and hands the key back afterwards. Failures are
 recognised whether they are our own :class:`~openai_multi_client.RequestError` classes or the
 official SDK's exceptions, translated at one boundary (:func:`translate_error`) and handled by
-:func:`~openai_multi_client._retry.classify`:
+:func:`~openai_multi_client._retry.decide`, the same decision the engine takes:
 
 * 401, 403 and 429 ``insufficient_quota`` retire the key for the process; the call moves to
   another key without spending an attempt;
 * a 429 rate limit cools that key only (for the server's hint, or one second) and the call
-  retries, on another key when one is free;
+  retries, on another key when one is free; it spends no attempt (up to 100 such answers),
+  as in the engine: being paced is not a failure of the call;
 * 5xx, 408, 409, timeouts and connection errors retry after full-jitter backoff, or after the
   wait the server asked for;
 * anything else (400, 404, the function's own ``ValueError``, ...) propagates at once.
@@ -44,24 +45,22 @@ import math
 import random
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import EllipsisType
 from typing import Any, TypeVar, cast, overload
 
+from ._clock import Clock, MonotonicClock
 from ._errors import (
     APIStatusError,
     ConfigurationError,
     ConnectError,
-    InsufficientQuotaError,
     NoUsableKeyError,
-    RateLimitError,
     RequestError,
     RequestTimeoutError,
     status_error,
 )
 from ._limits import Key, KeyPool, Reservation, as_keys, loop_listener
-from ._retry import Action, RetryPolicy, classify, is_overload, server_requested_delay
+from ._retry import Action, Attempts, RetryPolicy, decide, is_overload
 from ._validate import check_count
 
 __all__ = ["KeyManager", "stable", "translate_error"]
@@ -69,9 +68,6 @@ __all__ = ["KeyManager", "stable", "translate_error"]
 logger = logging.getLogger("openai_multi_client")
 
 R = TypeVar("R")
-
-#: How long a key cools after a 429 that did not say how long to wait.
-_DEFAULT_COOL_DOWN = 1.0
 
 _default_lock = threading.Lock()
 _default_manager: KeyManager | None = None
@@ -101,8 +97,9 @@ class KeyManager(KeyPool):
     key retired on the way does not count); ``retry_multiplier`` and ``retry_max`` shape the
     full-jitter backoff before retrying a 5xx, a timeout or a connection error
     (``uniform(0, min(retry_max, retry_multiplier * 2 ** n))`` seconds) unless the server says
-    how long to wait. ``now``, ``sleep``, ``async_sleep`` and ``rng`` replace the clock, the
-    sleeps and the jitter's random source, so tests can run on fake time.
+    how long to wait. ``clock`` (a :class:`~openai_multi_client.Clock`, as every component
+    takes; default: ``time.monotonic`` and real sleeps) and ``rng`` replace time and the
+    jitter's random source, so tests can run on fake time.
     """
 
     def __init__(
@@ -112,9 +109,7 @@ class KeyManager(KeyPool):
         max_attempts: int = 10,
         retry_multiplier: float = 1.0,
         retry_max: float = 60.0,
-        now: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if isinstance(api_keys, str | Key):
@@ -129,18 +124,15 @@ class KeyManager(KeyPool):
                 "KeyManager needs at least one API key, e.g. KeyManager(['sk-...', 'sk-...'])"
             )
         check_count("max_attempts", max_attempts)
-        for name, function in (("now", now), ("sleep", sleep), ("async_sleep", async_sleep)):
-            if not callable(function):
-                raise ConfigurationError(f"{name} must be callable, got {function!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigurationError(f"clock must be a Clock, got {clock!r}")
         if rng is not None and not isinstance(rng, random.Random):
             raise ConfigurationError(f"rng must be a random.Random or None, got {rng!r}")
         super().__init__(keys)
         self.retry_policy = RetryPolicy(
             max_attempts=max_attempts, multiplier=retry_multiplier, max_delay=retry_max
         )
-        self.now = now
-        self.sleep = sleep
-        self.async_sleep = async_sleep
+        self.clock: Clock = clock or MonotonicClock()
         self.rng = rng or random.Random()
         global _default_manager  # noqa: PLW0603 - the seed's API is a process-wide default
         with _default_lock:
@@ -244,7 +236,7 @@ class _Call:
     def __init__(self, manager: KeyManager, policy: RetryPolicy) -> None:
         self.manager = manager
         self.policy = policy
-        self.attempts = 0
+        self.attempts = Attempts()
         self.last_error: BaseException | None = None
 
     def take_key(self) -> Reservation | float:
@@ -255,7 +247,7 @@ class _Call:
         retired.
         """
         manager = self.manager
-        now = manager.now()
+        now = manager.clock.now()
         got = manager.reserve(0, now)
         if isinstance(got, Reservation):
             return got
@@ -302,7 +294,7 @@ class _Call:
             self.manager.remove_listener(listener)
 
     def succeeded(self, reservation: Reservation) -> None:
-        self.manager.release(reservation, self.manager.now())
+        self.manager.release(reservation, self.manager.clock.now())
 
     def failed(self, reservation: Reservation, error: BaseException) -> float | None:
         """Hand the key back after ``error`` and decide: the seconds to wait before the next
@@ -313,52 +305,42 @@ class _Call:
         if translated is None:
             # Not a request failure (the function's own bug, a cancellation, Ctrl-C): not the
             # key's fault, and not ours to retry.
-            manager.release(reservation, manager.now())
+            manager.release(reservation, manager.clock.now())
             return None
         headers = translated.headers if isinstance(translated, APIStatusError) else None
         manager.release(
             reservation,
-            manager.now(),
+            manager.clock.now(),
             headers=headers,
             overloaded=is_overload(translated),
             failed=True,
         )
         self.last_error = error
-        action = classify(translated)
-        if action is Action.RETIRE_KEY:
-            manager.retire(key, manager.redact(str(translated)))
-            return 0.0  # on to another key; no attempt spent
-        if action is Action.FAIL:
-            return None
-        self.attempts += 1
-        if not self.policy.should_retry(self.attempts):
-            return None
-        if isinstance(translated, RateLimitError) and not isinstance(
-            translated, InsufficientQuotaError
-        ):
-            hint = server_requested_delay(translated)
-            pause = _DEFAULT_COOL_DOWN if hint is None else hint
-            pause = min(pause, self.policy.max_server_delay)
-            manager.cool_down(key, manager.now() + pause)
+        decision = decide(translated, self.attempts, self.policy, None, manager.rng)
+        self.attempts = decision.attempts
+        redacted = manager.redact(str(translated))
+        if decision.cool_key is not None:
+            manager.cool_down(key, manager.clock.now() + decision.cool_key)
             logger.debug(
-                "API key %s is rate limited: cooling it for %.2fs (attempt %d of %d): %s",
+                "API key %s is rate limited: cooling it for %.2fs: %s",
                 key.id,
-                pause,
-                self.attempts,
-                self.policy.max_attempts,
-                manager.redact(str(translated)),
+                decision.cool_key,
+                redacted,
             )
-            return 0.0  # another key may be free now; take_key waits for one otherwise
-        delay = self.policy.next_delay(self.attempts, translated, manager.rng)
+        if decision.action is Action.RETIRE_KEY:
+            manager.retire(key, redacted)
+            return 0.0  # on to another key; no attempt spent
+        if decision.action is Action.FAIL:
+            return None
         logger.debug(
             "retrying in %.2fs after attempt %d of %d failed on key %s: %s",
-            delay,
-            self.attempts,
+            decision.delay,
+            decision.attempts.failures,
             self.policy.max_attempts,
             key.id,
-            manager.redact(str(translated)),
+            redacted,
         )
-        return delay
+        return decision.delay
 
 
 # ----------------------------------------------------------------------------- the decorator
@@ -453,7 +435,7 @@ def _sync_wrapper(
     @functools.wraps(function)
     def call_with_key(*args: Any, **kwargs: Any) -> R:
         call = _start(manager, max_attempts, kwargs)
-        sleep = call.manager.sleep
+        sleep = call.manager.clock.sleep_blocking
         while True:
             step = call.take_key()
             if not isinstance(step, Reservation) and math.isinf(step):
@@ -482,7 +464,7 @@ def _async_wrapper(
     @functools.wraps(function)
     async def call_with_key(*args: Any, **kwargs: Any) -> Any:
         call = _start(manager, max_attempts, kwargs)
-        sleep = call.manager.async_sleep
+        sleep = call.manager.clock.sleep
         while True:
             step = call.take_key()
             if not isinstance(step, Reservation) and math.isinf(step):

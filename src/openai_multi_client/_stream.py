@@ -20,8 +20,8 @@ that is not JSON raises :class:`InvalidResponseError`; an error event
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Mapping
+from typing import Any
 
 from . import _json
 from ._errors import (
@@ -33,14 +33,9 @@ from ._errors import (
     status_error,
 )
 from ._redact import Redactor
+from ._request import Request, Result
 from ._sse import ServerSentEvent, SSEDecoder
 from ._transport import response_too_large
-
-if TYPE_CHECKING:
-    from ._request import Request, Result
-
-#: ``on_chunk(chunk, request)``: called with every parsed chunk as it arrives.
-ChunkCallback: TypeAlias = Callable[[dict[str, Any], "Request"], object]
 
 _CHAT = "chat"
 _COMPLETIONS = "completions"

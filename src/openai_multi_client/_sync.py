@@ -26,24 +26,18 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._api import CustomAPI
-from ._clock import Clock
-from ._engine import AsyncMultiClient, KeysArgument, Statistics
-from ._errors import CallbackError, ClientClosedError
-from ._limits import LimitsBackend
-from ._portal import Portal, PortalClosedError
-from ._request import Callback, Request, Result
-from ._retry import RetryBudget
-from ._stream import ChunkCallback, raise_chunk_error
-from ._tokens import TokenEstimator
-from ._transport import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_TIMEOUT,
-    Transport,
-)
+from ._engine import AsyncMultiClient, Statistics
+from ._errors import CallbackError, ClientClosedError, PortalClosedError
+from ._options import SyncKeywords, face_signature, options_for
+from ._portal import Portal
+from ._request import Callback, ChunkCallback, Request, Result
+from ._stream import raise_chunk_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -58,13 +52,15 @@ class OpenAIMultiClient:
 
     The positional parameters and their defaults are the seed's. ``max_retries`` counts
     attempts in total (the seed's meaning): 10 means one try and up to nine retries.
-    Keyword-only extras: ``api_key`` (a key, a :class:`Key`, or a list of them), ``base_url``,
-    ``organization``, ``queue_size`` (requests waiting before ``request()`` blocks; default
-    ``concurrency``), ``timeout`` and ``connect_timeout`` in seconds, ``headers``,
-    ``transport``, ``retry_budget``, ``token_estimator``, ``on_chunk`` (called with each chunk
-    of a streamed request, in the client's event-loop thread), ``read_timeout`` and
+    The keyword-only extras are those of :class:`~openai_multi_client.AsyncMultiClient` but
+    ``ordered`` (the class decides): ``api_key`` (a key, a :class:`Key`, or a list of them),
+    ``base_url``, ``organization``, ``queue_size`` (requests waiting before ``request()``
+    blocks; default ``concurrency``), ``timeout``, ``connect_timeout`` and ``read_timeout`` in
+    seconds, ``headers``, ``transport``, ``retry_budget``, ``token_estimator``, ``on_send`` and
+    ``on_chunk`` (called in the client's event-loop thread), ``max_server_delay``,
     ``shared_limits`` (a Redis URL or a :class:`RedisLimits`: share the keys' limits with other
-    processes), ``max_response_bytes`` (the largest response body read; ``None``: no cap).
+    processes), ``clock``, ``rng`` and ``max_response_bytes`` (the largest response body read;
+    ``None``: no cap). Both lists come from one place, ``_options.ClientOptions``.
     """
 
     _ordered = False
@@ -80,50 +76,11 @@ class OpenAIMultiClient:
         data_template: Mapping[str, Any] | None = None,
         metadata_template: Mapping[str, Any] | None = None,
         custom_api: CustomAPI | None = None,
-        *,
-        api_key: KeysArgument = None,
-        base_url: str | None = None,
-        organization: str | None = None,
-        queue_size: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        headers: Mapping[str, str] | None = None,
-        transport: Transport | None = None,
-        retry_budget: RetryBudget | int | None = 500,
-        token_estimator: TokenEstimator | None = None,
-        on_chunk: ChunkCallback | None = None,
-        read_timeout: float | None = None,
-        shared_limits: str | LimitsBackend | None = None,
-        clock: Clock | None = None,
-        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        **options: Unpack[SyncKeywords],
     ) -> None:
         # Built here, so bad arguments raise in the caller's thread before any thread starts.
-        self._engine = AsyncMultiClient(
-            concurrency,
-            max_retries,
-            wait_interval,
-            retry_multiplier,
-            retry_max,
-            endpoint,
-            data_template,
-            metadata_template,
-            custom_api,
-            ordered=self._ordered,
-            api_key=api_key,
-            base_url=base_url,
-            organization=organization,
-            queue_size=queue_size,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            headers=headers,
-            transport=transport,
-            retry_budget=retry_budget,
-            token_estimator=token_estimator,
-            on_chunk=on_chunk,
-            read_timeout=read_timeout,
-            shared_limits=shared_limits,
-            clock=clock,
-            max_response_bytes=max_response_bytes,
+        self._engine = AsyncMultiClient.from_options(
+            options_for(self, locals(), options, ordered=self._ordered)
         )
         self._portal = Portal(name=f"omc-loop-{id(self):x}")
         self._buffer: deque[Result] = deque()
@@ -333,6 +290,9 @@ class OpenAIMultiClient:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} engine={self._engine!r}>"
+
+
+setattr(OpenAIMultiClient.__init__, "__signature__", face_signature(exclude=("ordered",)))  # noqa: B010
 
 
 class OpenAIMultiOrderedClient(OpenAIMultiClient):

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -165,14 +166,14 @@ class AiohttpTransport:
                 f"no complete response {limits} (connect limit {request.timeout.connect:g} s)"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"cannot connect to {_origin(request.url)}: {exc.os_error}") from exc
+            raise ConnectError(f"cannot connect to {_where(request.url)}: {exc.os_error}") from exc
         except (
             aiohttp.ServerDisconnectedError,
             aiohttp.ClientPayloadError,
             aiohttp.ClientOSError,
         ) as exc:
             raise ConnectionClosedError(
-                f"connection to {_origin(request.url)} closed mid-request: "
+                f"connection to {_where(request.url)} closed mid-request: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         except aiohttp.ClientError as exc:
@@ -220,6 +221,22 @@ async def _receive(request: HTTPRequest, response: aiohttp.ClientResponse) -> HT
     return HTTPResponse(response.status, response.headers, b"".join(pieces))
 
 
-def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of an absolute URL (the port only when not the scheme's default),
+    without user info, path or query; raises ``ValueError`` for a URL that has none."""
+    parts = urlsplit(url)
+    scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    if not scheme or not host:
+        raise ValueError(f"no origin in {url!r}")
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" if port is None or port == default else f"{scheme}://{host}:{port}"
+
+
+def _where(url: str) -> str:
+    """The origin of ``url`` for an error message (keys and paths never appear)."""
+    try:
+        return origin(url)
+    except ValueError:
+        return "the server"

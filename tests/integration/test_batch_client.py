@@ -44,6 +44,9 @@ class StepClock:
         self.fake.advance(seconds)
         await asyncio.sleep(0)
 
+    def sleep_blocking(self, seconds: float) -> None:
+        self.fake.advance(seconds)
+
 
 def line(number: int, model: str = "gpt-4o-mini") -> dict[str, Any]:
     return {

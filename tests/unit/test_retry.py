@@ -19,7 +19,7 @@ from openai_multi_client import (
     RetryPolicy,
 )
 from openai_multi_client._errors import status_error
-from openai_multi_client._retry import Action, classify
+from openai_multi_client._retry import MAX_PACED_ATTEMPTS, Action, Attempts, classify, decide
 
 
 def http_error(
@@ -152,3 +152,110 @@ def test_budget_stops_retries_in_an_outage_and_refills_on_success() -> None:
     for _ in range(100):
         budget.on_success(0)
     assert budget.level == 50
+
+
+# ------------------------------------------------------------------- the one retry decision
+
+RL = {"retry-after-ms": "2500"}
+
+
+@pytest.mark.parametrize(
+    ("error", "before", "max_attempts", "budget_level", "expected"),
+    [
+        # action, failures, paced, cool_key, budget_cost, reason
+        (http_error(400), Attempts(), 10, 500, (Action.FAIL, 0, 0, None, 0, None)),
+        (http_error(401), Attempts(3, 2), 10, 500, (Action.RETIRE_KEY, 3, 2, None, 0, None)),
+        (
+            http_error(429, "insufficient_quota"),
+            Attempts(),
+            10,
+            500,
+            (Action.RETIRE_KEY, 0, 0, None, 0, None),
+        ),
+        # A key's rate limit: cool the key, no attempt, no budget.
+        (
+            http_error(429, "rate_limit_exceeded", RL),
+            Attempts(),
+            1,
+            0,
+            (Action.RETRY, 0, 1, 2.5, 0, None),
+        ),
+        (
+            http_error(429, "rate_limit_exceeded"),
+            Attempts(),
+            10,
+            500,
+            (Action.RETRY, 0, 1, 1.0, 0, None),
+        ),
+        (
+            http_error(429, "rate_limit_exceeded", {"retry-after": "999"}),
+            Attempts(),
+            10,
+            500,
+            (Action.RETRY, 0, 1, 120.0, 0, None),
+        ),
+        # Past the cap of paced answers, a rate limit is a failed attempt like any other.
+        (
+            http_error(429, "rate_limit_exceeded", RL),
+            Attempts(0, MAX_PACED_ATTEMPTS),
+            10,
+            500,
+            (Action.RETRY, 1, MAX_PACED_ATTEMPTS, 2.5, 5, None),
+        ),
+        (
+            http_error(429, "rate_limit_exceeded", RL),
+            Attempts(9, MAX_PACED_ATTEMPTS),
+            10,
+            500,
+            (Action.FAIL, 10, MAX_PACED_ATTEMPTS, 2.5, 0, "attempts spent"),
+        ),
+        (http_error(500), Attempts(), 10, 500, (Action.RETRY, 1, 0, None, 5, None)),
+        (http_error(500), Attempts(9), 10, 500, (Action.FAIL, 10, 0, None, 0, "attempts spent")),
+        (http_error(500), Attempts(), 1, 500, (Action.FAIL, 1, 0, None, 0, "attempts spent")),
+        (http_error(500), Attempts(), 0, 500, (Action.FAIL, 1, 0, None, 0, "attempts spent")),
+        (RequestTimeoutError("x"), Attempts(), 10, 500, (Action.RETRY, 1, 0, None, 10, None)),
+        (
+            http_error(500),
+            Attempts(),
+            10,
+            4,
+            (Action.FAIL, 1, 0, None, 0, "retry budget exhausted"),
+        ),
+        (http_error(500), Attempts(), 10, None, (Action.RETRY, 1, 0, None, 0, None)),
+    ],
+)
+def test_the_retry_decision_table(
+    error: RequestError,
+    before: Attempts,
+    max_attempts: int,
+    budget_level: int | None,
+    expected: tuple[Action, int, int, float | None, int, str | None],
+) -> None:
+    budget = None
+    if budget_level is not None:
+        budget = RetryBudget(capacity=500)
+        budget.spend(500 - budget_level)
+    policy = RetryPolicy(max_attempts=max_attempts)
+    decision = decide(error, before, policy, budget, random.Random(0))
+    action, failures, paced, cool_key, cost, reason = expected
+    assert decision.action is action
+    assert (decision.attempts.failures, decision.attempts.paced) == (failures, paced)
+    assert decision.cool_key == cool_key
+    assert decision.budget_cost == cost
+    assert decision.attempts.retry_cost == before.retry_cost + cost
+    assert decision.reason == reason
+    assert decision.paced == (paced > before.paced)
+    if budget is not None:
+        assert budget.level == budget_level  # decided, not spent: the caller spends
+    if action is Action.RETRY and not decision.paced:
+        again = decide(error, before, policy, budget, random.Random(0))
+        assert decision.delay == again.delay  # pure: the same rng state, the same delay
+        assert 0 <= decision.delay <= max(policy.max_delay, 2.5 * 1.1)
+    else:
+        assert decision.delay == 0
+
+
+def test_the_state_is_a_value() -> None:
+    before = Attempts()
+    decide(http_error(500), before, RetryPolicy(), None, random.Random(0))
+    assert before == Attempts()  # urllib3's Retry.increment(): a new value, never mutated

@@ -31,28 +31,27 @@ from openai_multi_client import (
 from openai_multi_client._errors import AuthenticationError, PermissionDeniedError, status_error
 from openai_multi_client._retry import Action, classify, server_requested_delay
 from openai_multi_client._stable import KeyManager, stable, translate_error
+from openai_multi_client.testing import FakeClock
 
 # ------------------------------------------------------------------------------- helpers
 
 
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
+class FakeTime(FakeClock):
+    """The library's FakeClock, also recording the waits of the code under test (no loop
+    needs to be installed: an async wait is a blocking one in virtual time)."""
 
     def __init__(self) -> None:
-        self.now = 0.0
+        super().__init__()
         self.sleeps: list[float] = []
         self._lock = threading.Lock()
 
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
+    def sleep_blocking(self, seconds: float) -> None:
         with self._lock:
             self.sleeps.append(seconds)
-            self.now += seconds
+            super().sleep_blocking(seconds)
 
-    async def async_sleep(self, seconds: float) -> None:
-        self.sleep(seconds)
+    async def sleep(self, seconds: float) -> None:
+        self.sleep_blocking(seconds)
 
 
 @pytest.fixture
@@ -63,9 +62,7 @@ def fake_time() -> FakeTime:
 def make_manager(keys: list[Any], fake_time: FakeTime, **options: Any) -> KeyManager:
     return KeyManager(
         keys,
-        now=fake_time.clock,
-        sleep=fake_time.sleep,
-        async_sleep=fake_time.async_sleep,
+        clock=fake_time,
         rng=random.Random(0),
         **options,
     )
@@ -128,12 +125,12 @@ class Script:
 
 
 def in_flight(manager: KeyManager, fake_time: FakeTime) -> int:
-    return sum(key.in_flight for key in manager.statistics(fake_time.now).keys)
+    return sum(key.in_flight for key in manager.statistics(fake_time.now()).keys)
 
 
 def key_state(manager: KeyManager, fake_time: FakeTime, secret: str) -> str:
     wanted = Key(secret).id
-    (state,) = [k.state for k in manager.statistics(fake_time.now).keys if k.key == wanted]
+    (state,) = [k.state for k in manager.statistics(fake_time.now()).keys if k.key == wanted]
     return state
 
 
@@ -147,7 +144,7 @@ def test_each_call_gets_a_key_as_api_key_and_hands_it_back(fake_time: FakeTime) 
     assert wrapped("hi") in ("hi via sk-one", "hi via sk-two")
     assert wrapped(prompt="hi") in ("hi via sk-one", "hi via sk-two")
     assert set(script.keys) <= {"sk-one", "sk-two"}
-    stats = manager.statistics(fake_time.now)
+    stats = manager.statistics(fake_time.now())
     assert stats.requests == 2
     assert in_flight(manager, fake_time) == 0
     assert fake_time.sleeps == []
@@ -285,7 +282,7 @@ def test_a_429_cools_only_that_key(fake_time: FakeTime) -> None:
         wrapped("q")
     assert script.keys[2:] == [other] * 3
 
-    fake_time.now = 3.0
+    fake_time.advance(3.0 - fake_time.now())
     for _ in range(4):
         wrapped("q")
     assert limited in script.keys[5:]
@@ -335,7 +332,7 @@ def test_when_attempts_are_spent_the_last_error_itself_is_raised(fake_time: Fake
     assert len(fake_time.sleeps) == 2  # full jitter: uniform(0, min(max, 2 * 2 ** n))
     assert 0 <= fake_time.sleeps[0] <= 2.0
     assert 0 <= fake_time.sleeps[1] <= 4.0
-    assert manager.statistics(fake_time.now).keys[0].state == "active"
+    assert manager.statistics(fake_time.now()).keys[0].state == "active"
     assert in_flight(manager, fake_time) == 0
 
 
@@ -663,7 +660,7 @@ def test_many_threads_call_at_once_each_with_a_key(fake_time: FakeTime) -> None:
     assert set(used) <= set(secrets)
     assert len(Counter(used)) > 1  # spread over the keys, not one "current key"
     assert peak == threads_count  # no lock serialises the calls
-    stats = manager.statistics(fake_time.now)
+    stats = manager.statistics(fake_time.now())
     assert stats.requests == threads_count
     assert in_flight(manager, fake_time) == 0
 
@@ -741,11 +738,12 @@ class _WatchedManager(KeyManager):
 def test_a_call_waiting_for_capacity_is_woken_by_the_change_not_a_poll(
     fake_time: FakeTime,
 ) -> None:
-    def sleep(seconds: float) -> None:  # a poll would sleep; say that a call waits, too
-        fake_time.sleep(seconds)
-        manager.waiting.set()
+    class Watched(FakeTime):
+        def sleep_blocking(self, seconds: float) -> None:  # a poll would sleep; say so, too
+            fake_time.sleep_blocking(seconds)
+            manager.waiting.set()
 
-    manager = _WatchedManager(["sk-a"], now=fake_time.clock, sleep=sleep)
+    manager = _WatchedManager(["sk-a"], clock=Watched())
     manager.set_shares(0.0)  # e.g. a client sharing the manager has not got its leases yet
 
     @stable(manager=manager)
@@ -763,12 +761,13 @@ def test_a_call_waiting_for_capacity_is_woken_by_the_change_not_a_poll(
 async def test_an_async_call_waiting_for_capacity_is_woken_by_the_change(
     fake_time: FakeTime,
 ) -> None:
-    async def async_sleep(seconds: float) -> None:
-        fake_time.sleep(seconds)
-        manager.waiting.set()
-        await asyncio.sleep(0)
+    class Watched(FakeTime):
+        async def sleep(self, seconds: float) -> None:
+            fake_time.sleep_blocking(seconds)
+            manager.waiting.set()
+            await asyncio.sleep(0)
 
-    manager = _WatchedManager(["sk-a"], now=fake_time.clock, async_sleep=async_sleep)
+    manager = _WatchedManager(["sk-a"], clock=Watched())
     manager.set_shares(0.0)
 
     @stable(manager=manager)
@@ -781,3 +780,16 @@ async def test_an_async_call_waiting_for_capacity_is_woken_by_the_change(
     await asyncio.to_thread(manager.set_shares, 1.0)
     assert await call == "sk-a"
     assert fake_time.sleeps == []
+
+
+def test_the_manager_takes_the_librarys_clock() -> None:
+    with pytest.raises(ConfigurationError, match="clock must be a Clock"):
+        KeyManager(["sk-a"], clock=time_source_that_is_not_a_clock)  # type: ignore[arg-type]
+    clock = FakeClock(start=5.0)
+    manager = KeyManager(["sk-a"], clock=clock)
+    assert manager.clock is clock
+    assert manager.statistics(clock.now()).keys[0].state == "active"
+
+
+def time_source_that_is_not_a_clock() -> float:
+    return 0.0

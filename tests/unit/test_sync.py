@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -458,3 +459,28 @@ def test_a_blocking_sync_custom_api_does_not_hold_up_exit_or_ctrl_c() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "leaving" in done.stdout
+
+
+def test_the_sync_face_takes_on_send_rng_and_max_server_delay() -> None:
+    """Options the sync face once lacked: they reach the one engine behind the portal."""
+    sent: list[tuple[int, int]] = []
+    failures = iter([True, True, False])
+
+    async def flaky(payload: Payload) -> dict[str, Any]:
+        if next(failures):
+            raise ValueError("flaky")
+        return {"ok": True}
+
+    with OpenAIMultiClient(
+        custom_api=flaky,
+        retry_multiplier=0,  # no waiting: the retries come at once
+        on_send=lambda request: sent.append((request.index, request.attempt)),
+        rng=random.Random(0),
+        max_server_delay=5.0,
+    ) as api:
+        api.request({})
+        api.close()
+        (result,) = list(api)
+    assert not result.failed
+    assert result.attempt == 3
+    assert sent == [(0, 1), (0, 2), (0, 3)]

@@ -32,6 +32,10 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    def sleep_blocking(self, seconds: float) -> None:
+        """A blocking wait in virtual time: returns at once, ``seconds`` later."""
+        self.advance(max(0.0, seconds))
+
     def advance(self, seconds: float) -> None:
         """Move time forward by hand (timers due by then run at the next loop turn)."""
         if seconds < 0:

@@ -7,22 +7,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..._portal import close_loop
+
 _Start = Callable[[], Coroutine[Any, Any, None]]
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Finish a private event loop cleanly: cancel leftovers, shut generators and executor."""
-    try:
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
 
 
 class LoopThread:
@@ -59,7 +46,7 @@ class LoopThread:
                     started.set()
                 loop.run_forever()
             finally:
-                _close_loop(loop)
+                close_loop(loop)
 
         thread = threading.Thread(target=serve, name=self._name, daemon=True)
         self._thread = thread

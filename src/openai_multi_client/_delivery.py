@@ -1,0 +1,96 @@
+"""Delivery: outcomes become :class:`Result` objects and wait, in order if asked, for the consumer.
+
+The dispatcher calls :meth:`Delivery.deliver` once per request (success or failure), which
+makes its :class:`Result`; the client's consumer calls :meth:`Delivery.pop` for up to n
+results. In ordered mode a result that finished early waits in the reorder buffer until every
+earlier one was delivered; the buffer is bounded because the dispatcher admits no more than its
+window of unconsumed requests (see ``_dispatch``), so it never holds more than that many
+results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from ._api import Outcome
+from ._errors import RequestError
+from ._request import Request, Result
+
+
+class Delivery:
+    """The results not yet taken by the consumer, and the counters of outcomes."""
+
+    __slots__ = (
+        "_next",
+        "_ordered",
+        "_reorder",
+        "consumed",
+        "failed",
+        "output",
+        "succeeded",
+        "wakeup",
+    )  # fmt: skip
+
+    def __init__(self, ordered: bool) -> None:
+        self._ordered = ordered
+        self.output: deque[Result] = deque()  # ready for the consumer (who takes with pop)
+        self._reorder: dict[int, Result] = {}
+        self._next = 0  # the index the ordered output waits for
+        self.succeeded = 0
+        self.failed = 0
+        self.consumed = 0
+        self.wakeup = asyncio.Event()  # set when a result arrives (or the client changes state)
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed
+
+    def deliver(
+        self,
+        request: Request,
+        outcome: Outcome | None,
+        error: RequestError | None,
+        latency: float | None,
+    ) -> None:
+        """Make the result of ``request`` (its ``outcome``, or its ``error`` when it failed)
+        and queue it for the consumer."""
+        result = Result(
+            request.index,
+            request.endpoint,
+            request.data,
+            request.metadata,
+            attempt=request.attempt,
+            latency=latency,
+            key=request.key,
+            callback=request.callback,
+            _chunk_error=request.chunk_error,
+        )
+        if outcome is not None:
+            result.response = outcome.response
+            result.status_code = outcome.status_code
+            result.request_id = outcome.request_id
+            self.succeeded += 1
+        else:
+            result.failed = True
+            result.error = error
+            result.status_code = getattr(error, "status_code", None)
+            result.request_id = getattr(error, "request_id", None)
+            result.response = getattr(error, "body", None)
+            self.failed += 1
+        if self._ordered:
+            self._reorder[result.index] = result
+            while self._next in self._reorder:
+                self.output.append(self._reorder.pop(self._next))
+                self._next += 1
+        else:
+            self.output.append(result)
+        self.wakeup.set()
+
+    def pop(self, limit: int) -> list[Result]:
+        """Up to ``limit`` results ready now (in order when ordered)."""
+        output = self.output
+        count = min(limit, len(output))
+        batch = [output.popleft() for _ in range(count)]
+        self.consumed += count
+        return batch

@@ -1,0 +1,351 @@
+"""The dispatcher: intake, the admission window, attempts and retry timers.
+
+::
+
+    submit ──> intake ──┐                       ┌──> deliver (success, or a final failure)
+                        ├─> reserve a key ──> attempt ──> decide ─┤
+    retry timer ──> ready ┘   (slot + limits)                      └──> retry timer / ready
+
+One :class:`Dispatcher` per client, driven by one task (:meth:`Dispatcher.run`) that takes the
+next request (a ready retry first, then the intake), reserves a key for it through the
+:class:`~openai_multi_client._limits.KeyAdmission` (the only thing it sees of the keys) and
+starts an attempt. An attempt's failure goes to :func:`~openai_multi_client._retry.decide`, the
+same decision ``@stable`` takes; a retry waits for its delay in a timer that holds no slot.
+
+Memory stays bounded whatever the input: a request leaves the intake only while fewer than
+``window`` (``concurrency + queue_size``) admitted requests are unconsumed (in request, waiting to
+retry, held for reordering or waiting for the consumer). In ordered mode that means a slow head
+request slows the intake instead of growing the reorder buffer.
+
+A request's per-attempt bookkeeping (failures, paced answers, the budget its retries took)
+lives in the dispatcher's record (an :class:`~openai_multi_client._retry.Attempts` value for
+each request that has failed at least once; a request that succeeds at once costs none), never
+on the :class:`Request`; the dispatcher alone writes the two attempt fields a ``custom_api`` or
+``on_chunk`` may read (``request.attempt`` and ``request.key``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ._api import Backend, Outcome
+from ._clock import Clock, wait_event
+from ._delivery import Delivery
+from ._errors import (
+    AbandonedRequestError,
+    NoUsableKeyError,
+    RequestError,
+    RequestTooLargeError,
+    TransportError,
+)
+from ._limits import Key, KeyAdmission, Reservation
+from ._options import ClientOptions
+from ._request import Request
+from ._retry import Action, Attempts, Decision, RetryBudget, decide, is_overload
+
+logger = logging.getLogger("openai_multi_client")
+
+# The largest usage.total_tokens believed (2**53: still exact as a float).
+_MAX_TOKENS = 1 << 53
+
+_FIRST = Attempts()  # no failed attempt yet
+
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+
+class Dispatcher:
+    """Intake, admission window, attempts and retry timers of one client (loop thread only)."""
+
+    def __init__(
+        self,
+        options: ClientOptions,
+        backend: Backend,
+        keys: KeyAdmission,
+        clock: Clock,
+        delivery: Delivery,
+        spawn: Spawn,
+    ) -> None:
+        self._backend = backend
+        self._keys = keys
+        self._clock = clock
+        self._delivery = delivery
+        self._spawn = spawn
+        self._concurrency = options.concurrency
+        self._window = options.window
+        self.intake_size = options.intake_size
+        self._wait_interval = float(options.wait_interval)
+        self._on_send = options.on_send
+        self._rng = options.rng or random.Random()
+        self.budget: RetryBudget | None = options.budget()
+        self.intake: deque[Request] = deque()  # the client reads its length (backpressure)
+        self._ready: deque[Request] = deque()  # retries whose delay is over
+        self._waiting: dict[Request, asyncio.Task[None]] = {}  # retries waiting for their delay
+        # What the failed attempts cost, for each request that has failed at least once.
+        self._attempts: dict[Request, Attempts] = {}
+        self.wakeup = asyncio.Event()  # something changed: look again
+        self.space = asyncio.Event()  # the intake has room
+        self.submitted = 0
+        self.taken = 0
+        self.in_flight = 0
+        self.attempts = 0
+        self.retries = 0
+        self.last_retry_error: str | None = None
+        self.intake_closed = False
+        self.abandoning = False
+
+    # ----------------------------------------------------------------- intake
+
+    def submit(self, request: Request) -> int:
+        request.index = self.submitted
+        self.submitted += 1
+        self.intake.append(request)
+        self.wakeup.set()
+        return request.index
+
+    @property
+    def waiting_to_retry(self) -> int:
+        return len(self._waiting) + len(self._ready)
+
+    def abandon(self) -> int:
+        """Fail every request not in request with :class:`AbandonedRequestError`; a failed
+        attempt from now on is not retried. Returns how many were abandoned."""
+        self.abandoning = True
+        self.taken += len(self.intake)
+        abandoned = [*self.intake, *self._ready, *self._waiting]
+        self.intake.clear()
+        self._ready.clear()
+        for task in self._waiting.values():
+            task.cancel()
+        self._waiting.clear()
+        for request in abandoned:
+            self._finish(request, None, _abandoned(), None)
+        return len(abandoned)
+
+    # ----------------------------------------------------------------- admission
+
+    async def run(self) -> None:
+        """Admit requests and start their attempts, until cancelled."""
+        # With shared limits, nothing goes out before this client has its shares.
+        await self._keys.start(self.wakeup.set)
+        keys = self._keys
+        while True:
+            request = self._peek()
+            if request is None:
+                await self._wait(None)
+                continue
+            if request.tokens > keys.largest_cost():
+                self._take()
+                self._finish(request, None, self._too_large_error(request), None)
+                continue
+            reservation = keys.reserve(request.tokens, self._clock.now())
+            if reservation is None:  # every key is retired
+                self._take()
+                self._finish(request, None, self._no_key_error(), None)
+                continue
+            if isinstance(reservation, float):  # no key has room yet: wait for one
+                await self._wait(reservation)
+                continue
+            self._take()
+            self.in_flight += 1
+            self._spawn(self._attempt(request, reservation))
+
+    def _peek(self) -> Request | None:
+        """The request to dispatch next, if a slot and the admission window allow one."""
+        if self.in_flight >= self._concurrency:
+            return None
+        if self._ready:
+            return self._ready[0]
+        if self.intake and self.taken - self._delivery.consumed < self._window:
+            return self.intake[0]
+        return None
+
+    def _take(self) -> None:
+        """Remove the request :meth:`_peek` returned from its queue."""
+        if self._ready:
+            self._ready.popleft()
+        else:
+            self.intake.popleft()
+            self.taken += 1
+            self.space.set()
+
+    async def _wait(self, deadline: float | None) -> None:
+        """Wait until something changes, or until ``deadline`` (clock time) if given."""
+        wakeup = self.wakeup
+        wakeup.clear()
+        if deadline is None:
+            await wakeup.wait()
+            return
+        delay = deadline - self._clock.now()
+        if delay <= 0:
+            return
+        if math.isinf(delay):  # "after a release": the pool wakes us, whoever releases
+            await wakeup.wait()
+            return
+        await wait_event(wakeup, self._clock, delay)
+
+    # ----------------------------------------------------------------- attempts
+
+    async def _attempt(self, request: Request, reservation: Reservation) -> None:
+        request.attempt += 1
+        request.key = reservation.key.id
+        self.attempts += 1
+        clock = self._clock
+        if self._on_send is not None:
+            try:
+                self._on_send(request)
+            except BaseException:  # e.g. the journal cannot be written: stop the run
+                self._keys.release(reservation, clock.now(), failed=True)
+                raise
+        started = clock.now()
+        try:
+            outcome = await self._backend.call(request, reservation.key)
+        except RequestError as exc:
+            self._failed(request, reservation, exc, clock.now() - started)
+        except Exception as exc:  # a user-supplied transport that broke its contract
+            # Not chained: the original may carry a secret; its text is redacted below.
+            error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
+            self._failed(request, reservation, error, clock.now() - started)
+        except BaseException:  # cancelled (shutdown) or interrupted: hand the key back
+            self._keys.release(reservation, clock.now(), failed=True)
+            raise
+        else:
+            now = clock.now()
+            used = _used_tokens(outcome)
+            self._keys.release(reservation, now, headers=outcome.headers, used_tokens=used)
+            if self.budget is not None:
+                spent = self._attempts.get(request) if self._attempts else None
+                self.budget.on_success(0 if spent is None else spent.retry_cost)
+            self._finish(request, outcome, None, now - started)
+        if self._wait_interval:
+            await clock.sleep(self._wait_interval)
+        self.in_flight -= 1
+        self.wakeup.set()
+
+    def _failed(
+        self, request: Request, reservation: Reservation, error: RequestError, latency: float
+    ) -> None:
+        key = reservation.key
+        message = str(error)
+        redacted = self._keys.redact(message)
+        if redacted != message:
+            error.args = (redacted,)
+        now = self._clock.now()
+        headers = getattr(error, "headers", None)
+        overloaded = is_overload(error)
+        self._keys.release(reservation, now, headers=headers, overloaded=overloaded, failed=True)
+        if self.abandoning:  # stopping: an attempt that failed is not tried again
+            self._finish(request, None, _abandoned(), latency)
+            return
+        policy = request.policy
+        attempts = self._attempts.get(request, _FIRST)
+        decision = decide(error, attempts, policy, self.budget, self._rng)
+        self._attempts[request] = decision.attempts
+        if decision.cool_key is not None:
+            self._keys.cool_down(key, decision.cool_key, now)
+        if decision.action is Action.RETIRE_KEY:
+            self._retire(request, key, redacted, error, latency)
+        elif decision.action is Action.RETRY:
+            self._retry(request, decision, error, redacted)
+        else:
+            if decision.reason is not None:  # retryable, but the attempts or the budget are spent
+                index = request.index
+                logger.debug("%s; request %d fails: %s", decision.reason, index, redacted)
+            self._finish(request, None, error, latency)
+
+    def _retire(
+        self, request: Request, key: Key, reason: str, error: RequestError, latency: float
+    ) -> None:
+        self._keys.retire(key, reason)
+        if self._keys.exhausted:
+            self._finish(request, None, error, latency)
+            self._fail_waiting_retries()
+            return
+        # Another key will take it; a dead key does not cost the request an attempt.
+        request.attempt -= 1
+        self._ready.append(request)
+        self.wakeup.set()
+
+    def _retry(
+        self, request: Request, decision: Decision, error: RequestError, redacted: str
+    ) -> None:
+        delay, cost, paced = decision.delay, decision.budget_cost, decision.paced
+        self.retries += 1
+        if paced:  # turned away by a key's rate limit: wait in the limiter, not in a timer
+            self._ready.append(request)
+            self.wakeup.set()
+            return
+        if self.budget is not None:
+            self.budget.spend(cost)
+        self.last_retry_error = f"{type(error).__name__}: {redacted}"
+        logger.debug(
+            "request %d attempt %d failed (%s); retrying in %.3f s",
+            request.index,
+            request.attempt,
+            redacted,
+            delay,
+        )
+        self._waiting[request] = self._spawn(self._retry_later(request, delay))
+
+    async def _retry_later(self, request: Request, delay: float) -> None:
+        await self._clock.sleep(delay)
+        del self._waiting[request]
+        self._ready.append(request)
+        self.wakeup.set()
+
+    def _fail_waiting_retries(self) -> None:
+        error = self._no_key_error()
+        waiting, self._waiting = self._waiting, {}
+        for request, task in waiting.items():
+            task.cancel()
+            self._finish(request, None, error, None)
+        while self._ready:
+            self._finish(self._ready.popleft(), None, error, None)
+
+    # ----------------------------------------------------------------- outcomes
+
+    def _finish(
+        self,
+        request: Request,
+        outcome: Outcome | None,
+        error: RequestError | None,
+        latency: float | None,
+    ) -> None:
+        if self._attempts:
+            self._attempts.pop(request, None)
+        self._delivery.deliver(request, outcome, error, latency)
+        if self.intake_closed and self._delivery.finished == self.submitted:
+            self._keys.idle()  # nothing left to send
+
+    def _too_large_error(self, request: Request) -> RequestTooLargeError:
+        return RequestTooLargeError(
+            f"request {request.index} would be charged {request.tokens} tokens, more than any "
+            f"key allows per minute ({self._keys.largest_cost():g}); shorten it or lower "
+            "max_tokens"
+        )
+
+    def _no_key_error(self) -> NoUsableKeyError:
+        reasons = "; ".join(f"{key}: {why}" for key, why in self._keys.retired_reasons().items())
+        return NoUsableKeyError(
+            f"every API key was retired for this run, so nothing can be sent ({reasons})"
+        )
+
+
+def _abandoned() -> AbandonedRequestError:
+    return AbandonedRequestError("the run stopped before this request had an outcome")
+
+
+def _used_tokens(outcome: Outcome) -> int | None:
+    usage = outcome.response.get("usage") if isinstance(outcome.response, dict) else None
+    if isinstance(usage, dict):
+        total = usage.get("total_tokens")
+        # A count a server could mean: a negative or astronomical one (it would overflow the
+        # limiter's float arithmetic) is ignored, as if the answer had no usage.
+        if isinstance(total, int) and not isinstance(total, bool) and 0 <= total <= _MAX_TOKENS:
+            return total
+    return None
