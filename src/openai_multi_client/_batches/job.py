@@ -8,17 +8,40 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .. import _json
+from .._clock import Clock
 from .._errors import BatchFailedError
 from .outcome import BatchResult, classify
 from .prices import batch_cost
-from .records import BatchChunk, BatchInfo
+from .records import BatchChunk, BatchInfo, UploadedFile
 
 if TYPE_CHECKING:
     from .._prices import Price
-    from .client import AsyncBatchClient
+
+
+class BatchSteps(Protocol):
+    """What a job needs of its client (:class:`~.client.AsyncBatchClient`): the steps, and
+    how often and how many times to try."""
+
+    clock: Clock
+    poll_interval: float
+    max_attempts: int
+
+    async def upload(self, chunk: BatchChunk) -> UploadedFile: ...
+
+    async def create(
+        self, file_id: str, endpoint: str, *, run_token: str | None = None, chunk: str = ""
+    ) -> BatchInfo: ...
+
+    async def retrieve(self, batch_id: str) -> BatchInfo: ...
+
+    async def cancel(self, batch_id: str) -> BatchInfo: ...
+
+    async def download(self, file_id: str, path: str | Path) -> Path: ...
+
+    def read_results(self, path: str | Path, attempts: int = 1) -> Iterator[BatchResult]: ...
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -52,7 +75,7 @@ def explain(info: BatchInfo, chunk: BatchChunk) -> BatchFailedError:
 class BatchJob:
     """A submission's batches; made by :meth:`AsyncBatchClient.submit`."""
 
-    def __init__(self, client: AsyncBatchClient, run_token: str, directory: Path) -> None:
+    def __init__(self, client: BatchSteps, run_token: str, directory: Path) -> None:
         self._client = client
         self.run_token = run_token
         self._directory = directory
