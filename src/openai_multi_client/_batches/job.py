@@ -43,6 +43,7 @@ class BatchSteps(Protocol):
 
     def read_results(self, path: str | Path, attempts: int = 1) -> Iterator[BatchResult]: ...
 
+
 logger = logging.getLogger("openai_multi_client")
 
 _TOKEN_LIMIT = "token_limit_exceeded"
