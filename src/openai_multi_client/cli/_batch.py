@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from .._batches.records import BATCH_ENDPOINTS
 from .._errors import APIStatusError, InvalidResponseError
 from .._json import dumps_record, loads
 
@@ -37,16 +38,6 @@ __all__ = [
     "read_batch",
     "result_line",
 ]
-
-BATCH_ENDPOINTS = (
-    "/v1/responses",
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/completions",
-    "/v1/moderations",
-    "/v1/images/generations",
-)
-"""The endpoints OpenAI's Batch API accepts, as they appear in an input line's ``url``."""
 
 MAX_CUSTOM_ID_CHARS = 512
 """The longest ``custom_id`` accepted, in characters."""
