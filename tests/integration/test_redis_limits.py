@@ -43,7 +43,7 @@ async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[Factory]
             backend = InMemoryLimits(clock=time)
         else:
             server: RedisServer = request.getfixturevalue("redis_server")
-            backend = RedisLimits(server.url, namespace=uuid.uuid4().hex, now=time.now)
+            backend = RedisLimits(server.url, namespace=uuid.uuid4().hex, clock=time)
         made.append(backend)
         return backend
 
@@ -132,7 +132,7 @@ async def test_the_lua_script_agrees_with_the_reference_algorithm(
     rng = random.Random(5)
     time = FakeClock(1_800_000_000.0)
     memory = InMemoryLimits(clock=time)
-    redis = RedisLimits(redis_server.url, namespace=uuid.uuid4().hex, now=time.now)
+    redis = RedisLimits(redis_server.url, namespace=uuid.uuid4().hex, clock=time)
     try:
         for _ in range(400):
             time.advance(rng.choice([0.0, 0.1, 0.5, 1.0, 1.2, 3.5]))

@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._clock import Clock
 from .._errors import ConfigurationError, SharedLimitsError
 from .._validate import check_seconds
 from .lease import (
@@ -208,7 +209,8 @@ class RedisLimits:
     cannot be reached at its start: ``"fail"`` (the default) raises
     :class:`SharedLimitsError`; ``"local"`` warns and paces every key to its whole limit.
     A key retired by one client stays retired for the others for ``retire_for`` seconds.
-    ``now`` (tests only) replaces the Redis server's clock: a function giving seconds.
+    ``clock`` (tests only) replaces the Redis server's clock, which times leases by default
+    (so machines need not agree on the time).
     """
 
     def __init__(
@@ -222,7 +224,7 @@ class RedisLimits:
         on_unavailable: OnUnavailable = "fail",
         retire_for: float = 3600.0,
         timeout: float = 2.0,
-        now: Callable[[], float] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(
@@ -242,7 +244,9 @@ class RedisLimits:
         self.hold = float(hold)
         self.namespace = namespace
         self._retire_for = max(1, round(retire_for))
-        self._now = now
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigurationError(f"clock must be a Clock (now() and sleep()), got {clock!r}")
+        self._clock = clock
         self._url = redact_url(url)
         redis = _import_redis()
         self._redis = redis.Redis.from_url(
@@ -262,7 +266,7 @@ class RedisLimits:
         return f"{{{self.namespace}}}:{kind}:{key}"
 
     def _now_ms(self) -> str:
-        return "" if self._now is None else str(round(self._now() * 1000))
+        return "" if self._clock is None else str(round(self._clock.now() * 1000))
 
     def _failed(self, exc: BaseException) -> SharedLimitsError:
         return SharedLimitsError(
