@@ -39,6 +39,7 @@ from ._clock import Clock, wait_event
 from ._delivery import Delivery
 from ._errors import (
     AbandonedRequestError,
+    ModelRefusedError,
     NoUsableKeyError,
     RequestError,
     RequestTooLargeError,
@@ -143,10 +144,12 @@ class Dispatcher:
                 self._take()
                 self._finish(request, None, self._too_large_error(request), None)
                 continue
-            reservation = keys.reserve(request.tokens, self._clock.now())
-            if reservation is None:  # every key is retired
+            model = _model(request)
+            reservation = keys.reserve(request.tokens, self._clock.now(), model)
+            if reservation is None:  # every key is retired, or refused this model
                 self._take()
-                self._finish(request, None, self._no_key_error(), None)
+                error = self._no_key_error() if keys.exhausted else self._refused_error(model)
+                self._finish(request, None, error, None)
                 continue
             if isinstance(reservation, float):  # no key has room yet: wait for one
                 await self._wait(reservation)
@@ -261,7 +264,10 @@ class Dispatcher:
     def _retire(
         self, request: Request, key: Key, reason: str, error: RequestError, latency: float
     ) -> None:
-        self._keys.retire(key, reason)
+        model = _model(request)
+        # A key that answered other models is kept for them (a proxy's dead upstream).
+        if model is None or not self._keys.refuse(key, model, reason):
+            self._keys.retire(key, reason)
         if self._keys.exhausted:
             self._finish(request, None, error, latency)
             self._fail_waiting_retries()
@@ -329,11 +335,24 @@ class Dispatcher:
             "max_tokens"
         )
 
+    def _refused_error(self, model: str | None) -> ModelRefusedError:
+        refusals = {} if model is None else self._keys.refusals(model)
+        reasons = "; ".join(f"{key}: {why}" for key, why in refusals.items())
+        return ModelRefusedError(
+            f"no API key may use model {model!r}: refused while answering other models "
+            f"({reasons}); fix that model's access (a proxy's upstream key?) and run again"
+        )
+
     def _no_key_error(self) -> NoUsableKeyError:
         reasons = "; ".join(f"{key}: {why}" for key, why in self._keys.retired_reasons().items())
         return NoUsableKeyError(
             f"every API key was retired for this run, so nothing can be sent ({reasons})"
         )
+
+
+def _model(request: Request) -> str | None:
+    model = request.data.get("model")
+    return model if isinstance(model, str) else None
 
 
 def _abandoned() -> AbandonedRequestError:

@@ -41,6 +41,7 @@ which HTTP library is underneath.
         ├── RequestTooLargeError                    more tokens than any key allows a minute
         ├── BatchLineError                          a batch ended before running the line
         ├── NoUsableKeyError                        every key was retired for this run
+        ├── ModelRefusedError                       every key was refused the request's model
         └── AbandonedRequestError                   stopped before it had an outcome
 """
 
@@ -154,6 +155,12 @@ class CustomAPIError(RequestError):
 class NoUsableKeyError(RequestError):
     """Every API key of the client was retired during this run (invalid, forbidden or out of
     quota), so no request can be sent. Add a working key and run again."""
+
+
+class ModelRefusedError(RequestError):
+    """Every usable key was refused the request's model (401/403 for that model while the same
+    key answered others, as a proxy does when one model's upstream key is dead). Only that
+    model's requests fail; the keys stay in use for the others."""
 
 
 class AbandonedRequestError(RequestError):

@@ -31,7 +31,7 @@ from ._clock import Clock
 from ._errors import ConfigurationError
 from ._limits import Key, KeyPool, LimitsBackend
 from ._request import ChunkCallback, Request, merge_template, resolve_endpoint
-from ._retry import RetryBudget, RetryPolicy
+from ._retry import MAX_PACED_ATTEMPTS, RetryBudget, RetryPolicy
 from ._tokens import TokenEstimator
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -92,6 +92,7 @@ class ClientOptions:
     on_chunk: ChunkCallback | None = None
     read_timeout: float | None = None
     max_server_delay: float = 120.0
+    max_paced_retries: int = MAX_PACED_ATTEMPTS
     shared_limits: str | LimitsBackend | None = None
     clock: Clock | None = None
     rng: random.Random | None = None
@@ -125,7 +126,11 @@ class ClientOptions:
     @property
     def policy(self) -> RetryPolicy:
         return RetryPolicy(
-            self.max_retries, self.retry_multiplier, self.retry_max, self.max_server_delay
+            self.max_retries,
+            self.retry_multiplier,
+            self.retry_max,
+            self.max_server_delay,
+            self.max_paced_retries,
         )
 
     @property
@@ -164,6 +169,7 @@ class _SharedKeywords(TypedDict, total=False):
     on_chunk: ChunkCallback | None
     read_timeout: float | None
     max_server_delay: float
+    max_paced_retries: int
     shared_limits: str | LimitsBackend | None
     clock: Clock | None
     rng: random.Random | None

@@ -250,7 +250,7 @@ class RequestBuilder:
         )
         policy = self._policies.get(spec)
         if policy is None:
-            policy = RetryPolicy(*spec, base.max_server_delay)
+            policy = RetryPolicy(*spec, base.max_server_delay, base.max_paced)
             if len(self._policies) < 64:
                 self._policies[spec] = policy
         return policy

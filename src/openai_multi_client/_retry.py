@@ -120,18 +120,22 @@ class RetryPolicy:
     ``uniform(0, min(max_delay, multiplier * 2 ** (n - 1)))``. A server hint (``retry-after-ms``,
     ``retry-after``, or on a 429 the rate-limit reset) is obeyed up to ``max_server_delay``,
     plus up to 10 % so that many requests told the same time do not return at once.
+    ``max_paced`` (the client's ``max_paced_retries``) bounds the recognised rate-limit answers
+    one request may get without spending attempts (see :func:`decide`).
     """
 
     max_attempts: int = 10
     multiplier: float = 1.0
     max_delay: float = 60.0
     max_server_delay: float = 120.0
+    max_paced: int = 100
 
     def __post_init__(self) -> None:
         check_count("max_retries", self.max_attempts)
         check_seconds("retry_multiplier", self.multiplier)
         check_seconds("retry_max", self.max_delay)
         check_seconds("max_server_delay", self.max_server_delay)
+        check_count("max_paced_retries", self.max_paced)
 
     def should_retry(self, attempts_made: int) -> bool:
         """Whether another attempt is allowed after ``attempts_made`` attempts."""
@@ -208,9 +212,10 @@ class RetryBudget:
         return f"RetryBudget(level={self._level}, capacity={self.capacity})"
 
 
-# A key's 429 ``rate_limit_exceeded`` without a usable hint cools that key for this long.
+# A key's recognised 429 rate limit without a usable hint cools that key for this long.
 DEFAULT_COOL_DOWN = 1.0
-# 429 ``rate_limit_exceeded`` answers one request may get before they count as failed attempts.
+# The default of ``max_paced_retries``: recognised rate-limit answers one request may get
+# before they count as failed attempts.
 MAX_PACED_ATTEMPTS = 100
 
 
@@ -249,9 +254,23 @@ class Decision:
 
 
 def is_pacing(error: RequestError) -> bool:
-    """A key's rate limit turned the request away (429 ``rate_limit_exceeded``): the request
-    did nothing wrong, the key needs a pause."""
-    return isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError)
+    """A 429 recognised as a key's rate limit: the request did nothing wrong, the key needs a
+    pause. Recognised means the server said so in a way only a rate limiter does: a retry hint
+    (``retry-after``, ``retry-after-ms``, "try again in", a reset), ``x-ratelimit-*`` headers
+    (LiteLLM's ``llm_provider-`` copies too), or OpenAI's ``rate_limit_exceeded`` code or
+    "Rate limit reached" message. A bare 429 (a gateway's HTML page, "Rate limit exceeded" and
+    nothing else) says nothing of when room comes back: it is an ordinary retryable failure."""
+    if not isinstance(error, RateLimitError) or isinstance(error, InsufficientQuotaError):
+        return False
+    if error.code == "rate_limit_exceeded" or _RATE_LIMIT_MESSAGE in str(error).lower():
+        return True
+    if any("x-ratelimit-" in name.lower() for name in error.headers):
+        return True
+    return server_requested_delay(error) is not None
+
+
+# How OpenAI's 429 messages begin ("Rate limit reached for gpt-4o in organization ...").
+_RATE_LIMIT_MESSAGE = "rate limit reached"
 
 
 def decide(
@@ -266,16 +285,22 @@ def decide(
     * :func:`classify` says RETIRE_KEY (401, 403, 429 ``insufficient_quota``): retire the key
       and try again on another one; no attempt is spent, since the request did nothing wrong.
     * It says FAIL: fail.
-    * A 429 ``rate_limit_exceeded`` cools that key (for the server's hint capped at
-      ``max_server_delay``, else :data:`DEFAULT_COOL_DOWN`) and the request retries at once,
-      waiting for a key with room in the limiter. It costs **no attempt and no budget**, up to
-      :data:`MAX_PACED_ATTEMPTS` such answers; after that each counts as a failed attempt.
+    * A 429 recognised as a rate limit (:func:`is_pacing`) cools that key (for the server's
+      hint capped at ``max_server_delay``, else :data:`DEFAULT_COOL_DOWN`) and the request
+      retries at once, waiting for a key with room in the limiter. It costs **no attempt and
+      no budget**, up to ``policy.max_paced`` (the client's ``max_paced_retries``, default
+      :data:`MAX_PACED_ATTEMPTS`) such answers; after that each counts as a failed attempt.
       The reason, for the engine and ``@stable`` alike: a rate-limit answer is pacing, not a
       failure of the request. A key shared by several threads, processes or clients is
       expected to say "not now" many times in a busy minute; spending attempts on it made a
       busy key fail calls that only had to wait (``@stable`` with its default 10 attempts
       failed them within seconds), while the limiter already makes the wait cheap. The cap
       keeps a key that refuses forever from holding a request forever.
+    * A bare 429 (no hint, no rate-limit headers, no rate-limit code or message) is an
+      ordinary retryable failure: it spends an attempt, waits out full jitter in a timer of
+      its own (other requests start meanwhile) and cools no key, since nothing says for how
+      long the key should rest; re-sending it at once, uncounted, is what let one such answer
+      hold a run's only slot for 100 attempts whatever ``max_retries`` said.
     * Any other retryable failure spends an attempt; when ``policy`` allows another one and
       the budget can pay for it, retry after :meth:`RetryPolicy.next_delay`, else fail.
     """
@@ -286,7 +311,7 @@ def decide(
     if is_pacing(error):
         hint = server_requested_delay(error)
         cool_key = min(DEFAULT_COOL_DOWN if hint is None else hint, policy.max_server_delay)
-        if attempts.paced < MAX_PACED_ATTEMPTS:
+        if attempts.paced < policy.max_paced:
             paced = replace(attempts, paced=attempts.paced + 1)
             return Decision(Action.RETRY, paced, cool_key=cool_key, paced=True)
     failed = replace(attempts, failures=attempts.failures + 1)

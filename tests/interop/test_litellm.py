@@ -90,3 +90,22 @@ def test_omc_run_paces_to_the_limit_the_proxy_reports(
     refused = upstream.stats.rate_limited_by_type.get("requests", 0) - refused_before
     sent = upstream_count(upstream, "paced") - before
     assert refused <= 15, f"{refused} 429s for 100 requests ({sent} sent)"
+
+
+def test_omc_run_finishes_the_other_models_when_one_models_upstream_key_is_dead(
+    tmp_path: Path, litellm: LiteLLM
+) -> None:
+    """Item 3: one model group's upstream key is dead (the proxy answers 401 for it) while the
+    proxy key answers the others: only that model's lines fail, the rest are done."""
+    lines = [batch_line(n, "dead" if n % 4 == 3 else "good") for n in range(200)]
+    process, records = omc_run(tmp_path, lines, litellm.base_url, litellm.key)
+    assert "fix the keys" not in process.stderr, process.stderr
+    by_id = {r["custom_id"]: r for r in records}
+    assert len(by_id) == 200, process.stderr
+    done = [
+        n for n in range(200) if (by_id[f"req-{n}"].get("response") or {}).get("status_code") == 200
+    ]
+    assert done == [n for n in range(200) if n % 4 != 3]
+    failed = [by_id[f"req-{n}"] for n in range(3, 200, 4)]
+    assert all("'dead'" in str(r.get("error")) for r in failed), failed[:2]
+    assert litellm.key not in process.stderr

@@ -558,7 +558,7 @@ async def test_engine_bug_reaches_the_consumer(fake_clock: FakeClock) -> None:
     from openai_multi_client import KeyPool
 
     class BrokenPool(KeyPool):
-        def reserve(self, tokens: int, now: float) -> None:
+        def reserve(self, tokens: int, now: float, model: str | None = None) -> None:
             raise RuntimeError("bug in key choice")
 
     async with make_client(chat_reply, api_key=BrokenPool([Key(KEY)])) as client:

@@ -41,9 +41,11 @@ class KeyAdmission(Protocol):
         """Stop listening; with shared limits, give the leases back. Idempotent."""
         ...
 
-    def reserve(self, tokens: int, now: float) -> Reservation | float | None:
+    def reserve(
+        self, tokens: int, now: float, model: str | None = None
+    ) -> Reservation | float | None:
         """A reservation; or the time worth trying again at (``inf``: after a wake-up); or
-        ``None`` when every key is retired."""
+        ``None`` when every key is retired or refused ``model``."""
         ...
 
     def release(
@@ -64,6 +66,13 @@ class KeyAdmission(Protocol):
     def retire(self, key: Key, reason: str) -> None:
         """``key`` is dead for this run (``reason`` is redacted)."""
         ...
+
+    def refuse(self, key: Key, model: str, reason: str) -> bool:
+        """A 401/403 for ``model``: True if ``key`` is kept for its other models (it answered
+        one), False if nothing shows it works (retire it)."""
+        ...
+
+    def refusals(self, model: str) -> dict[str, str]: ...
 
     def idle(self) -> None:
         """The client has nothing left to send."""
@@ -175,10 +184,12 @@ class _PoolAdmission:
             if self._owned is not None:
                 await self._owned.aclose()
 
-    def reserve(self, tokens: int, now: float) -> Reservation | float | None:
+    def reserve(
+        self, tokens: int, now: float, model: str | None = None
+    ) -> Reservation | float | None:
         if self._broken is not None:
             raise self._broken
-        return self._pool.reserve(tokens, now)
+        return self._pool.reserve(tokens, now, model)
 
     def release(
         self,
@@ -208,6 +219,12 @@ class _PoolAdmission:
         self._pool.retire(key, reason)
         if self._keeper is not None:
             self._keeper.retired(key.id, reason)
+
+    def refuse(self, key: Key, model: str, reason: str) -> bool:
+        return self._pool.refuse(key, model, reason)
+
+    def refusals(self, model: str) -> dict[str, str]:
+        return self._pool.refusals(model)
 
     def idle(self) -> None:
         if self._keeper is not None:

@@ -30,6 +30,9 @@ logger = logging.getLogger("openai_multi_client")
 
 Listener = Callable[[], None]
 
+# Models remembered as answered, per key (a bound: model names come from the input).
+_MAX_MODELS = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
@@ -38,6 +41,7 @@ class Reservation:
     key: Key
     tokens: int
     admission: Admission | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +92,11 @@ class _KeyState:
         "lowered",
         "probing",
         "rate_limited",
+        "refused",
         "requests",
         "requests_limiter",
         "retired_reason",
+        "served",
         "share",
         "tokens",
         "tokens_limiter",
@@ -114,6 +120,10 @@ class _KeyState:
         self.in_flight = 0
         self.cooling_until: float | None = None
         self.retired_reason: str | None = None
+        # Health per model, for keys that answer some models and not others (a proxy's key
+        # whose upstream for one model group is dead): models answered, models refused (why).
+        self.served: set[str] = set()
+        self.refused: dict[str, str] = {}
         self.requests = 0
         self.tokens = 0
         self.rate_limited = 0
@@ -282,12 +292,15 @@ class KeyPool:
             largest = self._largest_cost = max(limits, default=math.inf)
         return largest
 
-    def reserve(self, tokens: int, now: float) -> Reservation | float | None:
-        """Take capacity for one request of ``tokens`` on the usable key with the most headroom.
+    def reserve(
+        self, tokens: int, now: float, model: str | None = None
+    ) -> Reservation | float | None:
+        """Take capacity for one request of ``tokens`` (for ``model``, if known) on the usable
+        key with the most headroom.
 
         Returns the :class:`Reservation`; or, when no key can take it now, the time (on the
         same clock as ``now``) worth trying again at, ``math.inf`` meaning "after a release";
-        or ``None`` when every key is retired.
+        or ``None`` when every key is retired or refused ``model`` (:meth:`refuse`).
         """
         with self._lock:
             best: _KeyState | None = None
@@ -299,6 +312,8 @@ class KeyPool:
                 # Rotate the starting point so equal keys share the load.
                 state = self._states[(self._turn + offset) % count]
                 if state.retired_reason is not None or not state.fits_ever(tokens):
+                    continue
+                if model is not None and model in state.refused:
                     continue
                 usable = True
                 delay = state.delay(tokens, now)
@@ -327,7 +342,7 @@ class KeyPool:
             best.in_flight += 1
             best.requests += 1
             best.tokens += tokens
-            return Reservation(best.key, tokens, admission)
+            return Reservation(best.key, tokens, admission, model)
 
     def release(
         self,
@@ -356,6 +371,9 @@ class KeyPool:
                 state.tokens -= refund
                 if state.tokens_limiter is not None and reservation.admission is not None:
                     state.tokens_limiter.refund(reservation.admission, refund, now)
+            model = reservation.model
+            if not failed and model is not None and len(state.served) < _MAX_MODELS:
+                state.served.add(model)
             if state.adaptive is not None:
                 if overloaded:
                     state.adaptive.on_overload(now)
@@ -436,6 +454,37 @@ class KeyPool:
             len(self._states),
         )
         self._changed()  # those waiting learn when no key is left
+
+    def refuse(self, key: Key, model: str, reason: str) -> bool:
+        """A 401 or 403 from ``key`` for ``model``: when the key has answered another model,
+        stop using it for ``model`` only (warns once) and return True; otherwise return False
+        (nothing shows the key works: the caller retires it)."""
+        with self._lock:
+            state = self._by_key[id(key)]
+            if state.retired_reason is not None or not state.served - {model}:
+                return False
+            if model in state.refused:
+                return True
+            state.refused[model] = key.redact(reason)
+            self._largest_cost = None
+        logger.warning(
+            "API key %s refused model %r (%s) while it answers other models; its requests for "
+            "that model fail, the others go on",
+            key.id,
+            model,
+            state.refused[model],
+        )
+        self._changed()
+        return True
+
+    def refusals(self, model: str) -> dict[str, str]:
+        """Redacted key id -> why that key refused ``model`` (:meth:`refuse`)."""
+        with self._lock:
+            return {
+                state.key.id: state.refused[model]
+                for state in self._states
+                if model in state.refused
+            }
 
     def lease_claims(self, now: float, interval: float) -> dict[str, Claim]:
         """Each usable key's claim for a share (:mod:`~openai_multi_client._limits.lease`):
