@@ -3,9 +3,10 @@
 The dispatcher calls :meth:`Delivery.deliver` once per request (success or failure), which
 makes its :class:`Result`; the client's consumer calls :meth:`Delivery.pop` for up to n
 results. In ordered mode a result that finished early waits in the reorder buffer until every
-earlier one was delivered; the buffer is bounded because the dispatcher admits no more than its
-window of unconsumed requests (see ``_dispatch``), so it never holds more than that many
-results.
+earlier one was delivered. The buffer has its own bound, ``reorder_buffer`` results: the
+dispatcher admits a request only while it lies at most that many places after the oldest
+unfinished one (see ``_dispatch``), so a slow head request lets the others go on until the buffer
+is full instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ class Delivery:
         self.failed = 0
         self.consumed = 0
         self.wakeup = asyncio.Event()  # set when a result arrives (or the client changes state)
+
+    @property
+    def held(self) -> int:
+        """Finished results held back until an earlier request finishes (ordered mode)."""
+        return len(self._reorder)
+
+    @property
+    def head(self) -> int:
+        """The index of the oldest unfinished request (ordered mode)."""
+        return self._next
 
     @property
     def finished(self) -> int:

@@ -13,9 +13,12 @@ starts an attempt. An attempt's failure goes to :func:`~openai_multi_client._ret
 same decision ``@stable`` takes; a retry waits for its delay in a timer that holds no slot.
 
 Memory stays bounded whatever the input: a request leaves the intake only while fewer than
-``window`` (``concurrency + queue_size``) admitted requests are unconsumed (in request, waiting to
-retry, held for reordering or waiting for the consumer). In ordered mode that means a slow head
-request slows the intake instead of growing the reorder buffer.
+``window`` (``concurrency + queue_size``) admitted requests are unconsumed and not held for
+reordering (in request, waiting to retry, or waiting for the consumer): a slow consumer slows the
+producer. In ordered mode the reorder buffer has its own bound: a request is admitted only while
+it lies at most ``reorder_buffer`` places after the oldest unfinished request, so the buffer never
+holds more than ``reorder_buffer`` results. A slow head request (one hanging until its timeout)
+lets the run go on until that many results wait behind it, instead of stopping it at once.
 
 A request's per-attempt bookkeeping (failures, paced answers, the budget its retries took)
 lives in the dispatcher's record (an :class:`~openai_multi_client._retry.Attempts` value for
@@ -79,6 +82,8 @@ class Dispatcher:
         self._spawn = spawn
         self._concurrency = options.concurrency
         self._window = options.window
+        self._ordered = options.ordered
+        self._reorder_buffer = options.reorder_buffer
         self.intake_size = options.intake_size
         self._wait_interval = float(options.wait_interval)
         self._on_send = options.on_send
@@ -164,9 +169,16 @@ class Dispatcher:
             return None
         if self._ready:
             return self._ready[0]
-        if self.intake and self.taken - self._delivery.consumed < self._window:
+        if self.intake and self._room():
             return self.intake[0]
         return None
+
+    def _room(self) -> bool:
+        """Whether the admission window and (ordered) the reorder buffer allow a new request."""
+        delivery = self._delivery
+        if self.taken - delivery.consumed - delivery.held >= self._window:
+            return False
+        return not self._ordered or self.taken - delivery.head <= self._reorder_buffer
 
     def _take(self) -> None:
         """Remove the request :meth:`_peek` returned from its queue."""

@@ -45,6 +45,11 @@ from ._validate import check_positive, check_seconds
 
 KeysArgument = str | Key | Sequence[str | Key] | KeyPool | None
 
+#: Finished results an ordered client may hold while an earlier request is unfinished. A chat
+#: result takes a few KB in memory, so the buffer stays in the tens of MB when full, and one
+#: request hanging until its timeout does not stop the run (see ``_dispatch``).
+DEFAULT_REORDER_BUFFER = 10_000
+
 #: The seed's positional parameters, in the seed's order.
 SEED_POSITIONAL = (
     "concurrency",
@@ -97,9 +102,11 @@ class ClientOptions:
     clock: Clock | None = None
     rng: random.Random | None = None
     max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
+    reorder_buffer: int = DEFAULT_REORDER_BUFFER
 
     def __post_init__(self) -> None:
         check_positive("concurrency", self.concurrency)
+        check_positive("reorder_buffer", self.reorder_buffer)
         check_max_response_bytes(self.max_response_bytes)
         if self.queue_size is not None:
             check_positive("queue_size", self.queue_size)
@@ -174,6 +181,7 @@ class _SharedKeywords(TypedDict, total=False):
     clock: Clock | None
     rng: random.Random | None
     max_response_bytes: int | None
+    reorder_buffer: int
 
 
 class SyncKeywords(_SharedKeywords, total=False):

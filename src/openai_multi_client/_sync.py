@@ -59,8 +59,9 @@ class OpenAIMultiClient:
     seconds, ``headers``, ``transport``, ``retry_budget``, ``token_estimator``, ``on_send`` and
     ``on_chunk`` (called in the client's event-loop thread), ``max_server_delay``,
     ``shared_limits`` (a Redis URL or a :class:`RedisLimits`: share the keys' limits with other
-    processes), ``clock``, ``rng`` and ``max_response_bytes`` (the largest response body read;
-    ``None``: no cap). Both lists come from one place, ``_options.ClientOptions``.
+    processes), ``clock``, ``rng``, ``max_response_bytes`` (the largest response body read;
+    ``None``: no cap) and ``reorder_buffer`` (ordered: results held behind an unfinished one).
+    Both lists come from one place, ``_options.ClientOptions``.
     """
 
     _ordered = False
@@ -297,7 +298,8 @@ setattr(OpenAIMultiClient.__init__, "__signature__", face_signature(exclude=("or
 
 class OpenAIMultiOrderedClient(OpenAIMultiClient):
     """As :class:`OpenAIMultiClient`, with results yielded in the order requests were queued.
-    Memory stays bounded: a slow request at the head holds back the intake, not memory."""
+    Memory stays bounded: results finished behind a slow request wait in a reorder buffer of at
+    most ``reorder_buffer`` results (default 10,000); when it is full, the intake waits."""
 
     _ordered = True
 

@@ -165,15 +165,21 @@ async def test_producer_waits_when_the_intake_is_full(fake_clock: FakeClock) -> 
         await producer
 
 
-async def test_ordered_memory_is_bounded_by_a_slow_head(fake_clock: FakeClock) -> None:
+async def test_a_slow_head_fills_the_reorder_buffer_then_holds_the_intake(
+    fake_clock: FakeClock,
+) -> None:
     async def handler(request: HTTPRequest) -> HTTPResponse:
         n = int(_json.loads(request.content)["messages"][0]["content"])
-        await asyncio.sleep(1000.0 if n == 0 else 0.01)
+        await asyncio.sleep(1000.0 if n == 1 else 0.01)  # (the first one probes the key)
         return chat_reply(request)
 
-    concurrency, queue_size = 4, 6
+    concurrency, queue_size, reorder_buffer = 4, 6, 50
     async with make_client(
-        handler, concurrency=concurrency, queue_size=queue_size, ordered=True
+        handler,
+        concurrency=concurrency,
+        queue_size=queue_size,
+        reorder_buffer=reorder_buffer,
+        ordered=True,
     ) as client:
 
         async def produce() -> None:
@@ -184,10 +190,32 @@ async def test_ordered_memory_is_bounded_by_a_slow_head(fake_clock: FakeClock) -
         producer = asyncio.ensure_future(produce())
         await asyncio.sleep(500.0)
         stats = client.statistics()
-        # Admitted but unconsumed requests never exceed concurrency + queue_size; the rest
-        # wait in the bounded intake, and the producer waits behind it.
-        assert stats.succeeded <= concurrency + queue_size - 1
-        assert stats.submitted <= concurrency + 2 * queue_size
+        # The run went on behind the hung head until the reorder buffer was full (not stopped
+        # at concurrency + queue_size), and no further: the rest wait in the bounded intake.
+        assert stats.succeeded == 1 + reorder_buffer  # request 0, then those held
+        assert stats.in_flight == 1
+        assert stats.submitted <= 1 + reorder_buffer + queue_size + 1
+        results = [result async for result in client]
+        await producer
+    assert [r.index for r in results] == list(range(200))
+
+
+async def test_a_slow_consumer_still_holds_the_ordered_intake(fake_clock: FakeClock) -> None:
+    concurrency, queue_size = 4, 6
+    async with make_client(
+        chat_reply, concurrency=concurrency, queue_size=queue_size, ordered=True
+    ) as client:
+
+        async def produce() -> None:
+            for n in range(200):
+                await client.request(message(str(n)))
+            client.close()
+
+        producer = asyncio.ensure_future(produce())
+        await asyncio.sleep(100.0)  # nobody iterates: finished results wait for the consumer
+        stats = client.statistics()
+        assert stats.succeeded == concurrency + queue_size
+        assert stats.submitted <= concurrency + 2 * queue_size + 1
         results = [result async for result in client]
         await producer
     assert [r.index for r in results] == list(range(200))
@@ -509,6 +537,7 @@ def test_sync_custom_api_runs_in_a_thread() -> None:
         ({"concurrency": 0}, "concurrency"),
         ({"concurrency": 2.5}, "concurrency"),
         ({"queue_size": 0}, "queue_size"),
+        ({"reorder_buffer": 0}, "reorder_buffer"),
         ({"max_retries": -3}, "max_retries"),
         ({"retry_max": -1}, "retry_max"),
         ({"wait_interval": float("nan")}, "wait_interval"),

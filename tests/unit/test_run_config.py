@@ -61,3 +61,13 @@ def test_a_key_given_twice_names_the_line_not_the_key(tmp_path: Path) -> None:
         config(tmp_path, "--keys-file", str(keys))
     assert "line 4: the same key as line 2" in str(caught.value)
     assert "sk-secret" not in str(caught.value)
+
+
+def test_the_reorder_buffer_is_settable_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert config(tmp_path, "--mock").reorder_buffer == 10_000
+    assert config(tmp_path, "--mock", "--ordered", "--reorder-buffer", "500").reorder_buffer == 500
+    with pytest.raises(SystemExit):
+        config(tmp_path, "--mock", "--reorder-buffer", "0")
+    assert "--reorder-buffer: expected a positive integer, not '0'" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from .._errors import ConfigurationError
 from .._limits import Key
+from .._options import DEFAULT_REORDER_BUFFER
 from .._prices import Price, load_prices
 from .._transport import check_max_response_bytes
 from ._files import check_files, check_input, check_output_folder
@@ -66,6 +67,7 @@ class RunConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     poll_interval: float = DEFAULT_POLL_SECONDS
     batch_max_tokens: int | None = None
+    reorder_buffer: int = DEFAULT_REORDER_BUFFER
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -92,6 +94,7 @@ class RunConfig:
             redis_unavailable=args.redis_unavailable,
             concurrency=args.concurrency,
             ordered=args.ordered,
+            reorder_buffer=args.reorder_buffer,
             max_retries=args.max_retries,
             timeout=args.timeout,
             read_timeout=args.read_timeout,

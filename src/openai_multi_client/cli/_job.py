@@ -205,6 +205,7 @@ class Job:
             timeout=config.timeout,
             read_timeout=config.read_timeout,
             ordered=config.ordered,
+            reorder_buffer=config.reorder_buffer,
             on_send=on_send,
             shared_limits=self.shared_limits,
             max_response_bytes=config.max_response_bytes,

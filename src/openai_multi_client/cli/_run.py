@@ -17,7 +17,9 @@ import sys
 from typing import Any
 
 from .._errors import ConfigurationError, OpenAIMultiClientError
+from .._options import DEFAULT_REORDER_BUFFER
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES
+from ._argtypes import positive_int
 from ._batch_cancel import batch_status, run_cancel
 from ._batch_run import BatchRun
 from ._config import RunConfig
@@ -158,6 +160,14 @@ def _add_pacing_options(parser: argparse.ArgumentParser) -> None:
     pacing = parser.add_argument_group("pacing and retries")
     pacing.add_argument("-c", "--concurrency", type=int, default=50)
     pacing.add_argument("--ordered", action="store_true", help="write results in input order")
+    pacing.add_argument(
+        "--reorder-buffer",
+        type=positive_int,
+        default=DEFAULT_REORDER_BUFFER,
+        metavar="N",
+        help="with --ordered: results held behind an unfinished request before new requests "
+        f"wait too (default {DEFAULT_REORDER_BUFFER})",
+    )
     pacing.add_argument("--max-retries", type=int, default=10, help="attempts in total")
     pacing.add_argument("--timeout", type=float, default=600.0, help="seconds per attempt")
     pacing.add_argument(
