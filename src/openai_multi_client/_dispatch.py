@@ -42,6 +42,8 @@ from ._clock import Clock, wait_event
 from ._delivery import Delivery
 from ._errors import (
     AbandonedRequestError,
+    APIStatusError,
+    ConnectError,
     ModelRefusedError,
     NoUsableKeyError,
     RequestError,
@@ -87,6 +89,7 @@ class Dispatcher:
         self.intake_size = options.intake_size
         self._wait_interval = float(options.wait_interval)
         self._on_send = options.on_send
+        self._on_unbilled = options.on_unbilled
         self._rng = options.rng or random.Random()
         self.budget: RetryBudget | None = options.budget()
         self.intake: deque[Request] = deque()  # the client reads its length (backpressure)
@@ -94,6 +97,8 @@ class Dispatcher:
         self._waiting: dict[Request, asyncio.Task[None]] = {}  # retries waiting for their delay
         # What the failed attempts cost, for each request that has failed at least once.
         self._attempts: dict[Request, Attempts] = {}
+        # The attempts in request: their tasks and the keys they hold (abandon_in_flight).
+        self._flights: dict[Request, tuple[asyncio.Task[None], Reservation]] = {}
         self.wakeup = asyncio.Event()  # something changed: look again
         self.space = asyncio.Event()  # the intake has room
         self.submitted = 0
@@ -133,6 +138,22 @@ class Dispatcher:
             self._finish(request, None, _abandoned(), None)
         return len(abandoned)
 
+    def abandon_in_flight(self) -> int:
+        """Cancel every attempt in request and fail its request with
+        :class:`AbandonedRequestError` (its outcome is unknown: it may have reached the server).
+        Returns how many were abandoned."""
+        self.abandoning = True
+        flights, self._flights = self._flights, {}
+        now = self._clock.now()
+        for request, (task, reservation) in flights.items():
+            task.cancel()
+            self._keys.release(reservation, now, failed=True)
+            self.in_flight -= 1
+            self._finish(request, None, _abandoned(), None)
+        if flights:
+            self.wakeup.set()
+        return len(flights)
+
     # ----------------------------------------------------------------- admission
 
     async def run(self) -> None:
@@ -161,7 +182,8 @@ class Dispatcher:
                 continue
             self._take()
             self.in_flight += 1
-            self._spawn(self._attempt(request, reservation))
+            task = self._spawn(self._attempt(request, reservation))
+            self._flights[request] = (task, reservation)
 
     def _peek(self) -> Request | None:
         """The request to dispatch next, if a slot and the admission window allow one."""
@@ -215,21 +237,29 @@ class Dispatcher:
             try:
                 self._on_send(request)
             except BaseException:  # e.g. the journal cannot be written: stop the run
-                self._keys.release(reservation, clock.now(), failed=True)
+                if self._flights.pop(request, None) is not None:
+                    self._keys.release(reservation, clock.now(), failed=True)
                 raise
         started = clock.now()
         try:
             outcome = await self._backend.call(request, reservation.key)
         except RequestError as exc:
+            if not self._landed(request):
+                return
             self._failed(request, reservation, exc, clock.now() - started)
         except Exception as exc:  # a user-supplied transport that broke its contract
+            if not self._landed(request):
+                return
             # Not chained: the original may carry a secret; its text is redacted below.
             error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
             self._failed(request, reservation, error, clock.now() - started)
-        except BaseException:  # cancelled (shutdown) or interrupted: hand the key back
-            self._keys.release(reservation, clock.now(), failed=True)
+        except BaseException:  # cancelled (shutdown, abandoned) or interrupted
+            if self._flights.pop(request, None) is not None:  # not abandoned: hand the key back
+                self._keys.release(reservation, clock.now(), failed=True)
             raise
         else:
+            if not self._landed(request):
+                return
             now = clock.now()
             used = _used_tokens(outcome)
             self._keys.release(reservation, now, headers=outcome.headers, used_tokens=used)
@@ -241,6 +271,14 @@ class Dispatcher:
             await clock.sleep(self._wait_interval)
         self.in_flight -= 1
         self.wakeup.set()
+
+    def _landed(self, request: Request) -> bool:
+        """The attempt ended: whether it is still this dispatcher's to settle (it is not when
+        :meth:`abandon_in_flight` settled it while the transport finished)."""
+        if self._flights.pop(request, None) is not None:
+            return True
+        self.wakeup.set()
+        return False
 
     def _failed(
         self, request: Request, reservation: Reservation, error: RequestError, latency: float
@@ -254,6 +292,8 @@ class Dispatcher:
         headers = getattr(error, "headers", None)
         overloaded = is_overload(error)
         self._keys.release(reservation, now, headers=headers, overloaded=overloaded, failed=True)
+        if self._on_unbilled is not None and _unbilled(error):
+            self._on_unbilled(request)
         if self.abandoning:  # stopping: an attempt that failed is not tried again
             self._finish(request, None, _abandoned(), latency)
             return
@@ -369,6 +409,12 @@ def _model(request: Request) -> str | None:
 
 def _abandoned() -> AbandonedRequestError:
     return AbandonedRequestError("the run stopped before this request had an outcome")
+
+
+def _unbilled(error: RequestError) -> bool:
+    """Whether a failed attempt is known not to have been billed: the server answered with an
+    error status, or the connection was never made."""
+    return isinstance(error, APIStatusError | ConnectError)
 
 
 def _used_tokens(outcome: Outcome) -> int | None:

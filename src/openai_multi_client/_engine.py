@@ -272,6 +272,15 @@ class AsyncMultiClient:
         self._wake_all()
         return abandoned
 
+    def abandon_in_flight(self) -> int:
+        """Stop at once: :meth:`abandon_unsent`, then cancel every attempt in request. Each
+        yields a result failed with :class:`AbandonedRequestError` (whether the server got it is
+        unknown). Returns how many were in request."""
+        self.abandon_unsent()
+        abandoned = self._dispatcher.abandon_in_flight()
+        self._wake_all()
+        return abandoned
+
     def _accepting(self) -> bool:
         return not self._closed and self._fatal is None
 

@@ -94,6 +94,7 @@ class ClientOptions:
     retry_budget: RetryBudget | int | None = 500
     token_estimator: TokenEstimator | None = None
     on_send: Callable[[Request], object] | None = None
+    on_unbilled: Callable[[Request], object] | None = None
     on_chunk: ChunkCallback | None = None
     read_timeout: float | None = None
     max_server_delay: float = 120.0
@@ -122,7 +123,7 @@ class ClientOptions:
             raise ConfigurationError(
                 f"retry_budget must be a RetryBudget, a capacity or None, got {budget!r}"
             )
-        for name in ("custom_api", "on_send", "on_chunk"):
+        for name in ("custom_api", "on_send", "on_unbilled", "on_chunk"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigurationError(f"{name} must be callable, got {type(value).__name__}")
@@ -173,6 +174,7 @@ class _SharedKeywords(TypedDict, total=False):
     retry_budget: RetryBudget | int | None
     token_estimator: TokenEstimator | None
     on_send: Callable[[Request], object] | None
+    on_unbilled: Callable[[Request], object] | None
     on_chunk: ChunkCallback | None
     read_timeout: float | None
     max_server_delay: float

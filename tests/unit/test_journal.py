@@ -101,3 +101,26 @@ def test_retryable_output_reads_status_and_error_codes() -> None:
     assert not retryable_output(b"{")
     assert retryable_output(_line("a", None, "RequestTimeoutError"))
     assert not retryable_output(_line("a", None, "RequestTooLargeError"))
+
+
+def test_an_unbilled_attempt_is_not_in_doubt_until_the_next_one_leaves(tmp_path: Path) -> None:
+    path = str(tmp_path / "j.journal")
+    with Journal.open(path, None) as journal:
+        journal.mark_sent("a", 1)
+        journal.mark_sent("b", 2)
+        journal.mark_unbilled("a")  # a 429, say: not billed
+        journal.commit()
+        assert journal.status().in_doubt == 1
+        journal.mark_sent("b", 2)  # b's retry: still in doubt, once
+        assert journal.status().in_doubt == 1
+    with Journal.open(path, None) as journal:  # after a crash: a is sent again, not counted
+        assert journal.status().in_doubt == 1
+        assert not journal.lookup(["a"])["a"].done
+        journal.mark_sent("a", 1)  # its next attempt may be billed
+        assert journal.status().in_doubt == 2
+        journal.mark_unbilled("a")
+        journal.record("a", 1, _line("a", 200), failed=False)
+        journal.mark_unbilled("a")  # an answer recorded stays recorded
+        journal.commit()
+        assert journal.status().done == 1
+        assert journal.status().in_doubt == 1

@@ -17,7 +17,14 @@ from ._files import Outputs
 from ._journal import Journal, RetryMode
 from ._progress import RunProgress
 
-__all__ = ["COMMIT_EVERY", "COMMIT_SECONDS", "CommitPolicy", "Committer", "sent_marker"]
+__all__ = [
+    "COMMIT_EVERY",
+    "COMMIT_SECONDS",
+    "CommitPolicy",
+    "Committer",
+    "sent_marker",
+    "unbilled_marker",
+]
 
 COMMIT_EVERY = 256
 """Results committed per journal transaction at most."""
@@ -106,13 +113,24 @@ class Committer:
 
 
 def sent_marker(journal: Journal, progress: RunProgress) -> Callable[[Request], None]:
-    """The engine's ``on_send`` hook: before a request's first attempt leaves, commit it as
-    *sent* in the journal (so a crash leaves it "outcome unknown", never "not sent")."""
+    """The engine's ``on_send`` hook: before each attempt of a request leaves, commit it as
+    *sent* in the journal (so a crash leaves it "outcome unknown", never "not sent"); a retry
+    after an unbilled attempt (:func:`unbilled_marker`) makes it *sent* again."""
 
     def on_send(request: Request) -> None:
+        metadata = request.metadata
+        journal.mark_sent(metadata["custom_id"], metadata["line"], metadata["digest"])
         if request.attempt == 1:
-            metadata = request.metadata
-            journal.mark_sent(metadata["custom_id"], metadata["line"], metadata["digest"])
             progress.started()
 
     return on_send
+
+
+def unbilled_marker(journal: Journal) -> Callable[[Request], None]:
+    """The engine's ``on_unbilled`` hook: an attempt ended with an answer known not to be
+    billed, so the request is not of unknown outcome (until its next attempt leaves)."""
+
+    def on_unbilled(request: Request) -> None:
+        journal.mark_unbilled(request.metadata["custom_id"])
+
+    return on_unbilled

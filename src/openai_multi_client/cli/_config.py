@@ -22,6 +22,7 @@ from .._prices import Price, load_prices
 from .._transport import check_max_response_bytes
 from ._files import check_files, check_input, check_output_folder
 from ._journal import RetryMode
+from ._stop import DEFAULT_GRACE
 
 __all__ = ["RunConfig"]
 
@@ -68,6 +69,7 @@ class RunConfig:
     poll_interval: float = DEFAULT_POLL_SECONDS
     batch_max_tokens: int | None = None
     reorder_buffer: int = DEFAULT_REORDER_BUFFER
+    grace: float = DEFAULT_GRACE
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -98,6 +100,7 @@ class RunConfig:
             max_retries=args.max_retries,
             timeout=args.timeout,
             read_timeout=args.read_timeout,
+            grace=args.grace,
             max_requests=args.max_requests,
             budget_tokens=args.budget_tokens,
             budget_dollars=args.budget_dollars,

@@ -33,7 +33,7 @@ from .._errors import OpenAIMultiClientError
 from .._limits import RedisLimits
 from .._request import Request
 from ._cache import ResponseCache
-from ._commit import CommitPolicy, Committer, sent_marker
+from ._commit import CommitPolicy, Committer, sent_marker, unbilled_marker
 from ._config import RunConfig
 from ._consumer import Consumer
 from ._files import Outputs
@@ -79,7 +79,7 @@ class Job:
     async def main(self) -> int:
         """Run; the exit code."""
         config = self.config
-        stop = RunStop(asyncio.current_task())
+        stop = RunStop(asyncio.current_task(), self.clock, config.grace)
         fingerprint, total = scan_input(config.input, config.shaping())
         journal = (
             NullJournal()
@@ -101,6 +101,7 @@ class Job:
             with stop_signals(asyncio.get_running_loop(), stop.on_signal):
                 return await self._run(_Opened(journal, cache, base_url, total), stop)
         finally:
+            await stop.aclose()
             journal.close()
             if cache is not None:
                 cache.close()
@@ -118,7 +119,7 @@ class Job:
         if status.done or status.in_doubt:
             outcome.say_resuming(status.done - to_retry, status.in_doubt, to_retry, opened.total)
         progress = self._progress(status, to_retry, opened.total)
-        client = self._client(opened.base_url, sent_marker(journal, progress))
+        client = self._client(opened.base_url, sent_marker(journal, progress), journal)
         stop.attach(client)
         committer = Committer(journal, outputs, CommitPolicy(self.clock))
         bad_lines = BadLines(outputs, progress)
@@ -195,7 +196,9 @@ class Job:
             committer.tick()
             await self.clock.sleep(_PROGRESS_SECONDS)
 
-    def _client(self, base_url: str | None, on_send: Callable[[Request], None]) -> AsyncMultiClient:
+    def _client(
+        self, base_url: str | None, on_send: Callable[[Request], None], journal: Journal
+    ) -> AsyncMultiClient:
         config = self.config
         return AsyncMultiClient(
             config.concurrency,
@@ -207,6 +210,7 @@ class Job:
             ordered=config.ordered,
             reorder_buffer=config.reorder_buffer,
             on_send=on_send,
+            on_unbilled=unbilled_marker(journal),
             shared_limits=self.shared_limits,
             max_response_bytes=config.max_response_bytes,
         )

@@ -7,10 +7,13 @@ Promises, and how they are kept:
   caller writes them to the output only after :meth:`Journal.commit` returns them.
 * **A committed request is never sent again.** A resumed run skips every ``custom_id`` whose
   outcome is in the journal.
-* **Only requests in flight at a crash can be billed twice.** Before a request is first sent,
-  :meth:`Journal.mark_sent` commits it as *sent*. After a crash, the requests still marked
-  *sent* are exactly those whose outcome is unknown; a resumed run sends them again and says
-  how many there are.
+* **Only requests in flight at a crash can be billed twice.** Before each attempt of a request
+  leaves, :meth:`Journal.mark_sent` commits it as *sent*. An attempt that ends with an answer
+  known not to be billed (an error status, a refused connection) makes it *unbilled*
+  (:meth:`Journal.mark_unbilled`) until its next attempt. After a crash, the requests still
+  marked *sent* are exactly those whose last attempt may have reached the server without its
+  answer reaching the journal; a resumed run sends them again and says how many there are. It
+  sends the *unbilled* ones again too, without counting them.
 * **One process per journal**: an exclusive lock on ``JOURNAL.lock``, taken with ``filelock``
   (``flock`` on Unix, ``msvcrt.locking`` on Windows), so the operating system releases it when
   the process dies, however it dies.
@@ -49,6 +52,7 @@ from ._private import private_sqlite
 
 _SENT = 1
 _DONE = 2
+_UNBILLED = 3  # sent, but every attempt so far ended with an answer known not to be billed
 _LOOKUP_CHUNK = 256  # ids per lookup query (SQLite allows 32,766 parameters)
 
 _SCHEMA = """
@@ -314,11 +318,23 @@ class Journal:
             "INSERT INTO requests (custom_id, line, state, digest, run) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (custom_id) DO UPDATE SET state = excluded.state, run = excluded.run, "
             "line = excluded.line, digest = coalesce(excluded.digest, digest) "
-            "WHERE state = ?",
-            (custom_id, line, _SENT, digest, self.run, _DONE),
+            "WHERE state != ?",
+            (custom_id, line, _SENT, digest, self.run, _SENT),
         )
         if cursor.rowcount or self._pending:
             self._commit()
+
+    def mark_unbilled(self, custom_id: str) -> None:
+        """``custom_id``'s last attempt ended with an answer known not to be billed: it is no
+        longer of unknown outcome. Durable with the next commit (until then a crash counts it
+        as unknown, which only overstates)."""
+        if not self._pending:
+            self._db.execute("BEGIN")
+        self._db.execute(
+            "UPDATE requests SET state = ? WHERE custom_id = ? AND state = ?",
+            (_UNBILLED, custom_id, _SENT),
+        )
+        self._pending += 1
 
     def record(
         self,
@@ -431,6 +447,9 @@ class NullJournal(Journal):
         return iter(())
 
     def mark_sent(self, custom_id: str, line: int, digest: bytes | None = None) -> None:
+        pass
+
+    def mark_unbilled(self, custom_id: str) -> None:
         pass
 
     def record(

@@ -4,8 +4,8 @@ out, as fast as the keys' limits allow, resumable after a crash.
 This module is the command's face: its options, its exit codes and its entry points. The run
 itself is :class:`~._job.Job`, configured by a :class:`~._config.RunConfig` built from the
 options once. Ctrl-C (or SIGTERM, SIGHUP) once stops reading input and lets requests in flight
-finish (within their timeout) and be committed; twice aborts at once. Either way the journal
-stays consistent.
+finish and be committed for ``--grace`` seconds, then abandons those still in flight (recorded
+as of unknown outcome); twice aborts at once. Either way the journal stays consistent.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from typing import Any
 from .._errors import ConfigurationError, OpenAIMultiClientError
 from .._options import DEFAULT_REORDER_BUFFER
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES
-from ._argtypes import positive_int
+from ._argtypes import non_negative, positive_int
 from ._batch_cancel import batch_status, run_cancel
 from ._batch_run import BatchRun
 from ._config import RunConfig
 from ._job import Job
 from ._journal import open_status
 from ._outcome import EXIT_OK, EXIT_USAGE
+from ._stop import DEFAULT_GRACE
 
 _EPILOG = """\
 exit codes:
@@ -174,6 +175,14 @@ def _add_pacing_options(parser: argparse.ArgumentParser) -> None:
         "--read-timeout",
         type=float,
         help="seconds without data (the answer, or a stream's next chunk) before giving up",
+    )
+    pacing.add_argument(
+        "--grace",
+        type=non_negative,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="after the first Ctrl-C or SIGTERM, how long requests in flight may take to finish "
+        "before they are abandoned (a later run sends them again; default %(default)g)",
     )
 
 

@@ -23,7 +23,7 @@ from .._limits import check_secret
 logger = logging.getLogger("openai_multi_client.ray")
 
 # The client's arguments the stage sets itself, or that cannot cross to another process.
-_NOT_OPTIONS = frozenset({"ordered", "clock", "transport", "on_send", "rng"})
+_NOT_OPTIONS = frozenset({"ordered", "clock", "transport", "on_send", "on_unbilled", "rng"})
 
 SPLIT_WARNING = (
     "{workers} actors share the keys without shared_limits: each actor is given 1/{workers} "
