@@ -435,3 +435,15 @@ def test_max_requests_submits_that_many_lines_and_the_next_run_goes_on(
         f"req-{n}" for n in range(10)
     )
     assert sum(len(batch.lines) for batch in server._handler.batch_routes.batches.all()) == 10
+
+
+def test_mock_runs_the_batch_on_the_built_in_mock_server(tmp_path: Path) -> None:
+    """`omc run --batch --mock`, like the online `--mock`: no key, no network, every line."""
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(20)])
+    out = tmp_path / "out.jsonl"
+    done = omc("run", str(source), "-o", str(out), "--batch", "--mock")
+    assert done.returncode == 0, done.stderr
+    assert "built-in mock server" in done.stderr
+    assert sorted(record["custom_id"] for record in records(out)) == sorted(
+        f"req-{n}" for n in range(20)
+    )

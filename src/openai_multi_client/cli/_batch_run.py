@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from .._batches import AsyncBatchClient, BatchChunk, BatchInfo
@@ -83,7 +85,10 @@ class BatchRun:
             try:
                 outputs.write(journal.outputs(leave_out=config.retry_failed))
                 with stop_signals(asyncio.get_running_loop(), self._on_signal):
-                    return await self._run(journal, batches, outputs)
+                    async with _built_in_mock(config) as base_url:
+                        if base_url is not None:
+                            self.config = dataclasses.replace(config, base_url=base_url)
+                        return await self._run(journal, batches, outputs)
             finally:
                 outputs.close()
         finally:
@@ -322,6 +327,25 @@ def _settings(config: RunConfig) -> dict[str, object]:
         "api_version": config.api_version,
         "max_retries": config.max_retries,
     }
+
+
+@contextlib.asynccontextmanager
+async def _built_in_mock(config: RunConfig) -> AsyncIterator[str | None]:
+    """With ``--mock``, the built-in mock server for the run, its batches processed at once;
+    its base URL (``None`` without ``--mock``)."""
+    if not config.mock:
+        yield None
+        return
+    from ..testing import BatchOptions, MockOpenAIServer
+
+    instant = BatchOptions(validation_seconds=0, finalizing_seconds=0, lines_per_second=None)
+    mock = MockOpenAIServer(batches=instant)
+    await mock.start()
+    print(f"omc run: using the built-in mock server at {mock.base_url}", file=sys.stderr)
+    try:
+        yield mock.base_url
+    finally:
+        await mock.stop()
 
 
 def _client(config: RunConfig, folder: Path) -> AsyncBatchClient:
