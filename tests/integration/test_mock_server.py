@@ -478,7 +478,7 @@ def test_keys_of_one_organization_must_agree_on_its_limits() -> None:
                 "sk-a2": KeyLimits(requests_per_minute=120, organization="org-a"),
             }
         )
-    with pytest.raises(ValueError, match="KeyLimits.organization"):
+    with pytest.raises(ValueError, match=r"KeyLimits\.organization"):
         KeyLimits(organization=" ")
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .._errors import ConfigurationError
 from .._headers import parse_float
-from .adaptive import AdaptiveConcurrency
+from .group import ForeignUse, GroupLimits, identity, sharing
 from .headers import RateLimitHeaders
 from .key import Key
 from .lease import Claim, Grant, demand_for
@@ -38,13 +38,17 @@ class Reservation:
     key: Key
     tokens: int
     admission: Admission | None = None
+    at: float = 0.0  # when it was taken
+    sequence: int = 0  # its number among the key's reservations
 
 
 @dataclass(frozen=True, slots=True)
 class KeyStatistics:
     """A snapshot of one key. ``state`` is ``active``, ``cooling`` (until ``cooling_until``,
     on the pool's clock) or ``retired`` (``retired_reason`` says why). ``share`` is the
-    fraction of the key's limits this process may use (below 1.0 only with shared limits)."""
+    fraction of the key's limits this process may use (below 1.0 only with shared limits).
+    ``group`` names the keys that share one set of limits (configured, or the organization and
+    project the server named), or is ``None`` for a key with limits of its own."""
 
     key: str
     state: str
@@ -60,6 +64,7 @@ class KeyStatistics:
     cooling_until: float | None
     retired_reason: str | None
     share: float = 1.0
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,44 +80,26 @@ class PoolStatistics:
 
 class _KeyState:
     __slots__ = (
-        "adaptive",
-        "cooling_until",
         "demand",
         "failures",
-        "headers_seen",
+        "foreign",
+        "group",
         "in_flight",
         "key",
         "leased_requests",
         "leased_tokens",
-        "limits_seen",
-        "lowered",
-        "probing",
         "rate_limited",
         "requests",
-        "requests_limiter",
         "retired_reason",
         "share",
         "tokens",
-        "tokens_limiter",
     )
 
     def __init__(self, key: Key, concurrency: int | None) -> None:
         self.key = key
-        self.requests_limiter = (
-            RateLimiter(key.requests_per_minute) if key.requests_per_minute else None
-        )
-        self.tokens_limiter = RateLimiter(key.tokens_per_minute) if key.tokens_per_minute else None
-        self.adaptive = AdaptiveConcurrency(concurrency) if concurrency else None
-        # With no configured limit and a server to learn from, the first request goes alone:
-        # its response headers tell the limits before a burst can overrun them.
-        self.probing = concurrency is not None and not (
-            key.requests_per_minute or key.tokens_per_minute
-        )
-        self.headers_seen = False
-        self.limits_seen: tuple[str | None, str | None] = (None, None)
-        self.lowered: set[str] = set()  # "requests", "tokens": configured limits the server lowered
+        self.group = GroupLimits(key, concurrency)
+        self.foreign = ForeignUse()
         self.in_flight = 0
-        self.cooling_until: float | None = None
         self.retired_reason: str | None = None
         self.requests = 0
         self.tokens = 0
@@ -126,15 +113,15 @@ class _KeyState:
     def set_share(self, share: float) -> None:
         self.share = share
         if share > 0:
-            for limiter in (self.requests_limiter, self.tokens_limiter):
+            for limiter in (self.group.requests_limiter, self.group.tokens_limiter):
                 if limiter is not None:
                     limiter.set_share(share)
 
     def slots(self) -> int:
         """Whole requests one window of the key holds (its shares are granted in such units;
         1,000 when the limits are not known, or huge)."""
-        if self.requests_limiter is not None:
-            limiter = self.requests_limiter
+        if self.group.requests_limiter is not None:
+            limiter = self.group.requests_limiter
             return max(1, min(1000, math.floor(limiter.limit_per_minute / 60 * limiter.window)))
         return 1000
 
@@ -142,8 +129,8 @@ class _KeyState:
         """The fraction of the key's limits used since the last renewal (None: limits unknown)."""
         used: float | None = None
         for limiter, count in (
-            (self.requests_limiter, self.requests - self.leased_requests),
-            (self.tokens_limiter, self.tokens - self.leased_tokens),
+            (self.group.requests_limiter, self.requests - self.leased_requests),
+            (self.group.tokens_limiter, self.tokens - self.leased_tokens),
         ):
             if limiter is not None:
                 fraction = count / (limiter.limit_per_minute / 60.0 * interval)
@@ -153,35 +140,37 @@ class _KeyState:
 
     def delay(self, tokens: int, now: float) -> float:
         """Seconds until this key could take a request of ``tokens`` (inf: not by time)."""
-        if self.cooling_until is not None:
-            if self.cooling_until > now:
-                return self.cooling_until - now
-            self.cooling_until = None
+        if self.group.cooling_until is not None:
+            if self.group.cooling_until > now:
+                return self.group.cooling_until - now
+            self.group.cooling_until = None
         if self.share <= 0:
             return math.inf  # no share of the key yet: wait for a lease renewal
-        if self.in_flight and (
-            self.probing or (self.adaptive is not None and self.in_flight >= self.adaptive.allowed)
+        group = self.group
+        if group.in_flight and (
+            group.probing
+            or (group.adaptive is not None and group.in_flight >= group.adaptive.allowed)
         ):
             return math.inf  # wait for a release, not for time
         delay = 0.0
-        if self.requests_limiter is not None:
-            delay = self.requests_limiter.delay(1, now)
-        if self.tokens_limiter is not None and tokens:
-            delay = max(delay, self.tokens_limiter.delay(tokens, now))
+        if self.group.requests_limiter is not None:
+            delay = self.group.requests_limiter.delay(1, now)
+        if self.group.tokens_limiter is not None and tokens:
+            delay = max(delay, self.group.tokens_limiter.delay(tokens, now))
         return delay
 
     def headroom(self, now: float) -> float:
         room = 1.0
-        if self.requests_limiter is not None:
-            room = min(room, self.requests_limiter.headroom(now))
-        if self.tokens_limiter is not None:
-            room = min(room, self.tokens_limiter.headroom(now))
-        if self.adaptive is not None:
-            room = min(room, 1.0 - self.in_flight / self.adaptive.allowed)
+        if self.group.requests_limiter is not None:
+            room = min(room, self.group.requests_limiter.headroom(now))
+        if self.group.tokens_limiter is not None:
+            room = min(room, self.group.tokens_limiter.headroom(now))
+        if self.group.adaptive is not None:
+            room = min(room, 1.0 - self.group.in_flight / self.group.adaptive.allowed)
         return room * self.key.weight
 
     def fits_ever(self, tokens: int) -> bool:
-        return self.tokens_limiter is None or self.tokens_limiter.fits_ever(tokens)
+        return self.group.tokens_limiter is None or self.group.tokens_limiter.fits_ever(tokens)
 
 
 def _below_configured(state: _KeyState, kind: str, published: float | None) -> float | None:
@@ -195,8 +184,8 @@ def _below_configured(state: _KeyState, kind: str, published: float | None) -> f
         return None
     if published >= configured:
         return configured
-    if kind not in state.lowered:
-        state.lowered.add(kind)
+    if kind not in state.group.lowered:
+        state.group.lowered.add(kind)
         logger.warning(
             "API key %s: the server allows %g %s per minute, fewer than the %g configured; "
             "pacing to the server's limit",
@@ -222,6 +211,13 @@ class KeyPool:
         if not keys:
             raise ConfigurationError("a key pool needs at least one key")
         self._states = [_KeyState(key, concurrency) for key in keys]
+        # Keys the user put in one group share one set of limits from the start; the groups
+        # the server revealed (by organization/project) are found again by name.
+        self._groups: dict[str, GroupLimits] = {}
+        for state in self._states:
+            if state.key.group is not None:
+                self._join(state, self._groups.setdefault(state.key.group, state.group), 0.0)
+        self._sharing_at = 0.0  # when keys last compared what others took from them
         self._by_key = {id(state.key): state for state in self._states}
         self._by_id = {state.key.id: state for state in self._states}
         self._lock = threading.Lock()
@@ -274,8 +270,8 @@ class KeyPool:
             with self._lock:
                 limits = [
                     math.inf
-                    if state.tokens_limiter is None
-                    else state.tokens_limiter.limit_per_minute
+                    if state.group.tokens_limiter is None
+                    else state.group.tokens_limiter.limit_per_minute
                     for state in self._states
                     if state.retired_reason is None
                 ]
@@ -319,15 +315,16 @@ class KeyPool:
                 self._waited = True
                 return soonest
             self._turn = (self._turn + 1) % count
-            if best.requests_limiter is not None:
-                best.requests_limiter.acquire(1, now)
+            if best.group.requests_limiter is not None:
+                best.group.requests_limiter.acquire(1, now)
             admission = None
-            if best.tokens_limiter is not None and tokens:
-                admission = best.tokens_limiter.acquire(tokens, now)
+            if best.group.tokens_limiter is not None and tokens:
+                admission = best.group.tokens_limiter.acquire(tokens, now)
             best.in_flight += 1
+            best.group.in_flight += 1
             best.requests += 1
             best.tokens += tokens
-            return Reservation(best.key, tokens, admission)
+            return Reservation(best.key, tokens, admission, now, best.foreign.sent())
 
     def release(
         self,
@@ -345,23 +342,86 @@ class KeyPool:
         with self._lock:
             state = self._by_key[id(reservation.key)]
             state.in_flight -= 1
-            state.probing = False
+            state.group.in_flight -= 1
+            state.group.probing = False
             if failed:
                 state.failures += 1
             if headers is not None:
                 spent = reservation.tokens if used_tokens is None else used_tokens
                 self._learn(state, headers, spent, now)
+                self._find_group(state, reservation, headers, now)
             if used_tokens is not None and used_tokens < reservation.tokens:
                 refund = reservation.tokens - used_tokens
                 state.tokens -= refund
-                if state.tokens_limiter is not None and reservation.admission is not None:
-                    state.tokens_limiter.refund(reservation.admission, refund, now)
-            if state.adaptive is not None:
+                if state.group.tokens_limiter is not None and reservation.admission is not None:
+                    state.group.tokens_limiter.refund(reservation.admission, refund, now)
+            if state.group.adaptive is not None:
                 if overloaded:
-                    state.adaptive.on_overload(now)
+                    state.group.adaptive.on_overload(now)
                 elif not failed:
-                    state.adaptive.on_success()
+                    state.group.adaptive.on_success()
         self._changed()
+
+    def _find_group(
+        self,
+        state: _KeyState,
+        reservation: Reservation,
+        headers: Mapping[str, str],
+        now: float,
+    ) -> None:
+        """Put ``state``'s key in the group the server says it shares limits with: the keys of
+        the same organization and project, or those whose buckets fall when it sends."""
+        name = identity(headers)
+        if name is not None:
+            known = self._groups.get(name)
+            if known is None:
+                self._groups[name] = state.group
+                if state.group.name is None:
+                    state.group.name = name
+            elif known is not state.group:
+                self._join(state, known, now)
+        state.foreign.observe(
+            parse_float(headers.get("x-ratelimit-limit-requests")),
+            parse_float(headers.get("x-ratelimit-remaining-requests")),
+            reservation.at,
+            reservation.sequence,
+        )
+        if now - self._sharing_at >= ForeignUse.MEASURE_SECONDS:
+            self._sharing_at = now
+            states = self._states
+            measures = []
+            for index, other in enumerate(states):
+                foreign, sent = other.foreign.take()
+                limit = other.group.requests_limiter
+                measures.append(
+                    (index, foreign, sent, None if limit is None else limit.limit_per_minute)
+                )
+            for first, second in sharing(measures):
+                group = states[first].group
+                if group is not states[second].group:
+                    if group.name is None:
+                        group.name = f"shared with {states[first].key.id}"
+                    self._join(states[second], group, now)
+
+    def _join(self, state: _KeyState, group: GroupLimits, now: float) -> None:
+        """Merge ``state``'s group into ``group``: from now on their keys are paced as one."""
+        old = state.group
+        if old is group:
+            return
+        group.absorb(old, now)
+        for other in self._states:
+            if other.group is old:
+                other.group = group
+        for name, known in self._groups.items():
+            if known is old:
+                self._groups[name] = group
+        self._largest_cost = None
+        if now > 0:  # found at run time, not configured
+            logger.info(
+                "API key %s shares its limits with %s: pacing them as one",
+                state.key.id,
+                group.name or "another key",
+            )
 
     def _learn(
         self, state: _KeyState, headers: Mapping[str, str], used_tokens: int, now: float
@@ -370,8 +430,8 @@ class KeyPool:
             headers.get("x-ratelimit-limit-requests"),
             headers.get("x-ratelimit-limit-tokens"),
         )
-        if limits == state.limits_seen:  # the usual case: only what remains can have changed
-            requests, tokens = state.requests_limiter, state.tokens_limiter
+        if limits == state.group.limits_seen:  # the usual case: only what remains can have changed
+            requests, tokens = state.group.requests_limiter, state.group.tokens_limiter
             if requests is not None:
                 remaining = parse_float(headers.get("x-ratelimit-remaining-requests"))
                 requests.observe(None, remaining, now)
@@ -379,34 +439,34 @@ class KeyPool:
                 remaining = parse_float(headers.get("x-ratelimit-remaining-tokens"))
                 tokens.observe(None, remaining, now)
             return
-        state.limits_seen = limits
+        state.group.limits_seen = limits
         seen = RateLimitHeaders.parse(headers)
         if not seen.present:
             return
-        if not state.headers_seen:
+        if not state.group.headers_seen:
             self._largest_cost = None
-            state.headers_seen = True
-            state.adaptive = None  # the server publishes its limits: pace by them instead
+            state.group.headers_seen = True
+            state.group.adaptive = None  # the server publishes its limits: pace by them instead
         key = state.key
         if seen.limit_requests is not None and key.requests_per_minute is None:
-            if state.requests_limiter is None:
-                state.requests_limiter = RateLimiter(seen.limit_requests)
+            if state.group.requests_limiter is None:
+                state.group.requests_limiter = RateLimiter(seen.limit_requests)
                 state.set_share(state.share)  # a shared key's share applies to it too
                 # What went out before the limit was known counts as sent just now.
-                state.requests_limiter.acquire(state.in_flight + 1, now)
-            state.requests_limiter.observe(seen.limit_requests, seen.remaining_requests, now)
-        elif state.requests_limiter is not None:
+                state.group.requests_limiter.acquire(state.group.in_flight + 1, now)
+            state.group.requests_limiter.observe(seen.limit_requests, seen.remaining_requests, now)
+        elif state.group.requests_limiter is not None:
             limit = _below_configured(state, "requests", seen.limit_requests)
-            state.requests_limiter.observe(limit, seen.remaining_requests, now)
+            state.group.requests_limiter.observe(limit, seen.remaining_requests, now)
         if seen.limit_tokens is not None and key.tokens_per_minute is None:
-            if state.tokens_limiter is None:
-                state.tokens_limiter = RateLimiter(seen.limit_tokens)
+            if state.group.tokens_limiter is None:
+                state.group.tokens_limiter = RateLimiter(seen.limit_tokens)
                 state.set_share(state.share)
-                state.tokens_limiter.acquire(used_tokens, now)
-            state.tokens_limiter.observe(seen.limit_tokens, seen.remaining_tokens, now)
-        elif state.tokens_limiter is not None:
+                state.group.tokens_limiter.acquire(used_tokens, now)
+            state.group.tokens_limiter.observe(seen.limit_tokens, seen.remaining_tokens, now)
+        elif state.group.tokens_limiter is not None:
             limit = _below_configured(state, "tokens", seen.limit_tokens)
-            state.tokens_limiter.observe(limit, seen.remaining_tokens, now)
+            state.group.tokens_limiter.observe(limit, seen.remaining_tokens, now)
 
     def cool_down(self, key: Key, until: float) -> None:
         """Skip ``key`` until ``until``: a 429 told us it is over its limit. Other keys go on."""
@@ -414,9 +474,9 @@ class KeyPool:
             state = self._by_key[id(key)]
             state.rate_limited += 1
             if state.retired_reason is None and (
-                state.cooling_until is None or state.cooling_until < until
+                state.group.cooling_until is None or state.group.cooling_until < until
             ):
-                state.cooling_until = until
+                state.group.cooling_until = until
 
     def retire(self, key: Key, reason: str) -> None:
         """Stop using ``key`` for the rest of the run (warns once, with the redacted id)."""
@@ -425,7 +485,7 @@ class KeyPool:
             if state.retired_reason is not None:
                 return
             state.retired_reason = key.redact(reason)
-            state.cooling_until = None
+            state.group.cooling_until = None
             self._largest_cost = None
             left = sum(1 for other in self._states if other.retired_reason is None)
         logger.warning(
@@ -480,8 +540,8 @@ class KeyPool:
                     continue
                 if grant.cooling_for > 0:
                     until = now + grant.cooling_for
-                    if state.cooling_until is None or state.cooling_until < until:
-                        state.cooling_until = until
+                    if state.group.cooling_until is None or state.group.cooling_until < until:
+                        state.group.cooling_until = until
                 state.set_share(grant.share)
         for key, reason in retired:
             self.retire(key, f"retired by another process: {reason}")
@@ -520,11 +580,11 @@ class KeyPool:
     def _key_statistics(state: _KeyState, now: float) -> KeyStatistics:
         if state.retired_reason is not None:
             status = "retired"
-        elif state.cooling_until is not None and state.cooling_until > now:
+        elif state.group.cooling_until is not None and state.group.cooling_until > now:
             status = "cooling"
         else:
             status = "active"
-        requests_limiter, tokens_limiter = state.requests_limiter, state.tokens_limiter
+        requests_limiter, tokens_limiter = state.group.requests_limiter, state.group.tokens_limiter
         requests_per_minute = (
             None if requests_limiter is None else requests_limiter.limit_per_minute
         )
@@ -539,11 +599,14 @@ class KeyPool:
             in_flight=state.in_flight,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
-            limits_learned=state.headers_seen,
-            concurrency_limit=None if state.adaptive is None else state.adaptive.allowed,
-            cooling_until=state.cooling_until if status == "cooling" else None,
+            limits_learned=state.group.headers_seen,
+            concurrency_limit=None
+            if state.group.adaptive is None
+            else state.group.adaptive.allowed,
+            cooling_until=state.group.cooling_until if status == "cooling" else None,
             retired_reason=state.retired_reason,
             share=state.share,
+            group=state.group.name,
         )
 
     def __repr__(self) -> str:

@@ -1,0 +1,163 @@
+"""Key groups: keys whose limits are one set of buckets.
+
+OpenAI's limits belong to the organization and project, not to the key, so several keys of one
+project share one set of buckets (and rejected requests count against it too). A
+:class:`GroupLimits` is that set as the client paces it: the limiters, what was learned from
+the headers, the probe, the adaptive concurrency and the cool-down after a 429. Every key starts
+in a group of its own, or in the group the user named (``Key(group=...)``); keys are merged
+into one group when the server says they share limits:
+
+* their responses name the same ``openai-organization`` and ``openai-project``
+  (:func:`identity`);
+* one key's ``x-ratelimit-remaining-requests`` falls by what another key sent
+  (:class:`ForeignUse`).
+
+Keys of different groups stay independent. Pure state on an explicit ``now``; the pool's lock
+guards it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from .adaptive import AdaptiveConcurrency
+from .key import Key
+from .window import RateLimiter
+
+ORGANIZATION_HEADER = "openai-organization"
+PROJECT_HEADER = "openai-project"
+
+
+def identity(headers: Mapping[str, str]) -> str | None:
+    """The organization (and project) that a response says the key belongs to, or ``None``
+    when the server does not say (Azure, local servers)."""
+    organization = headers.get(ORGANIZATION_HEADER, "").strip()
+    if not organization:
+        return None
+    project = headers.get(PROJECT_HEADER, "").strip()
+    return f"{organization}/{project}" if project else organization
+
+
+class GroupLimits:
+    """The limits that the keys of one group share, and the state of pacing by them."""
+
+    __slots__ = (
+        "adaptive",
+        "cooling_until",
+        "headers_seen",
+        "in_flight",
+        "limits_seen",
+        "lowered",
+        "name",
+        "probing",
+        "requests_limiter",
+        "tokens_limiter",
+    )
+
+    def __init__(self, key: Key, concurrency: int | None) -> None:
+        self.name = key.group
+        self.requests_limiter = (
+            RateLimiter(key.requests_per_minute) if key.requests_per_minute else None
+        )
+        self.tokens_limiter = RateLimiter(key.tokens_per_minute) if key.tokens_per_minute else None
+        self.adaptive = AdaptiveConcurrency(concurrency) if concurrency else None
+        # With no configured limit and a server to learn from, the first request goes alone:
+        # its response headers tell the limits before a burst can overrun them.
+        self.probing = concurrency is not None and not (
+            key.requests_per_minute or key.tokens_per_minute
+        )
+        self.headers_seen = False
+        self.limits_seen: tuple[str | None, str | None] = (None, None)
+        self.lowered: set[str] = set()  # "requests", "tokens": configured limits the server lowered
+        self.in_flight = 0  # of all the keys of the group
+        self.cooling_until: float | None = None
+
+    def absorb(self, other: GroupLimits, now: float) -> None:
+        """Take ``other``'s keys' state into this group: the later cool-down, the limiters this
+        group lacks, and what ``other``'s keys have in flight counted as sent just now."""
+        if other.cooling_until is not None and (
+            self.cooling_until is None or self.cooling_until < other.cooling_until
+        ):
+            self.cooling_until = other.cooling_until
+        for kind in ("requests_limiter", "tokens_limiter"):
+            mine: RateLimiter | None = getattr(self, kind)
+            theirs: RateLimiter | None = getattr(other, kind)
+            if mine is None:
+                setattr(self, kind, theirs)
+            elif theirs is not None and kind == "requests_limiter" and other.in_flight:
+                mine.acquire(other.in_flight, now)
+        if other.headers_seen and not self.headers_seen:
+            self.headers_seen, self.limits_seen = True, other.limits_seen
+            self.adaptive = None
+        self.probing = self.probing and other.probing
+        self.in_flight += other.in_flight
+        self.lowered |= other.lowered
+        if self.name is None:
+            self.name = other.name
+
+
+class ForeignUse:
+    """What one key's ``x-ratelimit-remaining-requests`` says others took from its buckets.
+
+    A response tells what remained just after its request was admitted. Between the admissions
+    of two of a key's requests (their sends, in order), the bucket refilled at the published
+    rate and lost the key's own requests sent in between; whatever else it lost, someone else
+    sent. When that adds up, over a few seconds, to at least half of what another key sent in
+    the same time, and the other way round, the two keys share a bucket (:func:`sharing`). A
+    full bucket hides use, so this only ever merges keys, never splits them.
+    """
+
+    __slots__ = ("_at", "_foreign", "_mark", "_remaining", "_sequence", "sent_total")
+
+    MEASURE_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self._remaining: float | None = None
+        self._at = 0.0  # when the request of the last remaining seen was sent
+        self._sequence = 0  # and its number among the key's requests
+        self._foreign = 0.0  # others' requests seen since the measure began
+        self.sent_total = 0  # own requests ever sent
+        self._mark = 0  # sent_total when the measure began
+
+    def sent(self) -> int:
+        """Count one request sent; its number among the key's requests."""
+        self.sent_total += 1
+        return self.sent_total
+
+    def observe(
+        self, limit: float | None, remaining: float | None, sent_at: float, sequence: int
+    ) -> None:
+        """Take the ``limit`` and ``remaining`` requests in the answer to the key's request
+        number ``sequence``, sent at ``sent_at``."""
+        if remaining is None or limit is None or not limit > 0 or math.isinf(limit):
+            return
+        if sequence <= self._sequence:
+            return  # an answer overtaken by a later request's: already accounted for
+        if self._remaining is not None:
+            refilled = min(limit, self._remaining + (sent_at - self._at) * limit / 60.0)
+            own = sequence - self._sequence
+            # Signed: rounding errors cancel out over a measure instead of adding up.
+            self._foreign += refilled - own - remaining
+        self._remaining, self._at, self._sequence = remaining, sent_at, sequence
+
+    def take(self) -> tuple[float, int]:
+        """Others' requests seen, and own requests sent, since the last call (which starts a
+        new measure)."""
+        foreign, self._foreign = self._foreign, 0.0
+        sent, self._mark = self.sent_total - self._mark, self.sent_total
+        return foreign, sent
+
+
+def sharing(measures: list[tuple[int, float, int, float | None]]) -> list[tuple[int, int]]:
+    """The pairs of keys that share a bucket, from one measure of each key: ``(index, others'
+    requests seen, own requests sent, published requests limit)``. Two keys with the same
+    published limit share when each saw at least half of what the other sent (and more than a
+    couple of requests: noise from latency stays below that)."""
+    pairs: list[tuple[int, int]] = []
+    busy = [m for m in measures if m[1] > 2 and m[2] > 0 and m[3] is not None]
+    for position, (first, foreign_a, sent_a, limit_a) in enumerate(busy):
+        for second, foreign_b, sent_b, limit_b in busy[position + 1 :]:
+            if limit_a == limit_b and foreign_a >= sent_b / 2 and foreign_b >= sent_a / 2:
+                pairs.append((first, second))
+    return pairs
