@@ -9,7 +9,7 @@ import pytest
 
 from openai_multi_client import ConfigurationError, Key
 from openai_multi_client._limits import KeyPool, Reservation
-from openai_multi_client._limits.group import ForeignUse, identity, sharing
+from openai_multi_client._limits.group import ForeignUse, Measure, identity, sharing
 
 
 def reserve_all(pool: KeyPool, now: float, most: int = 100) -> list[Reservation]:
@@ -115,10 +115,15 @@ class SharedBucket:
 
 
 def drive(
-    pool: KeyPool, buckets: dict[str, SharedBucket], until: float, start: float = 0.0
+    pool: KeyPool,
+    buckets: dict[str, SharedBucket],
+    until: float,
+    start: float = 0.0,
+    organizations: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Every 10 ms, send what the pool lets go; answers come back 0.3 s later with the
-    remaining requests of the bucket each key draws from (no identity headers)."""
+    remaining requests of the bucket each key draws from (and the key's organization, when
+    ``organizations`` names it)."""
     sent: dict[str, int] = {}
     pending: list[tuple[float, Reservation, int]] = []
     now = start
@@ -134,6 +139,8 @@ def drive(
                 "x-ratelimit-limit-requests": "600",
                 "x-ratelimit-remaining-requests": str(remaining),
             }
+            if organizations:
+                limits["openai-organization"] = organizations[reservation.key.id]
             pool.release(reservation, now, headers=limits)
         now = round(now + 0.01, 6)
     return sent
@@ -155,6 +162,19 @@ def test_keys_whose_remaining_falls_when_another_sends_are_grouped() -> None:
     assert later[keys[2].id] >= 10 * 10 - 10
 
 
+def test_two_organizations_of_two_keys_stay_two_groups() -> None:
+    keys = [Key("sk-a1"), Key("sk-a2"), Key("sk-b1"), Key("sk-b2")]
+    first, second = SharedBucket(), SharedBucket()
+    buckets = {keys[0].id: first, keys[1].id: first, keys[2].id: second, keys[3].id: second}
+    names = {key.id: organization for key, organization in zip(keys, "aabb", strict=True)}
+    pool = KeyPool(keys, concurrency=64)
+    sent = drive(pool, buckets, 10.0, organizations=names)
+    groups = [stats.group for stats in pool.statistics(10.0).keys]
+    assert groups == ["a", "a", "b", "b"]
+    assert 90 <= sent[keys[0].id] + sent[keys[1].id] <= 110
+    assert 90 <= sent[keys[2].id] + sent[keys[3].id] <= 110
+
+
 def test_independent_keys_at_their_rate_are_not_grouped() -> None:
     keys = [Key("sk-a1"), Key("sk-a2"), Key("sk-a3")]
     buckets = {key.id: SharedBucket() for key in keys}
@@ -166,11 +186,18 @@ def test_independent_keys_at_their_rate_are_not_grouped() -> None:
 
 def test_sharing_needs_use_seen_both_ways() -> None:
     # Key 0 saw 20 foreign requests, key 1 sent 20 and saw 20: they share.
-    assert sharing([(0, 20.0, 20, 600.0), (1, 20.0, 20, 600.0)]) == [(0, 1)]
+    assert sharing([Measure(0, 20.0, 20, 600.0), Measure(1, 20.0, 20, 600.0)]) == [(0, 1)]
     # Key 1 saw nothing of key 0's 20: someone else took them.
-    assert sharing([(0, 20.0, 20, 600.0), (1, 0.0, 20, 600.0)]) == []
+    assert sharing([Measure(0, 20.0, 20, 600.0), Measure(1, 0.0, 20, 600.0)]) == []
     # Different published limits: not one bucket.
-    assert sharing([(0, 20.0, 20, 600.0), (1, 20.0, 20, 6000.0)]) == []
+    assert sharing([Measure(0, 20.0, 20, 600.0), Measure(1, 20.0, 20, 6000.0)]) == []
+    # What a group-mate sent is not foreign: groups 0 and 1 each see only their own.
+    mates = [Measure(0, 20.0, 20, 600.0), Measure(0, 20.0, 20, 600.0)]
+    others = [Measure(1, 20.0, 20, 600.0), Measure(1, 20.0, 20, 600.0)]
+    assert sharing(mates + others) == []
+    # Two pairs sending alike, nothing known: any key could be any other's partner.
+    alike = [Measure(n, 20.0, 20, 600.0) for n in range(4)]
+    assert sharing(alike) == []
     use = ForeignUse()
     use.observe(600.0, 599.0, 0.0, use.sent())
     for _ in range(3):

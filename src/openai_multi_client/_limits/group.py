@@ -19,7 +19,8 @@ guards it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from .adaptive import AdaptiveConcurrency
 from .key import Key
@@ -149,15 +150,45 @@ class ForeignUse:
         return foreign, sent
 
 
-def sharing(measures: list[tuple[int, float, int, float | None]]) -> list[tuple[int, int]]:
-    """The pairs of keys that share a bucket, from one measure of each key: ``(index, others'
-    requests seen, own requests sent, published requests limit)``. Two keys with the same
-    published limit share when each saw at least half of what the other sent (and more than a
-    couple of requests: noise from latency stays below that)."""
-    pairs: list[tuple[int, int]] = []
-    busy = [m for m in measures if m[1] > 2 and m[2] > 0 and m[3] is not None]
-    for position, (first, foreign_a, sent_a, limit_a) in enumerate(busy):
-        for second, foreign_b, sent_b, limit_b in busy[position + 1 :]:
-            if limit_a == limit_b and foreign_a >= sent_b / 2 and foreign_b >= sent_a / 2:
-                pairs.append((first, second))
-    return pairs
+class Measure(NamedTuple):
+    """One key's measure for :func:`sharing`."""
+
+    group: int  # which group the key is in now (an id)
+    foreign: float  # others' requests its answers showed
+    sent: int  # its own requests
+    limit: float | None  # its published requests per minute
+
+
+def sharing(measures: Sequence[Measure]) -> list[tuple[int, int]]:
+    """The pairs of keys (indexes into ``measures``) that share a bucket, from one measure of
+    each key. What a key's group-mates sent is not foreign to it. Two keys of different groups
+    with the same published limit match when each saw at least half of what the other sent
+    (and more than a couple of requests: noise stays below that); they are paired only when
+    each is the other's only match, since keys sending alike cannot be told apart otherwise."""
+    group_sent: dict[int, int] = {}
+    for measure in measures:
+        group_sent[measure.group] = group_sent.get(measure.group, 0) + measure.sent
+    foreign = [m.foreign - (group_sent[m.group] - m.sent) for m in measures]
+    busy = [
+        index
+        for index, m in enumerate(measures)
+        if foreign[index] > 2 and m.sent > 0 and m.limit is not None
+    ]
+    matches: dict[int, list[int]] = {index: [] for index in busy}
+    for position, first in enumerate(busy):
+        a = measures[first]
+        for second in busy[position + 1 :]:
+            b = measures[second]
+            if (
+                a.group != b.group
+                and a.limit == b.limit
+                and foreign[first] >= b.sent / 2
+                and foreign[second] >= a.sent / 2
+            ):
+                matches[first].append(second)
+                matches[second].append(first)
+    return [
+        (first, found[0])
+        for first, found in matches.items()
+        if len(found) == 1 and first < found[0] and matches[found[0]] == [first]
+    ]

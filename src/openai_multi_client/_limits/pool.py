@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .._errors import ConfigurationError
 from .._headers import parse_float
-from .group import ForeignUse, GroupLimits, identity, sharing
+from .group import ForeignUse, GroupLimits, Measure, identity, sharing
 from .headers import RateLimitHeaders
 from .key import Key
 from .lease import Claim, Grant, demand_for
@@ -390,12 +390,11 @@ class KeyPool:
             self._sharing_at = now
             states = self._states
             measures = []
-            for index, other in enumerate(states):
+            for other in states:
                 foreign, sent = other.foreign.take()
-                limit = other.group.requests_limiter
-                measures.append(
-                    (index, foreign, sent, None if limit is None else limit.limit_per_minute)
-                )
+                limiter = other.group.requests_limiter
+                limit = None if limiter is None else limiter.limit_per_minute
+                measures.append(Measure(id(other.group), foreign, sent, limit))
             for first, second in sharing(measures):
                 group = states[first].group
                 if group is not states[second].group:
