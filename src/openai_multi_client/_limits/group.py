@@ -18,13 +18,17 @@ guards it.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
+from .._headers import parse_float
 from .adaptive import AdaptiveConcurrency
 from .key import Key
 from .window import RateLimiter
+
+logger = logging.getLogger("openai_multi_client")
 
 ORGANIZATION_HEADER = "openai-organization"
 PROJECT_HEADER = "openai-project"
@@ -192,3 +196,94 @@ def sharing(measures: Sequence[Measure]) -> list[tuple[int, int]]:
         for first, found in matches.items()
         if len(found) == 1 and first < found[0] and matches[found[0]] == [first]
     ]
+
+
+class Member(Protocol):
+    """What :class:`Groups` needs of a key at run time (the pool's per-key state)."""
+
+    key: Key
+    group: GroupLimits
+    foreign: ForeignUse
+
+
+class Groups:
+    """The groups of a pool's keys: those the user configured from the start, then merged as
+    the responses show (by name when they name an organization and project, by foreign use
+    otherwise). Called under the pool's lock."""
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self._members = members
+        self._named: dict[str, GroupLimits] = {}  # configured or organization/project names
+        self._measured_at = 0.0  # when the keys last compared what others took from them
+        for member in members:
+            if member.key.group is not None:
+                known = self._named.setdefault(member.key.group, member.group)
+                self._join(member, known, 0.0)
+
+    def find(
+        self,
+        member: Member,
+        sent_at: float,
+        sequence: int,
+        headers: Mapping[str, str],
+        now: float,
+    ) -> bool:
+        """Learn from the answer to ``member``'s request number ``sequence`` (sent at
+        ``sent_at``) which keys share its limits; whether groups were merged."""
+        merged = False
+        name = identity(headers)
+        if name is not None:
+            known = self._named.get(name)
+            if known is None:
+                self._named[name] = member.group
+                if member.group.name is None:
+                    member.group.name = name
+            elif known is not member.group:
+                merged = self._join(member, known, now)
+        member.foreign.observe(
+            parse_float(headers.get("x-ratelimit-limit-requests")),
+            parse_float(headers.get("x-ratelimit-remaining-requests")),
+            sent_at,
+            sequence,
+        )
+        if now - self._measured_at >= ForeignUse.MEASURE_SECONDS:
+            self._measured_at = now
+            merged = self._measure(now) or merged
+        return merged
+
+    def _measure(self, now: float) -> bool:
+        members = self._members
+        measures = []
+        for other in members:
+            foreign, sent = other.foreign.take()
+            limiter = other.group.requests_limiter
+            limit = None if limiter is None else limiter.limit_per_minute
+            measures.append(Measure(id(other.group), foreign, sent, limit))
+        merged = False
+        for first, second in sharing(measures):
+            group = members[first].group
+            if group is not members[second].group:
+                if group.name is None:
+                    group.name = f"shared with {members[first].key.id}"
+                merged = self._join(members[second], group, now) or merged
+        return merged
+
+    def _join(self, member: Member, group: GroupLimits, now: float) -> bool:
+        """Merge ``member``'s group into ``group``: from now on their keys are paced as one."""
+        old = member.group
+        if old is group:
+            return False
+        group.absorb(old, now)
+        for other in self._members:
+            if other.group is old:
+                other.group = group
+        for name, known in self._named.items():
+            if known is old:
+                self._named[name] = group
+        if now > 0:  # found at run time, not configured
+            logger.info(
+                "API key %s shares its limits with %s: pacing them as one",
+                member.key.id,
+                group.name or "another key",
+            )
+        return True

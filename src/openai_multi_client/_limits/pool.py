@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .._errors import ConfigurationError
 from .._headers import parse_float
-from .group import ForeignUse, GroupLimits, Measure, identity, sharing
+from .group import ForeignUse, GroupLimits, Groups
 from .headers import RateLimitHeaders
 from .key import Key
 from .lease import Claim, Grant, demand_for
@@ -211,13 +211,7 @@ class KeyPool:
         if not keys:
             raise ConfigurationError("a key pool needs at least one key")
         self._states = [_KeyState(key, concurrency) for key in keys]
-        # Keys the user put in one group share one set of limits from the start; the groups
-        # the server revealed (by organization/project) are found again by name.
-        self._groups: dict[str, GroupLimits] = {}
-        for state in self._states:
-            if state.key.group is not None:
-                self._join(state, self._groups.setdefault(state.key.group, state.group), 0.0)
-        self._sharing_at = 0.0  # when keys last compared what others took from them
+        self._groups = Groups(self._states)
         self._by_key = {id(state.key): state for state in self._states}
         self._by_id = {state.key.id: state for state in self._states}
         self._lock = threading.Lock()
@@ -349,7 +343,8 @@ class KeyPool:
             if headers is not None:
                 spent = reservation.tokens if used_tokens is None else used_tokens
                 self._learn(state, headers, spent, now)
-                self._find_group(state, reservation, headers, now)
+                if self._groups.find(state, reservation.at, reservation.sequence, headers, now):
+                    self._largest_cost = None
             if used_tokens is not None and used_tokens < reservation.tokens:
                 refund = reservation.tokens - used_tokens
                 state.tokens -= refund
@@ -361,66 +356,6 @@ class KeyPool:
                 elif not failed:
                     state.group.adaptive.on_success()
         self._changed()
-
-    def _find_group(
-        self,
-        state: _KeyState,
-        reservation: Reservation,
-        headers: Mapping[str, str],
-        now: float,
-    ) -> None:
-        """Put ``state``'s key in the group the server says it shares limits with: the keys of
-        the same organization and project, or those whose buckets fall when it sends."""
-        name = identity(headers)
-        if name is not None:
-            known = self._groups.get(name)
-            if known is None:
-                self._groups[name] = state.group
-                if state.group.name is None:
-                    state.group.name = name
-            elif known is not state.group:
-                self._join(state, known, now)
-        state.foreign.observe(
-            parse_float(headers.get("x-ratelimit-limit-requests")),
-            parse_float(headers.get("x-ratelimit-remaining-requests")),
-            reservation.at,
-            reservation.sequence,
-        )
-        if now - self._sharing_at >= ForeignUse.MEASURE_SECONDS:
-            self._sharing_at = now
-            states = self._states
-            measures = []
-            for other in states:
-                foreign, sent = other.foreign.take()
-                limiter = other.group.requests_limiter
-                limit = None if limiter is None else limiter.limit_per_minute
-                measures.append(Measure(id(other.group), foreign, sent, limit))
-            for first, second in sharing(measures):
-                group = states[first].group
-                if group is not states[second].group:
-                    if group.name is None:
-                        group.name = f"shared with {states[first].key.id}"
-                    self._join(states[second], group, now)
-
-    def _join(self, state: _KeyState, group: GroupLimits, now: float) -> None:
-        """Merge ``state``'s group into ``group``: from now on their keys are paced as one."""
-        old = state.group
-        if old is group:
-            return
-        group.absorb(old, now)
-        for other in self._states:
-            if other.group is old:
-                other.group = group
-        for name, known in self._groups.items():
-            if known is old:
-                self._groups[name] = group
-        self._largest_cost = None
-        if now > 0:  # found at run time, not configured
-            logger.info(
-                "API key %s shares its limits with %s: pacing them as one",
-                state.key.id,
-                group.name or "another key",
-            )
 
     def _learn(
         self, state: _KeyState, headers: Mapping[str, str], used_tokens: int, now: float
