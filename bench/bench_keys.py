@@ -4,11 +4,16 @@ it costs, against the mock server (per-key limits enforced as OpenAI does, laten
     python bench/bench_keys.py             # the run recorded in docs/benchmarks.md
     python bench/bench_keys.py --quick     # fewer requests
     python bench/bench_keys.py --record    # also append the results to docs/benchmarks.md
+    python bench/bench_keys.py --organizations -n 600   # keys sharing organizations' limits
 
 Scenarios, each with a fresh server: 4 keys of 600 requests/min and 60,000 tokens/min with the
 limits configured on the client; the same keys with limits learned from the headers; 4 keys of
 which one is invalid and one has no quota; and as a baseline the official SDK's AsyncOpenAI
 with a semaphore on one key. Ideal time = requests / aggregate requests per second.
+
+``--organizations`` runs instead: 4 keys in 2 organizations (two keys each, the organization's
+limits shared by its keys, rejected requests counting), limits learned, against 4 independent
+keys; the ideal counts one set of limits per organization.
 """
 
 from __future__ import annotations
@@ -38,8 +43,16 @@ def body(n: int) -> dict[str, Any]:
     }
 
 
-def server(keys: Sequence[str], **options: Any) -> MockOpenAIServer:
-    limits = {key: KeyLimits(requests_per_minute=RPM, tokens_per_minute=TPM) for key in keys}
+def server(
+    keys: Sequence[str], organizations: Sequence[str | None] = (), **options: Any
+) -> MockOpenAIServer:
+    """The mock with each key's limits; ``organizations``, when given, puts each key in one
+    (keys of one organization share its buckets)."""
+    named = list(organizations) or [None] * len(keys)
+    limits = {
+        key: KeyLimits(RPM, TPM, organization) if organization else KeyLimits(RPM, TPM)
+        for key, organization in zip(keys, named, strict=True)
+    }
     return MockOpenAIServer(keys=limits, latency=(0.2, 0.6), seed=7, **options)
 
 
@@ -92,12 +105,20 @@ async def run_sdk(base_url: str, count: int, concurrency: int) -> dict[str, Any]
     return {"wall": wall, "failed": failed}
 
 
-def scenario(name: str, keys: Sequence[str], count: int, run: Any, **server_options: Any) -> str:
-    with server(keys, **server_options) as mock:
+def scenario(
+    name: str,
+    keys: Sequence[str],
+    count: int,
+    run: Any,
+    organizations: Sequence[str | None] = (),
+    **server_options: Any,
+) -> str:
+    with server(keys, organizations, **server_options) as mock:
         result = asyncio.run(run(mock.base_url))
         stats = mock.stats
     good_keys = [key for key in keys if key not in (INVALID, NO_QUOTA)]
-    ideal = count / (len(good_keys) * RPM / 60)
+    buckets = len(set(organizations)) if organizations else len(good_keys)
+    ideal = count / (buckets * RPM / 60)
     too_many = stats.rate_limited_by_type
     limited = sum(too_many.values())
     attempts = stats.total_requests
@@ -124,7 +145,12 @@ def main() -> int:
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--record", action="store_true")
+    parser.add_argument(
+        "--organizations", action="store_true", help="keys sharing organizations' limits"
+    )
     args = parser.parse_args()
+    if args.organizations:
+        return organizations(args.requests, args.concurrency, args.record)
     if args.quick:
         args.requests, args.baseline_requests = 400, 100
     count, concurrency = args.requests, args.concurrency
@@ -165,6 +191,37 @@ def main() -> int:
         "| scenario | requests | ideal | wall | vs ideal | 429s of attempts | failed | bad keys |\n"
         "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows),
         args.record,
+    )
+    return 0
+
+
+def organizations(count: int, concurrency: int, record: bool) -> int:
+    """4 keys in 2 organizations against 4 independent keys, limits learned."""
+    rows = [
+        scenario(
+            "omc, 4 keys in 2 organizations, limits learned, rejected requests counting",
+            GOOD,
+            count,
+            lambda url: run_omc(GOOD, url, count, concurrency),
+            organizations=["org-1", "org-1", "org-2", "org-2"],
+            count_rejected=True,
+        ),
+        scenario(
+            "omc, 4 independent keys, limits learned, rejected requests counting",
+            GOOD,
+            count,
+            lambda url: run_omc(GOOD, url, count, concurrency),
+            count_rejected=True,
+        ),
+    ]
+    publish(
+        "Keys sharing an organization's limits",
+        f"keys of {RPM} requests/min and {TPM:,} tokens/min (an organization's shared by its "
+        f"keys), mock latency uniform 0.2-0.6 s, concurrency {concurrency}; ideal = requests / "
+        f"(organizations, or independent keys, x {RPM // 60} per second).",
+        "| scenario | requests | ideal | wall | vs ideal | 429s of attempts | failed | |\n"
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows),
+        record,
     )
     return 0
 

@@ -441,6 +441,47 @@ async def test_rejected_requests_need_not_count(session: aiohttp.ClientSession) 
         assert (await post(session, url, CHAT)).status == 200
 
 
+async def test_keys_of_one_organization_share_its_buckets(
+    session: aiohttp.ClientSession,
+) -> None:
+    clock = FakeClock()
+    org = KeyLimits(requests_per_minute=60, organization="org-a", project="proj_x")
+    limits = {"sk-a1": org, "sk-a2": org, "sk-b": KeyLimits(requests_per_minute=60)}
+    async with MockOpenAIServer(keys=limits, clock=clock) as server:
+        url = f"{server.base_url}/chat/completions"
+
+        def auth(key: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {key}"}
+
+        first = await post(session, url, CHAT, auth("sk-a1"))
+        assert first.status == 200
+        assert first.headers["openai-organization"] == "org-a"
+        assert first.headers["openai-project"] == "proj_x"
+        # The other key of the organization finds its bucket empty: one per second between them.
+        second = await post(session, url, CHAT, auth("sk-a2"))
+        assert second.status == 429
+        assert "in organization org-a on requests" in second.error()["message"]
+        assert second.headers["x-ratelimit-remaining-requests"] == "58"  # the 429 counted
+        alone = await post(session, url, CHAT, auth("sk-b"))
+        assert alone.status == 200
+        assert alone.headers["openai-organization"].startswith("org-")
+        assert alone.headers["openai-organization"] != "org-a"
+        clock.advance(1.0)
+        assert (await post(session, url, CHAT, auth("sk-a2"))).status == 200
+
+
+def test_keys_of_one_organization_must_agree_on_its_limits() -> None:
+    with pytest.raises(ValueError, match="organization 'org-a' share its limits"):
+        MockOpenAIServer(
+            keys={
+                "sk-a1": KeyLimits(requests_per_minute=60, organization="org-a"),
+                "sk-a2": KeyLimits(requests_per_minute=120, organization="org-a"),
+            }
+        )
+    with pytest.raises(ValueError, match=r"KeyLimits\.organization"):
+        KeyLimits(organization=" ")
+
+
 async def test_token_limit(session: aiohttp.ClientSession) -> None:
     clock = FakeClock()
     limits = {KEY: KeyLimits(tokens_per_minute=600)}  # 10 tokens a second, burst 10

@@ -5,6 +5,7 @@ shared among processes. One concept per module, no import circles (leaves first)
 * ``adaptive``: adaptive concurrency (AIMD) for servers that publish no limits;
 * ``headers``: what ``x-ratelimit-*`` headers say;
 * ``key``: :class:`Key`, one API key's configuration;
+* ``group``: key groups, the limits that the keys of one organization or project share;
 * ``lease``: the lease algorithm, the :class:`LimitsBackend` protocol, :class:`InMemoryLimits`;
 * ``keeper``: the :class:`LeaseKeeper` that renews one client's leases;
 * ``redis``: :class:`RedisLimits`, the lease algorithm in Redis;

@@ -25,6 +25,12 @@ class Key:
     ``requests_per_minute`` and ``tokens_per_minute`` are enforced by the client (otherwise they
     are learned from the server's headers); ``weight`` scales the key's share of traffic when
     several keys have headroom. ``name`` replaces the hash in the redacted id.
+
+    ``group`` names the keys that share one set of limits: OpenAI's limits belong to the
+    organization and project, so keys of one project add no capacity. Keys of one group are
+    paced, and cool down after a 429, as one; their configured limits are the group's, not each
+    key's. Keys the server shows to share limits are grouped without it (see
+    :mod:`~openai_multi_client._limits.group`).
     """
 
     __slots__ = (
@@ -34,6 +40,7 @@ class Key:
         "api_version",
         "azure",
         "base_url",
+        "group",
         "id",
         "organization",
         "requests_per_minute",
@@ -53,10 +60,15 @@ class Key:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         weight: float = 1.0,
+        group: str | None = None,
     ) -> None:
         check_secret(secret, "a key's secret")
         if name is not None and secret in name:
             raise ConfigurationError("a key's name must not contain its secret")
+        if group is not None and (not isinstance(group, str) or not group.strip()):
+            raise ConfigurationError(f"group must be a non-empty string, got {group!r}")
+        if group is not None and secret in group:
+            raise ConfigurationError("a key's group must not contain its secret")
         for argument, limit in (
             ("requests_per_minute", requests_per_minute),
             ("tokens_per_minute", tokens_per_minute),
@@ -81,6 +93,7 @@ class Key:
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.weight = float(weight)
+        self.group = group
 
     @classmethod
     def keyless(cls, name: str | None = None, *, base_url: str | None = None) -> Key:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .._errors import ConfigurationError
 from .._headers import parse_float
-from .adaptive import AdaptiveConcurrency
+from .group import ForeignUse, GroupLimits, Groups
 from .headers import RateLimitHeaders
 from .key import Key
 from .lease import Claim, Grant, demand_for
@@ -41,6 +41,8 @@ class Reservation:
     key: Key
     tokens: int
     admission: Admission | None = None
+    at: float = 0.0  # when it was taken
+    sequence: int = 0  # its number among the key's reservations
     model: str | None = None
 
 
@@ -48,7 +50,9 @@ class Reservation:
 class KeyStatistics:
     """A snapshot of one key. ``state`` is ``active``, ``cooling`` (until ``cooling_until``,
     on the pool's clock) or ``retired`` (``retired_reason`` says why). ``share`` is the
-    fraction of the key's limits this process may use (below 1.0 only with shared limits)."""
+    fraction of the key's limits this process may use (below 1.0 only with shared limits).
+    ``group`` names the keys that share one set of limits (configured, or the organization and
+    project the server named), or is ``None`` for a key with limits of its own."""
 
     key: str
     state: str
@@ -64,6 +68,7 @@ class KeyStatistics:
     cooling_until: float | None
     retired_reason: str | None
     share: float = 1.0
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,46 +84,28 @@ class PoolStatistics:
 
 class _KeyState:
     __slots__ = (
-        "adaptive",
-        "cooling_until",
         "demand",
         "failures",
-        "headers_seen",
+        "foreign",
+        "group",
         "in_flight",
         "key",
         "leased_requests",
         "leased_tokens",
-        "limits_seen",
-        "lowered",
-        "probing",
         "rate_limited",
         "refused",
         "requests",
-        "requests_limiter",
         "retired_reason",
         "served",
         "share",
         "tokens",
-        "tokens_limiter",
     )
 
     def __init__(self, key: Key, concurrency: int | None) -> None:
         self.key = key
-        self.requests_limiter = (
-            RateLimiter(key.requests_per_minute) if key.requests_per_minute else None
-        )
-        self.tokens_limiter = RateLimiter(key.tokens_per_minute) if key.tokens_per_minute else None
-        self.adaptive = AdaptiveConcurrency(concurrency) if concurrency else None
-        # With no configured limit and a server to learn from, the first request goes alone:
-        # its response headers tell the limits before a burst can overrun them.
-        self.probing = concurrency is not None and not (
-            key.requests_per_minute or key.tokens_per_minute
-        )
-        self.headers_seen = False
-        self.limits_seen: tuple[str | None, str | None] = (None, None)
-        self.lowered: set[str] = set()  # "requests", "tokens": configured limits the server lowered
+        self.group = GroupLimits(key, concurrency)
+        self.foreign = ForeignUse()
         self.in_flight = 0
-        self.cooling_until: float | None = None
         self.retired_reason: str | None = None
         # Health per model, for keys that answer some models and not others (a proxy's key
         # whose upstream for one model group is dead): models answered, models refused (why).
@@ -136,15 +123,15 @@ class _KeyState:
     def set_share(self, share: float) -> None:
         self.share = share
         if share > 0:
-            for limiter in (self.requests_limiter, self.tokens_limiter):
+            for limiter in (self.group.requests_limiter, self.group.tokens_limiter):
                 if limiter is not None:
                     limiter.set_share(share)
 
     def slots(self) -> int:
         """Whole requests one window of the key holds (its shares are granted in such units;
         1,000 when the limits are not known, or huge)."""
-        if self.requests_limiter is not None:
-            limiter = self.requests_limiter
+        if self.group.requests_limiter is not None:
+            limiter = self.group.requests_limiter
             return max(1, min(1000, math.floor(limiter.limit_per_minute / 60 * limiter.window)))
         return 1000
 
@@ -152,8 +139,8 @@ class _KeyState:
         """The fraction of the key's limits used since the last renewal (None: limits unknown)."""
         used: float | None = None
         for limiter, count in (
-            (self.requests_limiter, self.requests - self.leased_requests),
-            (self.tokens_limiter, self.tokens - self.leased_tokens),
+            (self.group.requests_limiter, self.requests - self.leased_requests),
+            (self.group.tokens_limiter, self.tokens - self.leased_tokens),
         ):
             if limiter is not None:
                 fraction = count / (limiter.limit_per_minute / 60.0 * interval)
@@ -163,35 +150,37 @@ class _KeyState:
 
     def delay(self, tokens: int, now: float) -> float:
         """Seconds until this key could take a request of ``tokens`` (inf: not by time)."""
-        if self.cooling_until is not None:
-            if self.cooling_until > now:
-                return self.cooling_until - now
-            self.cooling_until = None
+        if self.group.cooling_until is not None:
+            if self.group.cooling_until > now:
+                return self.group.cooling_until - now
+            self.group.cooling_until = None
         if self.share <= 0:
             return math.inf  # no share of the key yet: wait for a lease renewal
-        if self.in_flight and (
-            self.probing or (self.adaptive is not None and self.in_flight >= self.adaptive.allowed)
+        group = self.group
+        if group.in_flight and (
+            group.probing
+            or (group.adaptive is not None and group.in_flight >= group.adaptive.allowed)
         ):
             return math.inf  # wait for a release, not for time
         delay = 0.0
-        if self.requests_limiter is not None:
-            delay = self.requests_limiter.delay(1, now)
-        if self.tokens_limiter is not None and tokens:
-            delay = max(delay, self.tokens_limiter.delay(tokens, now))
+        if self.group.requests_limiter is not None:
+            delay = self.group.requests_limiter.delay(1, now)
+        if self.group.tokens_limiter is not None and tokens:
+            delay = max(delay, self.group.tokens_limiter.delay(tokens, now))
         return delay
 
     def headroom(self, now: float) -> float:
         room = 1.0
-        if self.requests_limiter is not None:
-            room = min(room, self.requests_limiter.headroom(now))
-        if self.tokens_limiter is not None:
-            room = min(room, self.tokens_limiter.headroom(now))
-        if self.adaptive is not None:
-            room = min(room, 1.0 - self.in_flight / self.adaptive.allowed)
+        if self.group.requests_limiter is not None:
+            room = min(room, self.group.requests_limiter.headroom(now))
+        if self.group.tokens_limiter is not None:
+            room = min(room, self.group.tokens_limiter.headroom(now))
+        if self.group.adaptive is not None:
+            room = min(room, 1.0 - self.group.in_flight / self.group.adaptive.allowed)
         return room * self.key.weight
 
     def fits_ever(self, tokens: int) -> bool:
-        return self.tokens_limiter is None or self.tokens_limiter.fits_ever(tokens)
+        return self.group.tokens_limiter is None or self.group.tokens_limiter.fits_ever(tokens)
 
 
 def _below_configured(state: _KeyState, kind: str, published: float | None) -> float | None:
@@ -205,8 +194,8 @@ def _below_configured(state: _KeyState, kind: str, published: float | None) -> f
         return None
     if published >= configured:
         return configured
-    if kind not in state.lowered:
-        state.lowered.add(kind)
+    if kind not in state.group.lowered:
+        state.group.lowered.add(kind)
         logger.warning(
             "API key %s: the server allows %g %s per minute, fewer than the %g configured; "
             "pacing to the server's limit",
@@ -232,6 +221,7 @@ class KeyPool:
         if not keys:
             raise ConfigurationError("a key pool needs at least one key")
         self._states = [_KeyState(key, concurrency) for key in keys]
+        self._groups = Groups(self._states)
         self._by_key = {id(state.key): state for state in self._states}
         self._by_id = {state.key.id: state for state in self._states}
         self._lock = threading.Lock()
@@ -284,8 +274,8 @@ class KeyPool:
             with self._lock:
                 limits = [
                     math.inf
-                    if state.tokens_limiter is None
-                    else state.tokens_limiter.limit_per_minute
+                    if state.group.tokens_limiter is None
+                    else state.group.tokens_limiter.limit_per_minute
                     for state in self._states
                     if state.retired_reason is None
                 ]
@@ -334,15 +324,16 @@ class KeyPool:
                 self._waited = True
                 return soonest
             self._turn = (self._turn + 1) % count
-            if best.requests_limiter is not None:
-                best.requests_limiter.acquire(1, now)
+            if best.group.requests_limiter is not None:
+                best.group.requests_limiter.acquire(1, now)
             admission = None
-            if best.tokens_limiter is not None and tokens:
-                admission = best.tokens_limiter.acquire(tokens, now)
+            if best.group.tokens_limiter is not None and tokens:
+                admission = best.group.tokens_limiter.acquire(tokens, now)
             best.in_flight += 1
+            best.group.in_flight += 1
             best.requests += 1
             best.tokens += tokens
-            return Reservation(best.key, tokens, admission, model)
+            return Reservation(best.key, tokens, admission, now, best.foreign.sent(), model)
 
     def release(
         self,
@@ -360,25 +351,28 @@ class KeyPool:
         with self._lock:
             state = self._by_key[id(reservation.key)]
             state.in_flight -= 1
-            state.probing = False
+            state.group.in_flight -= 1
+            state.group.probing = False
             if failed:
                 state.failures += 1
             if headers is not None:
                 spent = reservation.tokens if used_tokens is None else used_tokens
                 self._learn(state, headers, spent, now)
+                if self._groups.find(state, reservation.at, reservation.sequence, headers, now):
+                    self._largest_cost = None
             if used_tokens is not None and used_tokens < reservation.tokens:
                 refund = reservation.tokens - used_tokens
                 state.tokens -= refund
-                if state.tokens_limiter is not None and reservation.admission is not None:
-                    state.tokens_limiter.refund(reservation.admission, refund, now)
+                if state.group.tokens_limiter is not None and reservation.admission is not None:
+                    state.group.tokens_limiter.refund(reservation.admission, refund, now)
             model = reservation.model
             if not failed and model is not None and len(state.served) < _MAX_MODELS:
                 state.served.add(model)
-            if state.adaptive is not None:
+            if state.group.adaptive is not None:
                 if overloaded:
-                    state.adaptive.on_overload(now)
+                    state.group.adaptive.on_overload(now)
                 elif not failed:
-                    state.adaptive.on_success()
+                    state.group.adaptive.on_success()
         self._changed()
 
     def _learn(
@@ -388,8 +382,8 @@ class KeyPool:
             headers.get("x-ratelimit-limit-requests"),
             headers.get("x-ratelimit-limit-tokens"),
         )
-        if limits == state.limits_seen:  # the usual case: only what remains can have changed
-            requests, tokens = state.requests_limiter, state.tokens_limiter
+        if limits == state.group.limits_seen:  # the usual case: only what remains can have changed
+            requests, tokens = state.group.requests_limiter, state.group.tokens_limiter
             if requests is not None:
                 remaining = parse_float(headers.get("x-ratelimit-remaining-requests"))
                 requests.observe(None, remaining, now)
@@ -397,34 +391,34 @@ class KeyPool:
                 remaining = parse_float(headers.get("x-ratelimit-remaining-tokens"))
                 tokens.observe(None, remaining, now)
             return
-        state.limits_seen = limits
+        state.group.limits_seen = limits
         seen = RateLimitHeaders.parse(headers)
         if not seen.present:
             return
-        if not state.headers_seen:
+        if not state.group.headers_seen:
             self._largest_cost = None
-            state.headers_seen = True
-            state.adaptive = None  # the server publishes its limits: pace by them instead
+            state.group.headers_seen = True
+            state.group.adaptive = None  # the server publishes its limits: pace by them instead
         key = state.key
         if seen.limit_requests is not None and key.requests_per_minute is None:
-            if state.requests_limiter is None:
-                state.requests_limiter = RateLimiter(seen.limit_requests)
+            if state.group.requests_limiter is None:
+                state.group.requests_limiter = RateLimiter(seen.limit_requests)
                 state.set_share(state.share)  # a shared key's share applies to it too
                 # What went out before the limit was known counts as sent just now.
-                state.requests_limiter.acquire(state.in_flight + 1, now)
-            state.requests_limiter.observe(seen.limit_requests, seen.remaining_requests, now)
-        elif state.requests_limiter is not None:
+                state.group.requests_limiter.acquire(state.group.in_flight + 1, now)
+            state.group.requests_limiter.observe(seen.limit_requests, seen.remaining_requests, now)
+        elif state.group.requests_limiter is not None:
             limit = _below_configured(state, "requests", seen.limit_requests)
-            state.requests_limiter.observe(limit, seen.remaining_requests, now)
+            state.group.requests_limiter.observe(limit, seen.remaining_requests, now)
         if seen.limit_tokens is not None and key.tokens_per_minute is None:
-            if state.tokens_limiter is None:
-                state.tokens_limiter = RateLimiter(seen.limit_tokens)
+            if state.group.tokens_limiter is None:
+                state.group.tokens_limiter = RateLimiter(seen.limit_tokens)
                 state.set_share(state.share)
-                state.tokens_limiter.acquire(used_tokens, now)
-            state.tokens_limiter.observe(seen.limit_tokens, seen.remaining_tokens, now)
-        elif state.tokens_limiter is not None:
+                state.group.tokens_limiter.acquire(used_tokens, now)
+            state.group.tokens_limiter.observe(seen.limit_tokens, seen.remaining_tokens, now)
+        elif state.group.tokens_limiter is not None:
             limit = _below_configured(state, "tokens", seen.limit_tokens)
-            state.tokens_limiter.observe(limit, seen.remaining_tokens, now)
+            state.group.tokens_limiter.observe(limit, seen.remaining_tokens, now)
 
     def cool_down(self, key: Key, until: float) -> None:
         """Skip ``key`` until ``until``: a 429 told us it is over its limit. Other keys go on."""
@@ -432,9 +426,9 @@ class KeyPool:
             state = self._by_key[id(key)]
             state.rate_limited += 1
             if state.retired_reason is None and (
-                state.cooling_until is None or state.cooling_until < until
+                state.group.cooling_until is None or state.group.cooling_until < until
             ):
-                state.cooling_until = until
+                state.group.cooling_until = until
 
     def retire(self, key: Key, reason: str) -> None:
         """Stop using ``key`` for the rest of the run (warns once, with the redacted id)."""
@@ -443,7 +437,7 @@ class KeyPool:
             if state.retired_reason is not None:
                 return
             state.retired_reason = key.redact(reason)
-            state.cooling_until = None
+            state.group.cooling_until = None
             self._largest_cost = None
             left = sum(1 for other in self._states if other.retired_reason is None)
         logger.warning(
@@ -529,8 +523,8 @@ class KeyPool:
                     continue
                 if grant.cooling_for > 0:
                     until = now + grant.cooling_for
-                    if state.cooling_until is None or state.cooling_until < until:
-                        state.cooling_until = until
+                    if state.group.cooling_until is None or state.group.cooling_until < until:
+                        state.group.cooling_until = until
                 state.set_share(grant.share)
         for key, reason in retired:
             self.retire(key, f"retired by another process: {reason}")
@@ -569,11 +563,11 @@ class KeyPool:
     def _key_statistics(state: _KeyState, now: float) -> KeyStatistics:
         if state.retired_reason is not None:
             status = "retired"
-        elif state.cooling_until is not None and state.cooling_until > now:
+        elif state.group.cooling_until is not None and state.group.cooling_until > now:
             status = "cooling"
         else:
             status = "active"
-        requests_limiter, tokens_limiter = state.requests_limiter, state.tokens_limiter
+        requests_limiter, tokens_limiter = state.group.requests_limiter, state.group.tokens_limiter
         requests_per_minute = (
             None if requests_limiter is None else requests_limiter.limit_per_minute
         )
@@ -588,11 +582,14 @@ class KeyPool:
             in_flight=state.in_flight,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
-            limits_learned=state.headers_seen,
-            concurrency_limit=None if state.adaptive is None else state.adaptive.allowed,
-            cooling_until=state.cooling_until if status == "cooling" else None,
+            limits_learned=state.group.headers_seen,
+            concurrency_limit=None
+            if state.group.adaptive is None
+            else state.group.adaptive.allowed,
+            cooling_until=state.group.cooling_until if status == "cooling" else None,
             retired_reason=state.retired_reason,
             share=state.share,
+            group=state.group.name,
         )
 
     def __repr__(self) -> str:

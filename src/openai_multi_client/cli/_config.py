@@ -212,39 +212,57 @@ def _check_paths(args: argparse.Namespace, journal: str | None) -> None:
 
 def _keys(args: argparse.Namespace) -> list[str | Key]:
     """The keys: ``--key``, then ``--keys-file``, else ``OPENAI_API_KEY`` (a dummy one for
-    ``--mock``); as :class:`Key` objects when an option applies to each key."""
+    ``--mock``); as :class:`Key` objects when an option applies to each key or the keys file
+    puts keys in groups."""
     secrets: list[str] = list(args.key)
+    groups: dict[str, str] = {}
     if args.keys_file:
-        secrets += _read_keys_file(args.keys_file, secrets)
+        groups = _read_keys_file(args.keys_file, secrets)
+        secrets += groups
     if not secrets and not args.mock:
         env = os.environ.get("OPENAI_API_KEY")
         if env:
             secrets.append(env)
     if args.mock and not secrets:
         secrets.append(_MOCK_KEY)
-    if not (args.azure or args.api_version or args.rpm or args.tpm):
+    if not (args.azure or args.api_version or args.rpm or args.tpm or any(groups.values())):
         return list(secrets)
     limits = {"requests_per_minute": args.rpm, "tokens_per_minute": args.tpm}
     return [
-        Key(secret, azure=args.azure, api_version=args.api_version, **limits) for secret in secrets
+        Key(
+            secret,
+            azure=args.azure,
+            api_version=args.api_version,
+            group=groups.get(secret) or None,
+            **limits,
+        )
+        for secret in secrets
     ]
 
 
-def _read_keys_file(path: str, given: list[str]) -> list[str]:
-    """The keys in ``path``, one a line; blank lines and ``#`` comments are skipped. A key
-    given twice is refused, naming the line (never the key)."""
+def _read_keys_file(path: str, given: list[str]) -> dict[str, str]:
+    """The keys in ``path``, one a line, each optionally followed by its group (keys that
+    share one set of limits: one organization's or project's), as key -> group ("" for
+    none); blank lines and ``#`` comments are skipped. A key given twice, or a line of more
+    than two words, is refused, naming the line (never the key)."""
     where = dict.fromkeys(given, "a --key argument")
-    keys: list[str] = []
+    keys: dict[str, str] = {}
     with open(path, encoding="utf-8") as file:
         for number, line in enumerate(file, 1):
-            key = line.strip()
-            if not key or key.startswith("#"):
+            words = line.split()
+            if not words or words[0].startswith("#"):
                 continue
+            if len(words) > 2:
+                raise ConfigurationError(
+                    f"--keys-file {path} line {number}: expected a key and optionally its "
+                    f"group, found {len(words)} words"
+                )
+            key = words[0]
             if key in where:
                 raise ConfigurationError(
                     f"--keys-file {path} line {number}: the same key as {where[key]}; "
                     "give each key once"
                 )
             where[key] = f"line {number}"
-            keys.append(key)
+            keys[key] = words[1] if len(words) == 2 else ""
     return keys

@@ -122,7 +122,11 @@ def _add_key_options(parser: argparse.ArgumentParser) -> None:
     """Which keys, which server, shared limits."""
     keys = parser.add_argument_group("keys and server")
     keys.add_argument("--key", action="append", default=[], help="an API key (repeatable)")
-    keys.add_argument("--keys-file", help="a file with one API key a line")
+    keys.add_argument(
+        "--keys-file",
+        help="a file with one API key a line, optionally followed by its group: keys of one "
+        "group share one set of limits (one organization's or project's)",
+    )
     keys.add_argument("--base-url", help="API base URL (default: OPENAI_BASE_URL or OpenAI)")
     keys.add_argument("--azure", action="store_true", help="send keys as Azure's api-key header")
     keys.add_argument("--api-version", help="Azure api-version query parameter")

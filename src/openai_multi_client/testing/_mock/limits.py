@@ -3,6 +3,7 @@ admission with OpenAI's 429 ``rate_limit_exceeded`` when a key is over its limit
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Final, NamedTuple
 
@@ -11,7 +12,8 @@ from .options import ServerOptions
 
 __all__ = ["KeyState", "RateLimits", "Refusal", "TokenBucket", "format_go_duration"]
 
-_ORGANIZATION: Final = "org-mock"
+_ORGANIZATION: Final = "org-mock"  # of the requests that carry no key
+_PROJECT: Final = "proj_default"
 _RATE_LIMIT_DOCS: Final = "Visit https://platform.openai.com/account/rate-limits to learn more."
 # What an unlimited key reports in its x-ratelimit-* headers.
 _UNLIMITED: Final = {"requests": str(1_000_000_000), "tokens": str(1_000_000_000_000)}
@@ -116,13 +118,22 @@ def format_go_duration(seconds: float) -> str:
 
 
 class KeyState:
-    """The buckets of one key (``None``: that dimension is unlimited)."""
+    """The buckets of one key (``None``: that dimension is unlimited), shared by the keys of
+    its organization, and the organization and project its responses name."""
 
-    __slots__ = ("requests", "tokens")
+    __slots__ = ("organization", "project", "requests", "tokens")
 
-    def __init__(self, requests: TokenBucket | None, tokens: TokenBucket | None) -> None:
+    def __init__(
+        self,
+        requests: TokenBucket | None,
+        tokens: TokenBucket | None,
+        organization: str = _ORGANIZATION,
+        project: str = _PROJECT,
+    ) -> None:
         self.requests = requests
         self.tokens = tokens
+        self.organization = organization
+        self.project = project
 
     @property
     def limited(self) -> bool:
@@ -145,26 +156,40 @@ class RateLimits:
         self._options = options
         self._clock = options.clock
         self._states: dict[str, KeyState] = {}
+        self._organizations: dict[str, KeyState] = {}  # the buckets of each organization
 
     def state(self, key: str) -> KeyState:
         """The buckets of ``key`` (as presented; ``""`` for none)."""
         state = self._states.get(key)
         if state is None:
             limits = self._options.limits_of(key)
-            rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
-            now = self._clock.now()
-            state = self._states[key] = KeyState(
-                TokenBucket(rpm, now) if rpm is not None else None,
-                TokenBucket(tpm, now) if tpm is not None else None,
-            )
+            organization = limits.organization
+            if organization is None:
+                organization = (
+                    "org-" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else _ORGANIZATION
+                )
+                shared = None
+            else:
+                shared = self._organizations.get(organization)
+            project = limits.project or _PROJECT
+            if shared is None:
+                rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+                now = self._clock.now()
+                requests = TokenBucket(rpm, now) if rpm is not None else None
+                tokens = TokenBucket(tpm, now) if tpm is not None else None
+            else:
+                requests, tokens = shared.requests, shared.tokens
+            state = self._states[key] = KeyState(requests, tokens, organization, project)
+            if limits.organization is not None and shared is None:
+                self._organizations[organization] = state
         return state
 
     def headers(self, state: KeyState) -> dict[str, str]:
         """The six ``x-ratelimit-*`` headers of a key (none when the option is off)."""
+        headers = {"openai-organization": state.organization, "openai-project": state.project}
         if not self._options.rate_limit_headers:
-            return {}
+            return headers
         now = self._clock.now()
-        headers: dict[str, str] = {}
         for bucket, kind in ((state.requests, "requests"), (state.tokens, "tokens")):
             if bucket is None:
                 limit, remaining, reset = _UNLIMITED[kind], _UNLIMITED[kind], "0s"
@@ -188,7 +213,7 @@ class RateLimits:
         if tokens is not None and cost > tokens.limit:
             if requests is not None and self._options.count_rejected:
                 requests.charge_rejected(1, now)
-            return _too_large(model, tokens.limit, cost)
+            return _too_large(model, state.organization, tokens.limit, cost)
         wait_requests = requests.wait_time(1, now) if requests is not None else 0.0
         wait_tokens = tokens.wait_time(cost, now) if tokens is not None else 0.0
         if wait_requests <= 0 and wait_tokens <= 0:
@@ -214,18 +239,18 @@ class RateLimits:
             tokens.wait_time(cost, now) if tokens is not None else 0.0,
         )
         message = (
-            f"Rate limit reached for {model} in organization {_ORGANIZATION} on {kind} per min "
-            f"({unit}): Limit {bucket.limit}, Used {used}, Requested {requested}. Please try "
-            f"again in {format_go_duration(retry)}. {_RATE_LIMIT_DOCS}"
+            f"Rate limit reached for {model} in organization {state.organization} on {kind} "
+            f"per min ({unit}): Limit {bucket.limit}, Used {used}, Requested {requested}. "
+            f"Please try again in {format_go_duration(retry)}. {_RATE_LIMIT_DOCS}"
         )
         headers = _retry_after(retry) if self._options.retry_after else {}
         return Refusal(kind, error_body(message, kind, None, "rate_limit_exceeded"), headers)
 
 
-def _too_large(model: str, limit: int, cost: int) -> Refusal:
+def _too_large(model: str, organization: str, limit: int, cost: int) -> Refusal:
     """The 429 of a request larger than the key's tokens per minute: it never gets through."""
     message = (
-        f"Request too large for {model} in organization {_ORGANIZATION} on tokens per "
+        f"Request too large for {model} in organization {organization} on tokens per "
         f"min (TPM): Limit {limit}, Requested {cost}. The input or output tokens "
         f"must be reduced in order to run successfully. {_RATE_LIMIT_DOCS}"
     )

@@ -55,12 +55,27 @@ def is_real(value: object) -> bool:
 
 @dataclass(frozen=True)
 class KeyLimits:
-    """Per-minute limits of one API key; ``None`` means unlimited."""
+    """Per-minute limits of one API key; ``None`` means unlimited.
+
+    ``organization`` models OpenAI's limits, which belong to the organization, not the key:
+    keys of one organization share one set of buckets (so they must be given the same limits),
+    and their responses carry it in ``openai-organization``, and ``project`` (default
+    ``proj_default``) in ``openai-project``. A key without one has buckets of its own, in an
+    organization of its own (``org-`` and a hash of the key).
+    """
 
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    organization: str | None = None
+    project: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("organization", "project"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(
+                    f"KeyLimits.{name} must be a non-empty string or None, not {value!r}"
+                )
         for name in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, name)
             if value is None:
@@ -210,10 +225,27 @@ def _check_keys(
                 raise ValueError(f"keys: every key must be a non-empty string, not {key!r}")
             if not isinstance(limits, KeyLimits):
                 raise ValueError(f"keys[{redact(key)!r}] must be a KeyLimits, not {limits!r}")
+        _check_organizations(keys)
     if not isinstance(default_limits, KeyLimits):
         raise ValueError(f"default_limits must be a KeyLimits, not {default_limits!r}")
     if isinstance(invalid_keys, str) or isinstance(no_quota_keys, str):
         raise ValueError("invalid_keys and no_quota_keys must be collections of keys, not a str")
+
+
+def _check_organizations(keys: Mapping[str, KeyLimits]) -> None:
+    """Keys of one organization share its buckets, so they must agree on its limits."""
+    limits: dict[str, tuple[int | None, int | None]] = {}
+    for key_limits in keys.values():
+        if key_limits.organization is None:
+            continue
+        pair = (key_limits.requests_per_minute, key_limits.tokens_per_minute)
+        known = limits.setdefault(key_limits.organization, pair)
+        if known != pair:
+            raise ValueError(
+                f"keys: the keys of organization {key_limits.organization!r} share its limits, "
+                f"so they must all give the same ones, not {known} and {pair} "
+                "(requests_per_minute, tokens_per_minute)"
+            )
 
 
 def _check_others(options: ServerOptions) -> None:
