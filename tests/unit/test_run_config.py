@@ -45,6 +45,8 @@ def test_keys_never_show_and_the_config_cannot_change(tmp_path: Path) -> None:
         (["--rpm", "0"], "--rpm must be a number above 0, got 0"),
         (["--retry-failed", "--no-journal"], "it cannot go with --no-journal"),
         (["--ordered", "--cache", "c.db"], "--ordered and --cache together are not supported"),
+        (["--metrics-port", "70000"], "--metrics-port must be a port from 0 to 65535, got 70000"),
+        (["--metrics-host", "0.0.0.0"], "--metrics-host goes with --metrics-port"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(

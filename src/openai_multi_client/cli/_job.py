@@ -38,6 +38,7 @@ from ._config import RunConfig
 from ._consumer import Consumer
 from ._files import Outputs
 from ._journal import Journal, JournalStatus, NullJournal
+from ._metrics import start_metrics
 from ._outcome import Outcome
 from ._producer import BadLines, Producer
 from ._progress import RunProgress
@@ -140,7 +141,12 @@ class Job:
             progress=progress,
             stop=stop,
         )
-        cancelled = await self._pipeline(client, producer, consumer, committer, progress, stop)
+        metrics = start_metrics(config, client, progress)
+        try:
+            cancelled = await self._pipeline(client, producer, consumer, committer, progress, stop)
+        finally:
+            if metrics is not None:
+                metrics.close()
         print(progress.summary(interrupted=stop.interrupted), file=sys.stderr)
         outcome.say_retryable(journal.status().failed_retryable)
         return outcome.exit_code(producer, consumer, bad_lines.count, cancelled=cancelled)

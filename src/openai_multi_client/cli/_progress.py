@@ -274,6 +274,24 @@ class RunProgress:
             self._stream.flush()
 
     @property
+    def total(self) -> int | None:
+        """Input items the run covers (``None``: unknown)."""
+        return self._total
+
+    @property
+    def done_items(self) -> int:
+        """Input items dealt with (as "done" on the status line)."""
+        return self._done()
+
+    @property
+    def tokens_in(self) -> int:
+        return self._tokens_in
+
+    @property
+    def tokens_out(self) -> int:
+        return self._tokens_out
+
+    @property
     def tokens(self) -> int:
         """Tokens in and out so far (for ``--budget-tokens``)."""
         return self._tokens_in + self._tokens_out
@@ -392,7 +410,8 @@ class RunProgress:
         """Cost by priced model, and the models that reported tokens but have no price."""
         costs: dict[str, float] = {}
         unpriced: list[str] = []
-        for model, (tokens_in, tokens_out) in self._tokens.items():
+        # A copy: the metrics server reads this from its own thread.
+        for model, (tokens_in, tokens_out) in list(self._tokens.items()):
             price = self._price(model)
             if price is None:
                 unpriced.append(model)
