@@ -8,8 +8,8 @@ terminal, :class:`~._progress.RunProgress` keeps its one status line or its log 
 
 The view reads the run's counters (:class:`~._progress.RunProgress`) and a
 :class:`~openai_multi_client.Statistics` snapshot that the run's display task takes anyway;
-it redraws at most :attr:`LiveView.MIN_GAP` apart, on the run's :class:`~openai_multi_client.
-Clock`. It never shows a key's secret: keys are shown by their redacted id or name.
+it redraws at most every :attr:`LiveView.MIN_GAP` seconds, on the run's clock. It never
+shows a key's secret: keys are shown by their redacted id or name.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ class LiveView:
     """The live view of one run on ``stream`` (a terminal; ``force_terminal`` and ``width``
     are for tests drawing into a buffer)."""
 
-    MIN_GAP = 0.1
-    """Minimum seconds between two redraws."""
+    MIN_GAP = 0.25
+    """Minimum seconds between two redraws (four a second, as rich's own default: a redraw of
+    a dozen keys costs a few milliseconds of the loop's time)."""
 
     def __init__(
         self,
