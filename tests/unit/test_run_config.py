@@ -63,3 +63,18 @@ def test_a_key_given_twice_names_the_line_not_the_key(tmp_path: Path) -> None:
         config(tmp_path, "--keys-file", str(keys))
     assert "line 4: the same key as line 2" in str(caught.value)
     assert "sk-secret" not in str(caught.value)
+
+
+def test_metrics_port_without_the_extra_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "prometheus_client" else find_spec(name, *args),
+    )
+    with pytest.raises(ConfigurationError, match=r"pip install 'openai-multi-client\[metrics\]'"):
+        config(tmp_path, "--mock", "--metrics-port", "9464")

@@ -9,6 +9,7 @@ input or another output; every output's folder exists), reads the keys and the p
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 from collections.abc import Mapping
@@ -205,6 +206,10 @@ def _check_metrics_options(args: argparse.Namespace) -> None:
         raise ConfigurationError(f"--metrics-port must be a port from 0 to 65535, got {port}")
     if getattr(args, "batch", False):
         raise ConfigurationError("--metrics-port is not supported with --batch yet")
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigurationError(
+            "--metrics-port needs prometheus-client: pip install 'openai-multi-client[metrics]'"
+        )
 
 
 def _check_paths(args: argparse.Namespace, journal: str | None) -> None:
