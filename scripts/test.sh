@@ -47,6 +47,6 @@ echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest (no optional extras; the Ray tests run in the second pass)"
 .venv/bin/pytest -m "not ray" "$@"
-echo "== pytest (with the extras: orjson, redis, ray; the slow and the Prism contract tests ran above)"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,speed,redis,ray]'
+echo "== pytest (with the extras: orjson, redis, ray, prometheus-client, rich; the slow and the Prism contract tests ran above)"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,speed,redis,ray,metrics,live]'
 .venv/bin/pytest -m "not slow and not contract and not interop" "$@"

@@ -28,6 +28,7 @@ class Delivery:
         "_reorder",
         "consumed",
         "failed",
+        "failed_by_class",
         "output",
         "succeeded",
         "wakeup",
@@ -40,6 +41,7 @@ class Delivery:
         self._next = 0  # the index the ordered output waits for
         self.succeeded = 0
         self.failed = 0
+        self.failed_by_class: dict[str, int] = {}  # error class name -> failed requests
         self.consumed = 0
         self.wakeup = asyncio.Event()  # set when a result arrives (or the client changes state)
 
@@ -89,6 +91,8 @@ class Delivery:
             result.request_id = getattr(error, "request_id", None)
             result.response = getattr(error, "body", None)
             self.failed += 1
+            name = "unknown" if error is None else type(error).__name__
+            self.failed_by_class[name] = self.failed_by_class.get(name, 0) + 1
         if self._ordered:
             self._reorder[result.index] = result
             while self._next in self._reorder:

@@ -44,8 +44,10 @@ from ._errors import (
     AbandonedRequestError,
     APIStatusError,
     ConnectError,
+    InsufficientQuotaError,
     ModelRefusedError,
     NoUsableKeyError,
+    RateLimitError,
     RequestError,
     RequestTooLargeError,
     TransportError,
@@ -106,6 +108,9 @@ class Dispatcher:
         self.in_flight = 0
         self.attempts = 0
         self.retries = 0
+        self.retries_by_reason: dict[str, int] = {}  # error class name -> retries it caused
+        self.rate_limited_by_kind: dict[str, int] = {}  # "rate_limit" / "insufficient_quota"
+        self.key_wait_seconds = 0.0  # spent waiting for a key with room
         self.last_retry_error: str | None = None
         self.intake_closed = False
         self.abandoning = False
@@ -178,7 +183,11 @@ class Dispatcher:
                 self._finish(request, None, error, None)
                 continue
             if isinstance(reservation, float):  # no key has room yet: wait for one
-                await self._wait(reservation)
+                waited_from = self._clock.now()
+                try:
+                    await self._wait(reservation)
+                finally:
+                    self.key_wait_seconds += self._clock.now() - waited_from
                 continue
             self._take()
             self.in_flight += 1
@@ -291,6 +300,11 @@ class Dispatcher:
         now = self._clock.now()
         headers = getattr(error, "headers", None)
         overloaded = is_overload(error)
+        if isinstance(error, RateLimitError):
+            kind = (
+                "insufficient_quota" if isinstance(error, InsufficientQuotaError) else "rate_limit"
+            )
+            self.rate_limited_by_kind[kind] = self.rate_limited_by_kind.get(kind, 0) + 1
         self._keys.release(reservation, now, headers=headers, overloaded=overloaded, failed=True)
         if self._on_unbilled is not None and _unbilled(error):
             self._on_unbilled(request)
@@ -334,6 +348,8 @@ class Dispatcher:
     ) -> None:
         delay, cost, paced = decision.delay, decision.budget_cost, decision.paced
         self.retries += 1
+        reason = type(error).__name__
+        self.retries_by_reason[reason] = self.retries_by_reason.get(reason, 0) + 1
         if paced:  # turned away by a key's rate limit: wait in the limiter, not in a timer
             self._ready.append(request)
             self.wakeup.set()

@@ -25,7 +25,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,16 @@ class Statistics:
     shared_limits: SharedLimitsStatistics | None = None
     last_retry_error: str | None = None
     """The error (class name and message, keys redacted) of the last attempt to be retried."""
+    failed_by_class: Mapping[str, int] = field(default_factory=dict)
+    """Failed requests by the class name of their error (``"AuthenticationError"``)."""
+    retries_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """Retries by the class name of the error that caused them (a paced 429 is
+    ``"RateLimitError"``)."""
+    rate_limited_by_kind: Mapping[str, int] = field(default_factory=dict)
+    """429 responses by kind: ``"rate_limit"`` (the key cools down) or
+    ``"insufficient_quota"`` (the key is retired)."""
+    key_wait_seconds: float = 0.0
+    """Seconds the dispatcher spent waiting for a key with room (all keys at their limits)."""
 
 
 class AsyncMultiClient:
@@ -443,6 +453,10 @@ class AsyncMultiClient:
             keys=self._keys.statistics(self._clock.now()),
             shared_limits=self._keys.shared_statistics(),
             last_retry_error=dispatcher.last_retry_error,
+            failed_by_class=dict(delivery.failed_by_class),
+            retries_by_reason=dict(dispatcher.retries_by_reason),
+            rate_limited_by_kind=dict(dispatcher.rate_limited_by_kind),
+            key_wait_seconds=dispatcher.key_wait_seconds,
         )
 
     @property

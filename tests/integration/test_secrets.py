@@ -55,6 +55,19 @@ def assert_no_leak(what: str, text: str | bytes) -> None:
     assert not leaks(text), f"the key leaked into {what}: {text!r}"
 
 
+def assert_no_leak_in_metrics(client: Any) -> None:
+    """The client's Prometheus metrics (when prometheus-client is installed) show no key."""
+    try:
+        from prometheus_client import CollectorRegistry, generate_latest
+    except ImportError:
+        return
+    from openai_multi_client.metrics import PrometheusCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PrometheusCollector(client))
+    assert_no_leak("the metrics", generate_latest(registry))
+
+
 def chat(text: str) -> dict[str, Any]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
 
@@ -205,6 +218,7 @@ async def test_no_leak_from_a_server_that_echoes_the_key(
             assert results[0].failed == (mode != "200"), (mode, results[0].error)
             assert_no_leak("the client", repr(client))
             assert_no_leak("statistics", repr(client.statistics()))
+            assert_no_leak_in_metrics(client)
         assert_no_leak("the key", repr(key) + str(key) + key.id)
     await transport.aclose()
     assert len(sent) == 2 * len(ECHO_MODES)
@@ -272,6 +286,7 @@ def test_no_leak_over_http_to_the_mock_server(
             check_results(results)
             assert_no_leak("the sync client", repr(api))
             assert_no_leak("statistics", repr(api.statistics()))
+            assert_no_leak_in_metrics(api)
         seen |= {type(r.error).__name__ for r in results}
     assert seen >= {"NoneType", "InternalServerError", "ConnectionClosedError",
                     "InvalidResponseError", "RequestTimeoutError"}, seen  # fmt: skip
@@ -303,6 +318,7 @@ def test_no_leak_over_http_to_the_mock_server(
             check_results(results)
             assert results[0].failed
             assert_no_leak("statistics", repr(api.statistics()))
+            assert_no_leak_in_metrics(api)
         assert_no_leak("the key manager", repr(manager) + repr(manager.keys))
     logs()
 

@@ -45,6 +45,8 @@ def test_keys_never_show_and_the_config_cannot_change(tmp_path: Path) -> None:
         (["--rpm", "0"], "--rpm must be a number above 0, got 0"),
         (["--retry-failed", "--no-journal"], "it cannot go with --no-journal"),
         (["--ordered", "--cache", "c.db"], "--ordered and --cache together are not supported"),
+        (["--metrics-port", "70000"], "--metrics-port must be a port from 0 to 65535, got 70000"),
+        (["--metrics-host", "0.0.0.0"], "--metrics-host goes with --metrics-port"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(
@@ -71,3 +73,18 @@ def test_the_reorder_buffer_is_settable_and_checked(
     with pytest.raises(SystemExit):
         config(tmp_path, "--mock", "--reorder-buffer", "0")
     assert "--reorder-buffer: expected a positive integer, not '0'" in capsys.readouterr().err
+
+
+def test_metrics_port_without_the_extra_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "prometheus_client" else find_spec(name, *args),
+    )
+    with pytest.raises(ConfigurationError, match=r"pip install 'openai-multi-client\[metrics\]'"):
+        config(tmp_path, "--mock", "--metrics-port", "9464")

@@ -69,6 +69,13 @@ class KeyStatistics:
     retired_reason: str | None
     share: float = 1.0
     group: str | None = None
+    configured_requests_per_minute: float | None = None
+    configured_tokens_per_minute: float | None = None
+    requests_remaining: float | None = None
+    """Requests the key's limiter admits now (within its one-second window); ``None``
+    without a requests limit."""
+    tokens_remaining: float | None = None
+    """Tokens the key's limiter admits now (within its one-second window)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,6 +597,12 @@ class KeyPool:
             retired_reason=state.retired_reason,
             share=state.share,
             group=state.group.name,
+            configured_requests_per_minute=state.key.requests_per_minute,
+            configured_tokens_per_minute=state.key.tokens_per_minute,
+            requests_remaining=None
+            if requests_limiter is None
+            else requests_limiter.available(now),
+            tokens_remaining=None if tokens_limiter is None else tokens_limiter.available(now),
         )
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ input or another output; every output's folder exists), reads the keys and the p
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 from collections.abc import Mapping
@@ -70,6 +71,8 @@ class RunConfig:
     batch_max_tokens: int | None = None
     reorder_buffer: int = DEFAULT_REORDER_BUFFER
     grace: float = DEFAULT_GRACE
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -112,6 +115,8 @@ class RunConfig:
             batch_size=getattr(args, "batch_size", None) or DEFAULT_BATCH_SIZE,
             poll_interval=getattr(args, "poll_interval", None) or DEFAULT_POLL_SECONDS,
             batch_max_tokens=getattr(args, "batch_max_tokens", None),
+            metrics_port=getattr(args, "metrics_port", None),
+            metrics_host=getattr(args, "metrics_host", None) or "127.0.0.1",
         )
 
     def shaping(self) -> dict[str, Any]:
@@ -184,6 +189,7 @@ def _check_options(args: argparse.Namespace) -> None:
                 f"{option} must be a number above 0, got {rate:g}; leave it out for no fixed "
                 "limit (the limits are then learned from the server's rate-limit headers)"
             )
+    _check_metrics_options(args)
     if args.retry_failed and args.no_journal:
         raise ConfigurationError(
             "--retry-failed sends again the failures a journal recorded; "
@@ -193,6 +199,22 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigurationError(
             "--ordered and --cache together are not supported yet: answers from the cache "
             "would be written ahead of earlier requests still in flight"
+        )
+
+
+def _check_metrics_options(args: argparse.Namespace) -> None:
+    port, host = getattr(args, "metrics_port", None), getattr(args, "metrics_host", None)
+    if host is not None and port is None:
+        raise ConfigurationError("--metrics-host goes with --metrics-port")
+    if port is None:
+        return
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"--metrics-port must be a port from 0 to 65535, got {port}")
+    if getattr(args, "batch", False):
+        raise ConfigurationError("--metrics-port is not supported with --batch yet")
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigurationError(
+            "--metrics-port needs prometheus-client: pip install 'openai-multi-client[metrics]'"
         )
 
 

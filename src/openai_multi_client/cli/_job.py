@@ -38,6 +38,8 @@ from ._config import RunConfig
 from ._consumer import Consumer
 from ._files import Outputs
 from ._journal import Journal, JournalStatus, NullJournal
+from ._live import LiveView, rich_available
+from ._metrics import start_metrics
 from ._outcome import Outcome
 from ._producer import BadLines, Producer
 from ._progress import RunProgress
@@ -141,7 +143,12 @@ class Job:
             progress=progress,
             stop=stop,
         )
-        cancelled = await self._pipeline(client, producer, consumer, committer, progress, stop)
+        metrics = start_metrics(config, client, progress)
+        try:
+            cancelled = await self._pipeline(client, producer, consumer, committer, progress, stop)
+        finally:
+            if metrics is not None:
+                metrics.close()
         print(progress.summary(interrupted=stop.interrupted), file=sys.stderr)
         outcome.say_retryable(journal.status().failed_retryable)
         return outcome.exit_code(producer, consumer, bad_lines.count, cancelled=cancelled)
@@ -161,7 +168,8 @@ class Job:
         reader = InputReader(self.config.input, max_line_bytes=self.config.max_line_bytes)
         async with client:
             feeding = loop.create_task(producer.run(reader.batches()))
-            display = loop.create_task(self._display(client, progress, committer))
+            view = self._view(progress)
+            display = loop.create_task(self._display(client, progress, committer, view))
             try:
                 await consumer.run()
                 if stop.stopping and not feeding.done():
@@ -176,12 +184,19 @@ class Job:
                 try:
                     committer.finish(self.config.retry_failed)
                 finally:
+                    if view is not None:
+                        view.update(client.statistics(), force=True)  # the final figures
+                        view.close()
                     progress.close()
                     committer.close_outputs()
         return False
 
     async def _display(
-        self, client: AsyncMultiClient, progress: RunProgress, committer: Committer
+        self,
+        client: AsyncMultiClient,
+        progress: RunProgress,
+        committer: Committer,
+        view: LiveView | None,
     ) -> None:
         """Feed the engine's gauges to the display and redraw it, results or not; commit
         results that waited too long when no new result came to trigger it."""
@@ -192,7 +207,10 @@ class Job:
             progress.rate_limited(statistics.keys.rate_limited - limited)
             waiting, limited = statistics.waiting_to_retry, statistics.keys.rate_limited
             progress.retry_error(statistics.last_retry_error)
-            progress.tick()
+            if view is None:
+                progress.tick()
+            else:
+                view.update(statistics)
             committer.tick()
             await self.clock.sleep(_PROGRESS_SECONDS)
 
@@ -224,6 +242,13 @@ class Job:
             prices=self.config.prices,
             already_done=status.done - to_retry,
         )
+
+    def _view(self, progress: RunProgress) -> LiveView | None:
+        """The live view (bar, keys, errors) on a terminal with rich installed; else the
+        progress's own status line or log lines."""
+        if not (sys.stderr.isatty() and rich_available()):
+            return None
+        return LiveView(progress, sys.stderr, self.clock)
 
     def _open_outputs(self, journal: Journal) -> Outputs:
         """Rewrite the output files from the journal (they are its projection), without the

@@ -274,6 +274,24 @@ class RunProgress:
             self._stream.flush()
 
     @property
+    def total(self) -> int | None:
+        """Input items the run covers (``None``: unknown)."""
+        return self._total
+
+    @property
+    def done_items(self) -> int:
+        """Input items dealt with (as "done" on the status line)."""
+        return self._done()
+
+    @property
+    def tokens_in(self) -> int:
+        return self._tokens_in
+
+    @property
+    def tokens_out(self) -> int:
+        return self._tokens_out
+
+    @property
     def tokens(self) -> int:
         """Tokens in and out so far (for ``--budget-tokens``)."""
         return self._tokens_in + self._tokens_out
@@ -289,13 +307,7 @@ class RunProgress:
         """The one-line status, as drawn by :meth:`tick` (at time ``t``, default now)."""
         if t is None:
             t = self._now()
-        self._prune(t)
-        span = min(self.WINDOW, t - self._start)
-        if span > 0:
-            request_rate: float | None = len(self._window) / span
-            token_rate: float | None = self._window_tokens / span
-        else:
-            request_rate = token_rate = None
+        request_rate, token_rate, eta = self.pace(t)
         done = self._done()
         parts: list[str] = []
         if self._total is None:
@@ -310,23 +322,41 @@ class RunProgress:
         parts.append(f"{_rate(request_rate)} req/s")
         parts.append(f"{_si(token_rate)} tok/s")
         parts.append(f"{self._rate_limited:,}x429")
-        if self._total is not None:
-            remaining = max(0, self._total - done)
-            if remaining == 0:
-                parts.append("ETA 0s")
-            elif request_rate:
-                parts.append(f"ETA {_duration(remaining / request_rate)}")
-            else:
-                parts.append("ETA ?")
-        cost, unpriced = self._cost()
-        if cost is None:
-            parts.append("$?")
-        else:
-            parts.append(_money(cost) + ("+?" if unpriced else ""))
+        if eta is not None:
+            parts.append(f"ETA {eta}")
+        parts.append(self.cost_text())
         if self._waiting_retry > 0 and self._last_error:
             error = self._last_error
             parts.append("last error: " + (error if len(error) <= 160 else error[:157] + "..."))
         return " | ".join(parts)
+
+    def pace(self, t: float) -> tuple[float | None, float | None, str | None]:
+        """Requests and tokens per second over the last ``WINDOW`` seconds (``None`` at the
+        start), and the ETA at that pace (``"?"`` without one; ``None`` when the total is
+        unknown)."""
+        self._prune(t)
+        span = min(self.WINDOW, t - self._start)
+        if span > 0:
+            request_rate: float | None = len(self._window) / span
+            token_rate: float | None = self._window_tokens / span
+        else:
+            request_rate = token_rate = None
+        if self._total is None:
+            return request_rate, token_rate, None
+        remaining = max(0, self._total - self._done())
+        if remaining == 0:
+            return request_rate, token_rate, "0s"
+        if request_rate:
+            return request_rate, token_rate, _duration(remaining / request_rate)
+        return request_rate, token_rate, "?"
+
+    def cost_text(self) -> str:
+        """The estimated cost so far: ``$1.23``, ``$1.23+?`` (some models without a price) or
+        ``$?``."""
+        cost, unpriced = self._cost()
+        if cost is None:
+            return "$?"
+        return _money(cost) + ("+?" if unpriced else "")
 
     def summary(self, *, interrupted: bool = False) -> str:
         """The final report, several lines without a trailing newline (not printed).
@@ -361,7 +391,7 @@ class RunProgress:
 
         lines.append(f"Rate limited (429) responses: {self._rate_limited:,}")
         lines.append(f"Tokens: {self._tokens_in:,} in, {self._tokens_out:,} out")
-        lines.extend(self._cost_lines())
+        lines.extend(_cost_lines(*self._costs(), self._no_usage))
         requests = self._ok + self._failed
         if wall > 0:
             lines.append(f"Throughput: {requests / wall:,.2f} requests/s")
@@ -392,7 +422,8 @@ class RunProgress:
         """Cost by priced model, and the models that reported tokens but have no price."""
         costs: dict[str, float] = {}
         unpriced: list[str] = []
-        for model, (tokens_in, tokens_out) in self._tokens.items():
+        # A copy: the metrics server reads this from its own thread.
+        for model, (tokens_in, tokens_out) in list(self._tokens.items()):
             price = self._price(model)
             if price is None:
                 unpriced.append(model)
@@ -408,26 +439,25 @@ class RunProgress:
             return None, True
         return sum(costs.values()), bool(unpriced)
 
-    def _cost_lines(self) -> list[str]:
-        costs, unpriced = self._costs()
-        lines: list[str] = []
-        if unpriced and not costs:
-            lines.append(f"Estimated cost: unknown (no price for: {', '.join(unpriced)})")
-        else:
-            total = _money(sum(costs.values()))
-            if unpriced:
-                total += f" for priced models; unknown for: {', '.join(unpriced)} (no price)"
-            lines.append(f"Estimated cost: {total}")
-            if len(costs) > 1:
-                lines.extend(
-                    f"  {model}: {_money(cost)}"
-                    for model, cost in sorted(costs.items(), key=lambda item: -item[1])
-                )
-        if self._no_usage:
-            lines.append(
-                f"  ({self._no_usage:,} successful results reported no usage and are not counted)"
+
+def _cost_lines(costs: dict[str, float], unpriced: list[str], no_usage: int) -> list[str]:
+    """The cost lines of the summary."""
+    lines: list[str] = []
+    if unpriced and not costs:
+        lines.append(f"Estimated cost: unknown (no price for: {', '.join(unpriced)})")
+    else:
+        total = _money(sum(costs.values()))
+        if unpriced:
+            total += f" for priced models; unknown for: {', '.join(unpriced)} (no price)"
+        lines.append(f"Estimated cost: {total}")
+        if len(costs) > 1:
+            lines.extend(
+                f"  {model}: {_money(cost)}"
+                for model, cost in sorted(costs.items(), key=lambda item: -item[1])
             )
-        return lines
+    if no_usage:
+        lines.append(f"  ({no_usage:,} successful results reported no usage and are not counted)")
+    return lines
 
 
 def _money(dollars: float) -> str:

@@ -72,6 +72,18 @@ def add_parser(subparsers: Any) -> None:
     other = parser.add_argument_group("other")
     other.add_argument("--cache", help="reuse answers to identical requests from this file")
     other.add_argument("--prices", help="JSON price table overriding the built-in one")
+    other.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics during the run "
+        "(needs the metrics extra; 0: any free port, printed at the start)",
+    )
+    other.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="address the metrics are served on (default: 127.0.0.1; 0.0.0.0 for every one)",
+    )
     parser.set_defaults(run=run)
 
     status = subparsers.add_parser("status", help="show the progress recorded in a journal")
