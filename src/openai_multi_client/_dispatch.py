@@ -48,6 +48,7 @@ from ._limits import Key, KeyAdmission, Reservation
 from ._options import ClientOptions
 from ._request import Request
 from ._retry import Action, Attempts, Decision, RetryBudget, decide, is_overload
+from ._telemetry import AttemptTrace, Instrumentation
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -70,8 +71,10 @@ class Dispatcher:
         clock: Clock,
         delivery: Delivery,
         spawn: Spawn,
+        telemetry: Instrumentation | None = None,
     ) -> None:
         self._backend = backend
+        self._telemetry = telemetry
         self._keys = keys
         self._clock = clock
         self._delivery = delivery
@@ -202,17 +205,21 @@ class Dispatcher:
             except BaseException:  # e.g. the journal cannot be written: stop the run
                 self._keys.release(reservation, clock.now(), failed=True)
                 raise
+        key = reservation.key
+        trace = None if self._telemetry is None else self._telemetry.attempt(request, key)
         started = clock.now()
         try:
-            outcome = await self._backend.call(request, reservation.key)
+            outcome = await self._backend.call(request, key)
         except RequestError as exc:
-            self._failed(request, reservation, exc, clock.now() - started)
+            self._failed(request, reservation, exc, clock.now() - started, trace)
         except Exception as exc:  # a user-supplied transport that broke its contract
             # Not chained: the original may carry a secret; its text is redacted below.
             error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
-            self._failed(request, reservation, error, clock.now() - started)
+            self._failed(request, reservation, error, clock.now() - started, trace)
         except BaseException:  # cancelled (shutdown) or interrupted: hand the key back
             self._keys.release(reservation, clock.now(), failed=True)
+            if trace is not None:
+                trace.interrupted(clock.now() - started)
             raise
         else:
             now = clock.now()
@@ -221,6 +228,8 @@ class Dispatcher:
             if self.budget is not None:
                 spent = self._attempts.get(request) if self._attempts else None
                 self.budget.on_success(0 if spent is None else spent.retry_cost)
+            if trace is not None:
+                trace.succeeded(outcome, now - started)
             self._finish(request, outcome, None, now - started)
         if self._wait_interval:
             await clock.sleep(self._wait_interval)
@@ -228,13 +237,20 @@ class Dispatcher:
         self.wakeup.set()
 
     def _failed(
-        self, request: Request, reservation: Reservation, error: RequestError, latency: float
+        self,
+        request: Request,
+        reservation: Reservation,
+        error: RequestError,
+        latency: float,
+        trace: AttemptTrace | None,
     ) -> None:
         key = reservation.key
         message = str(error)
         redacted = self._keys.redact(message)
         if redacted != message:
             error.args = (redacted,)
+        if trace is not None:
+            trace.failed(error, latency)
         now = self._clock.now()
         headers = getattr(error, "headers", None)
         overloaded = is_overload(error)

@@ -96,6 +96,7 @@ class ClientOptions:
     clock: Clock | None = None
     rng: random.Random | None = None
     max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
+    telemetry: bool = True
 
     def __post_init__(self) -> None:
         check_positive("concurrency", self.concurrency)
@@ -121,6 +122,8 @@ class ClientOptions:
         if self.rng is not None and not isinstance(self.rng, random.Random):
             raise ConfigurationError(f"rng must be a random.Random or None, got {self.rng!r}")
         key_list(self.api_key)
+        if not isinstance(self.telemetry, bool):
+            raise ConfigurationError(f"telemetry must be True or False, got {self.telemetry!r}")
 
     @property
     def policy(self) -> RetryPolicy:
@@ -168,6 +171,7 @@ class _SharedKeywords(TypedDict, total=False):
     clock: Clock | None
     rng: random.Random | None
     max_response_bytes: int | None
+    telemetry: bool
 
 
 class SyncKeywords(_SharedKeywords, total=False):

@@ -1,0 +1,56 @@
+"""The instrumentation seam: nothing of OpenTelemetry is imported or called when the extra is
+absent or ``telemetry=False``; a bad value is refused naming the argument."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from openai_multi_client import AsyncMultiClient, ConfigurationError
+
+# A client that makes an attempt, in a process where opentelemetry cannot be imported.
+_WITHOUT_OTEL = """
+import asyncio, sys
+sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
+from openai_multi_client import AsyncMultiClient
+
+async def main():
+    async with AsyncMultiClient(custom_api=lambda request: {"ok": 1}) as client:
+        await client.request({"x": 1})
+        client.close()
+        results = [result async for result in client]
+    assert [r.response for r in results] == [{"ok": 1}], results
+    assert client._dispatcher._telemetry is None
+    loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry") and sys.modules[m])
+    assert loaded == [], loaded
+    assert "openai_multi_client._otel" not in sys.modules
+    print("ok")
+
+asyncio.run(main())
+"""
+
+
+def test_without_the_extra_nothing_is_imported_and_requests_work() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_OTEL],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+async def test_telemetry_false_leaves_the_dispatcher_without_instrumentation() -> None:
+    async with AsyncMultiClient(custom_api=lambda request: {}, telemetry=False) as client:
+        assert client._dispatcher._telemetry is None
+    async with AsyncMultiClient(custom_api=lambda request: {}) as client:
+        assert client._dispatcher._telemetry is not None  # the dev extra has the API
+
+
+def test_telemetry_must_be_a_bool() -> None:
+    with pytest.raises(ConfigurationError, match="telemetry must be True or False"):
+        AsyncMultiClient(custom_api=lambda request: {}, telemetry="yes")  # type: ignore[arg-type]
