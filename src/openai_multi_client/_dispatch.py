@@ -45,6 +45,7 @@ from ._errors import (
     TransportError,
 )
 from ._limits import Key, KeyAdmission, Reservation
+from ._logfields import log_fields
 from ._options import ClientOptions
 from ._request import Request
 from ._retry import Action, Attempts, Decision, RetryBudget, decide, is_overload
@@ -264,14 +265,25 @@ class Dispatcher:
         self._attempts[request] = decision.attempts
         if decision.cool_key is not None:
             self._keys.cool_down(key, decision.cool_key, now)
+            logger.debug(
+                "API key %s is rate limited; cooling for %.3f s",
+                key.id,
+                decision.cool_key,
+                extra=log_fields("key_cooling", request, key.id, error),
+            )
         if decision.action is Action.RETIRE_KEY:
             self._retire(request, key, redacted, error, latency)
         elif decision.action is Action.RETRY:
             self._retry(request, decision, error, redacted)
         else:
+            fields = log_fields("request_failed", request, key.id, error)
             if decision.reason is not None:  # retryable, but the attempts or the budget are spent
                 index = request.index
-                logger.debug("%s; request %d fails: %s", decision.reason, index, redacted)
+                logger.info(
+                    "%s; request %d fails: %s", decision.reason, index, redacted, extra=fields
+                )
+            else:
+                logger.info("request %d failed: %s", request.index, redacted, extra=fields)
             self._finish(request, None, error, latency)
 
     def _retire(
@@ -305,6 +317,7 @@ class Dispatcher:
             request.attempt,
             redacted,
             delay,
+            extra=log_fields("retry", request, error=error, delay=delay),
         )
         self._waiting[request] = self._spawn(self._retry_later(request, delay))
 

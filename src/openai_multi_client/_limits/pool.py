@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .._errors import ConfigurationError
 from .._headers import parse_float
+from .._logfields import log_fields
 from .adaptive import AdaptiveConcurrency
 from .headers import RateLimitHeaders
 from .key import Key
@@ -204,6 +205,7 @@ def _below_configured(state: _KeyState, kind: str, published: float | None) -> f
             published,
             kind,
             configured,
+            extra=log_fields("key_limit_lowered", key_id=state.key.id),
         )
     return published
 
@@ -434,6 +436,7 @@ class KeyPool:
             state.retired_reason,
             left,
             len(self._states),
+            extra=log_fields("key_retired", key_id=key.id),
         )
         self._changed()  # those waiting learn when no key is left
 

@@ -66,6 +66,7 @@ class RunConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     poll_interval: float = DEFAULT_POLL_SECONDS
     batch_max_tokens: int | None = None
+    log_format: Literal["text", "json"] = "text"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -106,6 +107,7 @@ class RunConfig:
             batch_size=getattr(args, "batch_size", None) or DEFAULT_BATCH_SIZE,
             poll_interval=getattr(args, "poll_interval", None) or DEFAULT_POLL_SECONDS,
             batch_max_tokens=getattr(args, "batch_max_tokens", None),
+            log_format=getattr(args, "log_format", "text"),
         )
 
     def shaping(self) -> dict[str, Any]:

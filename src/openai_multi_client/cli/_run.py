@@ -23,6 +23,7 @@ from ._batch_run import BatchRun
 from ._config import RunConfig
 from ._job import Job
 from ._journal import open_status
+from ._logs import use_log_format
 from ._outcome import EXIT_OK, EXIT_USAGE
 
 _EPILOG = """\
@@ -69,6 +70,13 @@ def add_parser(subparsers: Any) -> None:
     other = parser.add_argument_group("other")
     other.add_argument("--cache", help="reuse answers to identical requests from this file")
     other.add_argument("--prices", help="JSON price table overriding the built-in one")
+    other.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines on standard error as text (default) or as one JSON object a line "
+        "(time, level, event, custom_id, key_id, error_class) for log shippers",
+    )
     parser.set_defaults(run=run)
 
     status = subparsers.add_parser("status", help="show the progress recorded in a journal")
@@ -193,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     """``omc run``: the exit code."""
     try:
         config = RunConfig.from_args(args)
+        use_log_format(config.log_format)
         if config.batch:
             return asyncio.run(BatchRun(config).main())
         job = Job(config)
