@@ -47,6 +47,7 @@ from ._errors import (
 from ._limits import Key, KeyAdmission, Reservation
 from ._logfields import log_fields
 from ._options import ClientOptions
+from ._progressbar import ProgressBar
 from ._request import Request
 from ._retry import Action, Attempts, Decision, RetryBudget, decide, is_overload
 from ._telemetry import AttemptTrace, Instrumentation
@@ -76,6 +77,7 @@ class Dispatcher:
     ) -> None:
         self._backend = backend
         self._telemetry = telemetry
+        self.progress = ProgressBar() if options.progress else None
         self._keys = keys
         self._clock = clock
         self._delivery = delivery
@@ -348,6 +350,8 @@ class Dispatcher:
         if self._attempts:
             self._attempts.pop(request, None)
         self._delivery.deliver(request, outcome, error, latency)
+        if self.progress is not None:
+            self.progress.finished(self.submitted, error is not None)
         if self.intake_closed and self._delivery.finished == self.submitted:
             self._keys.idle()  # nothing left to send
 

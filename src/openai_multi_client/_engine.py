@@ -378,6 +378,8 @@ class AsyncMultiClient:
             await self._keys.aclose()
         finally:
             await self._backend.aclose()
+            if self._dispatcher.progress is not None:
+                self._dispatcher.progress.close()
 
     def _ensure_started(self) -> None:
         if self._dispatcher_task is None:

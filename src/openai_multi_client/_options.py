@@ -97,6 +97,7 @@ class ClientOptions:
     rng: random.Random | None = None
     max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
     telemetry: bool = True
+    progress: bool = False
 
     def __post_init__(self) -> None:
         check_positive("concurrency", self.concurrency)
@@ -122,8 +123,11 @@ class ClientOptions:
         if self.rng is not None and not isinstance(self.rng, random.Random):
             raise ConfigurationError(f"rng must be a random.Random or None, got {self.rng!r}")
         key_list(self.api_key)
-        if not isinstance(self.telemetry, bool):
-            raise ConfigurationError(f"telemetry must be True or False, got {self.telemetry!r}")
+        for name in ("telemetry", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(
+                    f"{name} must be True or False, got {getattr(self, name)!r}"
+                )
 
     @property
     def policy(self) -> RetryPolicy:
@@ -172,6 +176,7 @@ class _SharedKeywords(TypedDict, total=False):
     rng: random.Random | None
     max_response_bytes: int | None
     telemetry: bool
+    progress: bool
 
 
 class SyncKeywords(_SharedKeywords, total=False):
