@@ -7,11 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -19,18 +16,15 @@ from openai_multi_client import Key, OpenAIMultiOrderedClient
 from openai_multi_client._otel import DURATION_BUCKETS, TOKEN_BUCKETS
 from openai_multi_client.testing import Faults, MockOpenAIServer
 
-_EXPORTER = InMemorySpanExporter()
-_READER = InMemoryMetricReader()
+from . import otel_sdk
+
+_EXPORTER = otel_sdk.EXPORTER
+_READER = otel_sdk.READER
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _providers() -> None:
-    """The SDK as a user configures it: global providers (set once a process)."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        trace.set_tracer_provider(provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
+    otel_sdk.install()
 
 
 @pytest.fixture
