@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import ProxyTracerProvider, SpanKind, Status, StatusCode
 
 from ._api import Outcome
 from ._clock import Clock
@@ -31,6 +31,14 @@ try:
     _VERSION = version("openai-multi-client")
 except Exception:  # pragma: no cover - running from a source tree without metadata
     _VERSION = "0"
+
+try:  # the meter provider in place until the user sets one (not a public name)
+    from opentelemetry.metrics._internal import _ProxyMeterProvider as _UnsetMeterProvider
+except ImportError:  # pragma: no cover - another API version: always treated as configured
+
+    class _UnsetMeterProvider:  # type: ignore[no-redef]
+        pass
+
 
 _SCOPE = "openai_multi_client"
 
@@ -97,8 +105,12 @@ class OpenTelemetry:
         self._tracer = trace.get_tracer(_SCOPE, _VERSION)
         self._instruments = _instruments()
         self._servers: dict[str | None, dict[str, Any]] = {}
+        self._configured = False
 
-    def attempt(self, request: Request, key: Key) -> _Attempt:
+    def attempt(self, request: Request, key: Key) -> _Attempt | None:
+        if not self._configured and not _sdk_configured():
+            return None  # nothing would record it: skip the work (checked again next time)
+        self._configured = True  # a global provider, once set, stays set
         base = key.base_url or self._base_url
         server = self._servers.get(base)
         if server is None:
@@ -128,6 +140,14 @@ class OpenTelemetry:
 
 
 _OP = "gen_ai.operation.name"
+
+
+def _sdk_configured() -> bool:
+    """Whether the user has set a global tracer or meter provider (an SDK)."""
+    return not (
+        isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+        and isinstance(metrics.get_meter_provider(), _UnsetMeterProvider)
+    )
 
 
 def _server(base_url: str | None) -> dict[str, Any]:

@@ -38,8 +38,9 @@ class AttemptTrace(Protocol):
 
 
 class Instrumentation(Protocol):
-    def attempt(self, request: Request, key: Key) -> AttemptTrace:
-        """Start observing an attempt of ``request`` with ``key`` (``request.attempt`` is set)."""
+    def attempt(self, request: Request, key: Key) -> AttemptTrace | None:
+        """Start observing an attempt of ``request`` with ``key`` (``request.attempt`` is set);
+        ``None`` when nothing would record it."""
         ...
 
 

@@ -54,3 +54,53 @@ async def test_telemetry_false_leaves_the_dispatcher_without_instrumentation() -
 def test_telemetry_must_be_a_bool() -> None:
     with pytest.raises(ConfigurationError, match="telemetry must be True or False"):
         AsyncMultiClient(custom_api=lambda request: {}, telemetry="yes")  # type: ignore[arg-type]
+
+
+# With the API but no SDK, attempts skip the work; an SDK configured later is used at once.
+_SDK_LATER = """
+import asyncio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from openai_multi_client import AsyncMultiClient
+import openai_multi_client._otel as otel
+
+made = []
+original = otel._Attempt.__init__
+def counting(self, *args):
+    made.append(1)
+    original(self, *args)
+otel._Attempt.__init__ = counting
+
+async def main():
+    async with AsyncMultiClient(custom_api=lambda request: {"ok": 1}) as client:
+        await client.request({"n": 1})
+        assert (await client.take(1))[0].response == {"ok": 1}
+        assert made == [], made  # nothing configured: no span built
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        await client.request({"n": 2})
+        client.close()
+        assert [r.response async for r in client] == [{"ok": 1}]
+    assert made == [1], made
+    [span] = exporter.get_finished_spans()
+    assert span.name == "custom_api", span.name
+    print("ok")
+
+asyncio.run(main())
+"""
+
+
+def test_without_an_sdk_no_span_is_built_until_one_is_configured() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SDK_LATER],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
