@@ -12,6 +12,7 @@ Never recorded: the key (only its redacted id), message content (prompts, answer
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +42,9 @@ except ImportError:  # pragma: no cover - another API version: always treated as
 
 
 _SCOPE = "openai_multi_client"
+
+#: Seconds between looks for an SDK configured after the client was made.
+RECHECK_SECONDS = 1.0
 
 # The conventions' advisory buckets (gen-ai-metrics.md).
 DURATION_BUCKETS = tuple(0.01 * 2**power for power in range(14))  # 0.01, 0.02, ... 81.92
@@ -106,11 +110,19 @@ class OpenTelemetry:
         self._instruments = _instruments()
         self._servers: dict[str | None, dict[str, Any]] = {}
         self._configured = False
+        self._next_look = -math.inf
 
     def attempt(self, request: Request, key: Key) -> _Attempt | None:
-        if not self._configured and not _sdk_configured():
-            return None  # nothing would record it: skip the work (checked again next time)
-        self._configured = True  # a global provider, once set, stays set
+        if not self._configured:
+            # Nothing would record it: skip the work. Whether an SDK was configured since is
+            # looked up at most once a second (each look reads the environment twice).
+            now = self._clock.now()
+            if now < self._next_look:
+                return None
+            self._next_look = now + RECHECK_SECONDS
+            if not _sdk_configured():
+                return None
+            self._configured = True  # a global provider, once set, stays set
         base = key.base_url or self._base_url
         server = self._servers.get(base)
         if server is None:

@@ -56,7 +56,8 @@ def test_telemetry_must_be_a_bool() -> None:
         AsyncMultiClient(custom_api=lambda request: {}, telemetry="yes")  # type: ignore[arg-type]
 
 
-# With the API but no SDK, attempts skip the work; an SDK configured later is used at once.
+# With the API but no SDK, attempts skip the work; an SDK configured later is used within a
+# second (virtual time).
 _SDK_LATER = """
 import asyncio
 from opentelemetry import trace
@@ -64,6 +65,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from openai_multi_client import AsyncMultiClient
+from openai_multi_client.testing import FakeClock
 import openai_multi_client._otel as otel
 
 made = []
@@ -74,17 +76,23 @@ def counting(self, *args):
 otel._Attempt.__init__ = counting
 
 async def main():
-    async with AsyncMultiClient(custom_api=lambda request: {"ok": 1}) as client:
-        await client.request({"n": 1})
-        assert (await client.take(1))[0].response == {"ok": 1}
-        assert made == [], made  # nothing configured: no span built
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
-        await client.request({"n": 2})
-        client.close()
-        assert [r.response async for r in client] == [{"ok": 1}]
+    clock = FakeClock()
+    with clock.installed():
+        async with AsyncMultiClient(custom_api=lambda request: {"ok": 1}, clock=clock) as client:
+            await client.request({"n": 1})
+            assert (await client.take(1))[0].response == {"ok": 1}
+            assert made == [], made  # nothing configured: no span built
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)
+            await client.request({"n": 2})  # within the second: not looked for yet
+            assert (await client.take(1))[0].response == {"ok": 1}
+            assert made == [], made
+            await clock.sleep(otel.RECHECK_SECONDS)
+            await client.request({"n": 3})
+            client.close()
+            assert [r.response async for r in client] == [{"ok": 1}]
     assert made == [1], made
     [span] = exporter.get_finished_spans()
     assert span.name == "custom_api", span.name
