@@ -133,6 +133,10 @@ class HTTPBackend:
         self._key_headers: dict[Key, dict[str, str]] = {}
         self._stream_headers: dict[Key, dict[str, str]] = {}
 
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
     def _url(self, key: Key, path: str) -> str:
         cache_key = (key, path)
         url = self._urls.get(cache_key)

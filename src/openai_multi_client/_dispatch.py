@@ -53,9 +53,12 @@ from ._errors import (
     TransportError,
 )
 from ._limits import Key, KeyAdmission, Reservation
+from ._logfields import log_fields
 from ._options import ClientOptions
+from ._progressbar import ProgressBar
 from ._request import Request
 from ._retry import Action, Attempts, Decision, RetryBudget, decide, is_overload
+from ._telemetry import AttemptTrace, Instrumentation
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -78,8 +81,11 @@ class Dispatcher:
         clock: Clock,
         delivery: Delivery,
         spawn: Spawn,
+        telemetry: Instrumentation | None = None,
     ) -> None:
         self._backend = backend
+        self._telemetry = telemetry
+        self.progress = ProgressBar() if options.progress else None
         self._keys = keys
         self._clock = clock
         self._delivery = delivery
@@ -249,25 +255,29 @@ class Dispatcher:
                 if self._flights.pop(request, None) is not None:
                     self._keys.release(reservation, clock.now(), failed=True)
                 raise
+        key = reservation.key
+        trace = None if self._telemetry is None else self._telemetry.attempt(request, key)
         started = clock.now()
         try:
-            outcome = await self._backend.call(request, reservation.key)
+            outcome = await self._backend.call(request, key)
         except RequestError as exc:
-            if not self._landed(request):
+            if not self._landed(request, trace, started):
                 return
-            self._failed(request, reservation, exc, clock.now() - started)
+            self._failed(request, reservation, exc, clock.now() - started, trace)
         except Exception as exc:  # a user-supplied transport that broke its contract
-            if not self._landed(request):
+            if not self._landed(request, trace, started):
                 return
             # Not chained: the original may carry a secret; its text is redacted below.
             error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
-            self._failed(request, reservation, error, clock.now() - started)
+            self._failed(request, reservation, error, clock.now() - started, trace)
         except BaseException:  # cancelled (shutdown, abandoned) or interrupted
             if self._flights.pop(request, None) is not None:  # not abandoned: hand the key back
                 self._keys.release(reservation, clock.now(), failed=True)
+            if trace is not None:
+                trace.interrupted(clock.now() - started)
             raise
         else:
-            if not self._landed(request):
+            if not self._landed(request, trace, started):
                 return
             now = clock.now()
             used = _used_tokens(outcome)
@@ -275,28 +285,40 @@ class Dispatcher:
             if self.budget is not None:
                 spent = self._attempts.get(request) if self._attempts else None
                 self.budget.on_success(0 if spent is None else spent.retry_cost)
+            if trace is not None:
+                trace.succeeded(outcome, now - started)
             self._finish(request, outcome, None, now - started)
         if self._wait_interval:
             await clock.sleep(self._wait_interval)
         self.in_flight -= 1
         self.wakeup.set()
 
-    def _landed(self, request: Request) -> bool:
+    def _landed(self, request: Request, trace: AttemptTrace | None, started: float) -> bool:
         """The attempt ended: whether it is still this dispatcher's to settle (it is not when
-        :meth:`abandon_in_flight` settled it while the transport finished)."""
+        :meth:`abandon_in_flight` settled it while the transport finished; its trace then
+        ends as interrupted)."""
         if self._flights.pop(request, None) is not None:
             return True
+        if trace is not None:
+            trace.interrupted(self._clock.now() - started)
         self.wakeup.set()
         return False
 
     def _failed(
-        self, request: Request, reservation: Reservation, error: RequestError, latency: float
+        self,
+        request: Request,
+        reservation: Reservation,
+        error: RequestError,
+        latency: float,
+        trace: AttemptTrace | None,
     ) -> None:
         key = reservation.key
         message = str(error)
         redacted = self._keys.redact(message)
         if redacted != message:
             error.args = (redacted,)
+        if trace is not None:
+            trace.failed(error, latency)
         now = self._clock.now()
         headers = getattr(error, "headers", None)
         overloaded = is_overload(error)
@@ -317,14 +339,25 @@ class Dispatcher:
         self._attempts[request] = decision.attempts
         if decision.cool_key is not None:
             self._keys.cool_down(key, decision.cool_key, now)
+            logger.debug(
+                "API key %s is rate limited; cooling for %.3f s",
+                key.id,
+                decision.cool_key,
+                extra=log_fields("key_cooling", request, key.id, error),
+            )
         if decision.action is Action.RETIRE_KEY:
             self._retire(request, key, redacted, error, latency)
         elif decision.action is Action.RETRY:
             self._retry(request, decision, error, redacted)
         else:
+            fields = log_fields("request_failed", request, key.id, error)
             if decision.reason is not None:  # retryable, but the attempts or the budget are spent
                 index = request.index
-                logger.debug("%s; request %d fails: %s", decision.reason, index, redacted)
+                logger.info(
+                    "%s; request %d fails: %s", decision.reason, index, redacted, extra=fields
+                )
+            else:
+                logger.info("request %d failed: %s", request.index, redacted, extra=fields)
             self._finish(request, None, error, latency)
 
     def _retire(
@@ -363,6 +396,7 @@ class Dispatcher:
             request.attempt,
             redacted,
             delay,
+            extra=log_fields("retry", request, error=error, delay=delay),
         )
         self._waiting[request] = self._spawn(self._retry_later(request, delay))
 
@@ -393,6 +427,8 @@ class Dispatcher:
         if self._attempts:
             self._attempts.pop(request, None)
         self._delivery.deliver(request, outcome, error, latency)
+        if self.progress is not None:
+            self.progress.finished(self.submitted, error is not None)
         if self.intake_closed and self._delivery.finished == self.submitted:
             self._keys.idle()  # nothing left to send
 

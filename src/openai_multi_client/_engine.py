@@ -61,6 +61,7 @@ from ._options import (
 from ._producers import RequestFunction, RequestFunctions
 from ._request import Callback, ChunkCallback, Request, RequestBuilder, Result
 from ._stream import raise_chunk_error
+from ._telemetry import instrumentation
 from ._tokens import TokenEstimator, default_estimator
 from ._transport import AiohttpTransport, Timeout
 
@@ -167,8 +168,15 @@ class AsyncMultiClient:
         # All the engine sees of its keys; with shared limits it also leases their shares.
         self._keys: KeyAdmission = admit(pool, self._clock, options.shared_limits)
         self._delivery = Delivery(options.ordered)
+        base_url = self._backend.base_url if isinstance(self._backend, HTTPBackend) else None
         self._dispatcher = Dispatcher(
-            options, self._backend, self._keys, self._clock, self._delivery, self._spawn
+            options,
+            self._backend,
+            self._keys,
+            self._clock,
+            self._delivery,
+            self._spawn,
+            instrumentation(options.telemetry, base_url, self._clock),
         )
 
     # ----------------------------------------------------------------- producing
@@ -389,6 +397,8 @@ class AsyncMultiClient:
             await self._keys.aclose()
         finally:
             await self._backend.aclose()
+            if self._dispatcher.progress is not None:
+                self._dispatcher.progress.close()
 
     def _ensure_started(self) -> None:
         if self._dispatcher_task is None:

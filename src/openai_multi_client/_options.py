@@ -104,6 +104,8 @@ class ClientOptions:
     rng: random.Random | None = None
     max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
     reorder_buffer: int = DEFAULT_REORDER_BUFFER
+    telemetry: bool = True
+    progress: bool = False
 
     def __post_init__(self) -> None:
         check_positive("concurrency", self.concurrency)
@@ -130,6 +132,11 @@ class ClientOptions:
         if self.rng is not None and not isinstance(self.rng, random.Random):
             raise ConfigurationError(f"rng must be a random.Random or None, got {self.rng!r}")
         key_list(self.api_key)
+        for name in ("telemetry", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(
+                    f"{name} must be True or False, got {getattr(self, name)!r}"
+                )
 
     @property
     def policy(self) -> RetryPolicy:
@@ -184,6 +191,8 @@ class _SharedKeywords(TypedDict, total=False):
     rng: random.Random | None
     max_response_bytes: int | None
     reorder_buffer: int
+    telemetry: bool
+    progress: bool
 
 
 class SyncKeywords(_SharedKeywords, total=False):

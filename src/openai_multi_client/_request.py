@@ -114,6 +114,7 @@ class Request:
     stream: bool = False  # "stream": true (set by the backend's prepare)
     on_chunk: ChunkCallback | None = None
     chunk_error: Exception | None = None  # what on_chunk raised; it is not called again
+    first_chunk: Callable[[], object] | None = None  # telemetry: the attempt's first chunk came
 
     def __repr__(self) -> str:
         return (

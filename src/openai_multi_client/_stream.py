@@ -179,6 +179,9 @@ class StreamReader:
                 f"({len(data)} characters: {data[:80]!r})"
             )
         self.events += 1
+        request = self._request
+        if self.events == 1 and request.first_chunk is not None:
+            request.first_chunk()
         error = _error_of(chunk, self._kind)
         if error is not None:
             self._error = error
@@ -186,7 +189,6 @@ class StreamReader:
         self._assembler.add(chunk)
         if self._assembler.done:
             self._done = True
-        request = self._request
         if request.on_chunk is not None and request.chunk_error is None:
             self._deliver(request, chunk)
 

@@ -35,7 +35,10 @@ from openai_multi_client import (
     stable,
 )
 from openai_multi_client._transport import AiohttpTransport, HTTPRequest, HTTPResponse
+from openai_multi_client.cli._logs import JSONFormatter
 from openai_multi_client.testing import Faults, KeyLimits, MockOpenAIServer
+
+from . import otel_sdk
 
 Factory = Callable[..., MockOpenAIServer]
 
@@ -106,10 +109,12 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], None]]:
                  "aiohttp.internal", "aiohttp.web", "asyncio"):  # fmt: skip
         caplog.set_level(logging.DEBUG, logger=name)
     formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
+    structured = JSONFormatter()  # with every field the record carries (omc --log-format json)
 
     def check() -> None:
         for record in caplog.records:
             assert_no_leak(f"log record {record.name}", formatter.format(record))
+            assert_no_leak(f"log record {record.name} as JSON", structured.format(record))
             assert_no_leak(f"log record {record.name} args", repr(record.args))
 
     yield check
@@ -225,6 +230,27 @@ async def test_no_leak_from_a_server_that_echoes_the_key(
     for text in sent:
         assert_no_leak("a request", text)
     logs()
+
+
+async def test_no_leak_into_spans_and_metrics(echo_server: str) -> None:
+    otel_sdk.install()
+    otel_sdk.EXPORTER.clear()
+    for mode in [*ECHO_MODES, *PARTIAL_MODES]:
+        async with AsyncMultiClient(
+            endpoint="chats", api_key=CANARY, base_url=echo_server, max_retries=1
+        ) as client:
+            await client.request(chat(mode), metadata={"custom_id": mode})
+            client.close()
+            check_results([result async for result in client])
+    spans = otel_sdk.EXPORTER.get_finished_spans()
+    ids = {(span.attributes or {}).get("openai_multi_client.custom_id") for span in spans}
+    assert ids >= set(ECHO_MODES)
+    assert any(span.status.description for span in spans)
+    for span in spans:
+        assert_no_leak(f"span {span.name}", span.to_json())
+    metrics = otel_sdk.READER.get_metrics_data()
+    assert metrics is not None
+    assert_no_leak("the metrics", metrics.to_json())
 
 
 PARTIAL_MODES = ["partial11-200", "partial12-401", "partial12-malformed", "partial20-500",
@@ -417,9 +443,10 @@ def test_no_leak_from_omc_run(
     code, text = omc(
         "run", str(echoed), "-o", str(tmp_path / "c.jsonl"), "--errors",
         str(tmp_path / "c.errors.jsonl"), "--keys-file", str(keys_file),
-        "--base-url", echo_server, "--max-retries", "1",
+        "--base-url", echo_server, "--max-retries", "1", "--log-format", "json",
     )  # fmt: skip
     assert code == 1, text
+    assert '"event": "request_failed"' in text  # the JSON log lines are checked below
     printed.append(text)
     assert len((tmp_path / "c.jsonl").read_text().splitlines()) == len(modes)
     refused = tmp_path / "refused.jsonl"

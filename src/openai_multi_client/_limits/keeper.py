@@ -18,6 +18,7 @@ from typing import Protocol
 
 from .._clock import Clock, wait_event
 from .._errors import SharedLimitsError
+from .._logfields import log_fields
 from .lease import Claim, Grant, LimitsBackend
 
 logger = logging.getLogger("openai_multi_client")
@@ -104,6 +105,7 @@ class LeaseKeeper:
                 "%s; running on local limits: processes sharing these keys may together "
                 "exceed their limits",
                 exc,
+                extra=log_fields("shared_limits_local", error=exc),
             )
             self._next_renewal = self._clock.now() + self._backend.renew_interval
 
@@ -124,7 +126,9 @@ class LeaseKeeper:
                     if not self._failing:
                         self._failing = True
                         logger.warning(
-                            "%s; keeping the current shares of the keys until it answers", exc
+                            "%s; keeping the current shares of the keys until it answers",
+                            exc,
+                            extra=log_fields("shared_limits_unavailable", error=exc),
                         )
 
     async def _wait(self, delay: float) -> None:
@@ -146,7 +150,11 @@ class LeaseKeeper:
             self._failures += 1
             raise
         if self._failing or self._local:
-            logger.warning("shared limits are back: %r answers again", backend)
+            logger.warning(
+                "shared limits are back: %r answers again",
+                backend,
+                extra=log_fields("shared_limits_back"),
+            )
             self._failing = self._local = False
         now = self._clock.now()
         self._pool.apply_grants(grants, now)
@@ -199,7 +207,13 @@ class LeaseKeeper:
                 await send()
             except SharedLimitsError as exc:
                 self._failures += 1
-                logger.warning("could not share a %s of key %s: %s", kind, key, exc)
+                logger.warning(
+                    "could not share a %s of key %s: %s",
+                    kind,
+                    key,
+                    exc,
+                    extra=log_fields("shared_limits_write_failed", key_id=str(key), error=exc),
+                )
 
     async def stop(self) -> None:
         """Give the leases back (best effort: a lease not given back expires within ttl)."""

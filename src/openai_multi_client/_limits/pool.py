@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .._errors import ConfigurationError
 from .._headers import parse_float
+from .._logfields import log_fields
 from .group import ForeignUse, GroupLimits, Groups
 from .headers import RateLimitHeaders
 from .key import Key
@@ -210,6 +211,7 @@ def _below_configured(state: _KeyState, kind: str, published: float | None) -> f
             published,
             kind,
             configured,
+            extra=log_fields("key_limit_lowered", key_id=state.key.id),
         )
     return published
 
@@ -453,6 +455,7 @@ class KeyPool:
             state.retired_reason,
             left,
             len(self._states),
+            extra=log_fields("key_retired", key_id=key.id),
         )
         self._changed()  # those waiting learn when no key is left
 

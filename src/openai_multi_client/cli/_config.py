@@ -73,6 +73,7 @@ class RunConfig:
     grace: float = DEFAULT_GRACE
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    log_format: Literal["text", "json"] = "text"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -117,6 +118,7 @@ class RunConfig:
             batch_max_tokens=getattr(args, "batch_max_tokens", None),
             metrics_port=getattr(args, "metrics_port", None),
             metrics_host=getattr(args, "metrics_host", None) or "127.0.0.1",
+            log_format=getattr(args, "log_format", "text"),
         )
 
     def shaping(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ._batch_run import BatchRun
 from ._config import RunConfig
 from ._job import Job
 from ._journal import open_status
+from ._logs import use_log_format
 from ._outcome import EXIT_OK, EXIT_USAGE
 from ._stop import DEFAULT_GRACE
 
@@ -83,6 +84,13 @@ def add_parser(subparsers: Any) -> None:
         "--metrics-host",
         metavar="HOST",
         help="address the metrics are served on (default: 127.0.0.1; 0.0.0.0 for every one)",
+    )
+    other.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines on standard error as text (default) or as one JSON object a line "
+        "(time, level, event, custom_id, key_id, error_class) for log shippers",
     )
     parser.set_defaults(run=run)
 
@@ -228,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
     """``omc run``: the exit code."""
     try:
         config = RunConfig.from_args(args)
+        use_log_format(config.log_format)
         if config.batch:
             return asyncio.run(BatchRun(config).main())
         job = Job(config)
