@@ -18,7 +18,7 @@ import sys
 
 from _common import median, mock_server, publish, run_child
 
-CONTENDERS = ["bare-aiohttp", "omc-async", "openai-sdk"]
+CONTENDERS = ["bare-aiohttp", "omc-async", "omc-sync", "openai-sdk"]
 
 
 def main() -> int:
