@@ -432,13 +432,16 @@ def test_ctrl_c_while_iterating_exits_quickly(hang: str) -> None:
 
 def test_several_request_functions_close_only_when_the_last_ends() -> None:
     api = OpenAIMultiClient(custom_api=echo, endpoint="completions")
+    both_started = threading.Event()  # else the first may end before the second starts
 
     def feed(count: int) -> None:
+        both_started.wait()
         for n in range(count):
             api.request({"n": n})
 
     api.run_request_function(feed, 5)
     api.run_request_function(feed, 50)
+    both_started.set()
     assert len(list(api)) == 55
 
 
