@@ -147,7 +147,12 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("-n", "--requests", type=int, default=20_000)
     parser.add_argument("-c", "--concurrency", type=int, default=100)
+    parser.add_argument("--uvloop", action="store_true", help="every event loop is uvloop's")
     args = parser.parse_args()
+    if args.uvloop:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.contender == "bare-aiohttp":
         failed = asyncio.run(bare_aiohttp(args.url, args.requests, args.concurrency))
     elif args.contender == "openai-sdk":

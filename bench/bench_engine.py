@@ -18,7 +18,7 @@ import sys
 
 from _common import median, mock_server, publish, run_child
 
-CONTENDERS = ["bare-aiohttp", "omc-async", "openai-sdk"]
+CONTENDERS = ["bare-aiohttp", "omc-async", "omc-sync", "openai-sdk"]
 
 
 def main() -> int:
@@ -31,19 +31,31 @@ def main() -> int:
         default="10000,100000",
         help="input sizes for the sync client's peak RSS (comma separated)",
     )
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run every contender on uvloop (pip install uvloop)"
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help="comma separated, bare-aiohttp first (the baseline)",
+    )
     parser.add_argument("--quick", action="store_true", help="2,000 requests, 1 round")
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.rounds, args.rss_sizes = 2_000, 1, "2000,10000"
-    rss_sizes = [int(size) for size in args.rss_sizes.split(",")]
+    rss_sizes = [int(size) for size in args.rss_sizes.split(",") if size]
+    contenders = args.contenders.split(",")
+    if contenders[0] != "bare-aiohttp" or not set(contenders) <= set(CONTENDERS):
+        parser.error(f"--contenders: bare-aiohttp first, then any of {', '.join(CONTENDERS)}")
 
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONTENDERS}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
     rss: dict[int, dict[str, float]] = {}
     with mock_server("--latency", "0") as url:
         common = ["--url", url, "-n", str(args.requests), "-c", str(args.concurrency)]
+        common += ["--uvloop"] if args.uvloop else []
         for round_number in range(args.rounds):
-            for name in CONTENDERS:
+            for name in contenders:
                 result = run_child("_engine_child.py", [name, *common])
                 runs[name].append(result)
                 print(f"round {round_number + 1} {name}: {result}", file=sys.stderr)
@@ -62,7 +74,7 @@ def main() -> int:
         "| failed |",
         "|---|---|---|---|---|---|",
     ]
-    for name in CONTENDERS:
+    for name in contenders:
         cpu = median([r["cpu"] / r["requests"] for r in runs[name]])
         rate = median([r["requests"] / r["wall"] for r in runs[name]])
         failed = sum(int(r["failed"]) for r in runs[name])

@@ -238,7 +238,25 @@ class AsyncMultiClient:
         """Queue a built request at once, ignoring ``queue_size`` (loop thread only)."""
         if not self._accepting():
             self._raise_not_accepting()
+        self._ensure_started()
         return self._dispatcher.submit(request)
+
+    def check_accepting(self) -> None:
+        """Raise what ``submit_nowait`` would raise now, if the client is closed or failed."""
+        if not self._accepting():
+            self._raise_not_accepting()
+
+    @property
+    def intake_room(self) -> int:
+        """How many more requests the intake takes before ``submit`` waits (loop thread)."""
+        return self._dispatcher.intake_size - len(self._dispatcher.intake)
+
+    async def intake_changed(self) -> None:
+        """Wait until a request left the intake, or the client closed or failed, since the
+        last return (look at the intake after this returns: nothing is missed)."""
+        space = self._dispatcher.space
+        await space.wait()
+        space.clear()
 
     def close(self, reason: BaseException | None = None) -> None:
         """No more requests will come; iteration ends after the last result. Idempotent.

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 from ._api import CustomAPI
 from ._engine import AsyncMultiClient, Statistics
 from ._errors import CallbackError, ClientClosedError, PortalClosedError
+from ._inbox import Inbox
 from ._options import SyncKeywords, face_signature, options_for
 from ._portal import Portal
-from ._request import Callback, ChunkCallback, Request, Result
+from ._request import Callback, ChunkCallback, Result
 from ._stream import raise_chunk_error
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class OpenAIMultiClient:
             options_for(self, locals(), options, ordered=self._ordered)
         )
         self._portal = Portal(name=f"omc-loop-{id(self):x}")
+        self._inbox = Inbox(self._portal, self._engine, self._engine.intake_room)
         self._buffer: deque[Result] = deque()
         self._exhausted = False
         self._drained = False  # closed, and every result is in the buffer or handed out
@@ -131,12 +133,9 @@ class OpenAIMultiClient:
         try:
             if self._portal.in_loop_thread():
                 engine.submit_nowait(request)
-            elif threading.get_ident() in self._consumer_threads:
-                self._portal.call(_submit_nowait, engine, request)
             else:
-                self._portal.call(
-                    _submit, engine, request, slow_after=_SLOW_SUBMIT, on_slow=self._warn_stuck
-                )
+                waits = threading.get_ident() not in self._consumer_threads
+                self._inbox.put(request, waits, _SLOW_SUBMIT, self._warn_stuck)
         except PortalClosedError:
             raise ClientClosedError("the client was shut down") from None
 
@@ -192,7 +191,7 @@ class OpenAIMultiClient:
 
     def _close(self, reason: BaseException | None) -> None:
         try:
-            self._portal.call_soon(self._engine.close, reason)
+            self._inbox.close(reason)
         except PortalClosedError:  # already shut down: nothing to close
             if reason is not None:
                 self._late_reason = reason  # raised by the next next()
@@ -279,6 +278,7 @@ class OpenAIMultiClient:
                 return
             self._shut_down = True
         self._finalizer.detach()
+        self._inbox.shut()
         _release(self._portal, self._engine, timeout)
 
     def _abort(self) -> None:
@@ -313,11 +313,3 @@ async def _take(engine: AsyncMultiClient, limit: int) -> tuple[list[Result], boo
     """Up to ``limit`` results, and whether they are the last ones."""
     batch = await engine.take(limit)
     return batch, engine.drained
-
-
-async def _submit(engine: AsyncMultiClient, request: Request) -> None:
-    await engine.submit(request)
-
-
-async def _submit_nowait(engine: AsyncMultiClient, request: Request) -> None:
-    engine.submit_nowait(request)

@@ -432,13 +432,16 @@ def test_ctrl_c_while_iterating_exits_quickly(hang: str) -> None:
 
 def test_several_request_functions_close_only_when_the_last_ends() -> None:
     api = OpenAIMultiClient(custom_api=echo, endpoint="completions")
+    both_started = threading.Event()  # else the first may end before the second starts
 
     def feed(count: int) -> None:
+        both_started.wait()
         for n in range(count):
             api.request({"n": n})
 
     api.run_request_function(feed, 5)
     api.run_request_function(feed, 50)
+    both_started.set()
     assert len(list(api)) == 55
 
 
@@ -484,3 +487,58 @@ def test_the_sync_face_takes_on_send_rng_and_max_server_delay() -> None:
     assert not result.failed
     assert result.attempt == 3
     assert sent == [(0, 1), (0, 2), (0, 3)]
+
+
+def _hold_loop(api: OpenAIMultiClient) -> threading.Event:
+    """Block the client's loop thread until the returned event is set."""
+    release = threading.Event()
+    api._portal.call_soon(release.wait)
+    return release
+
+
+def test_requests_cross_to_the_loop_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = OpenAIMultiClient(custom_api=echo, endpoint="completions", queue_size=50)
+    portal = api._portal
+    release = _hold_loop(api)
+    hand_overs: list[object] = []
+    schedule = portal.call_soon
+
+    def counted(function: Any, *args: Any) -> None:
+        hand_overs.append(function)
+        schedule(function, *args)
+
+    def blocking_call(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a blocking portal call for one request")
+
+    monkeypatch.setattr(portal, "call_soon", counted)
+    monkeypatch.setattr(portal, "call", blocking_call)
+    try:
+        for n in range(50):  # the loop is held: every request waits in one batch
+            api.request({"n": n}, metadata={"id": n})
+        assert len(hand_overs) == 1
+    finally:
+        release.set()
+    monkeypatch.undo()
+    api.close()
+    assert sorted(result.metadata["id"] for result in api) == list(range(50))
+
+
+def test_backpressure_is_exact_and_order_kept_across_batches() -> None:
+    api = OpenAIMultiOrderedClient(custom_api=echo, endpoint="completions", queue_size=5)
+    release = _hold_loop(api)
+    done = threading.Event()
+
+    def produce() -> None:
+        for n in range(40):
+            api.request({"n": n}, metadata={"id": n})
+        done.set()
+
+    api.run_request_function(produce)
+    inbox = api._inbox
+    while not inbox._waiting:  # the producer blocks once the intake is full
+        time.sleep(0.001)
+    assert len(inbox._items) == 5
+    assert not done.is_set()
+    release.set()
+    assert [result.metadata["id"] for result in api] == list(range(40))
+    assert done.is_set()
