@@ -121,8 +121,10 @@ class HTTPBackend:
         headers: Mapping[str, str] | None = None,
         owns_transport: bool = True,
         max_response_bytes: int | None = None,
+        flex_timeout: Timeout | None = None,
     ) -> None:
         self._transport = transport
+        self._flex_timeout = timeout if flex_timeout is None else flex_timeout
         self._max_response_bytes = max_response_bytes
         self._base_url = base_url
         self._timeout = timeout
@@ -189,9 +191,9 @@ class HTTPBackend:
         assert request.body is not None, "prepare() encodes the body at submission"
         url = self._url(key, request.path)
         limit = self._max_response_bytes
-        return HTTPRequest(
-            "POST", url, headers, request.body, self._timeout, max_response_bytes=limit
-        )
+        flex = request.data.get("service_tier") == "flex"
+        timeout = self._flex_timeout if flex else self._timeout
+        return HTTPRequest("POST", url, headers, request.body, timeout, max_response_bytes=limit)
 
     def _status_failure(
         self, response: HTTPResponse, content: bytes, key: Key, path: str

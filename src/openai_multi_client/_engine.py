@@ -63,7 +63,7 @@ from ._request import Callback, ChunkCallback, Request, RequestBuilder, Result
 from ._stream import raise_chunk_error
 from ._telemetry import instrumentation
 from ._tokens import TokenEstimator, default_estimator
-from ._transport import AiohttpTransport, Timeout
+from ._transport import AiohttpTransport
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -552,13 +552,15 @@ def _connect(options: ClientOptions) -> tuple[Backend, KeyPool, TokenEstimator |
     if settings.organization:
         default_headers.setdefault("OpenAI-Organization", settings.organization)
     transport = options.transport
+    timeout, flex_timeout = options.timeouts()
     http = HTTPBackend(
         transport or AiohttpTransport(),
         settings.base_url,
-        Timeout(options.timeout, options.connect_timeout, options.read_timeout),
+        timeout,
         default_headers,
         owns_transport=transport is None,
         max_response_bytes=options.max_response_bytes,
+        flex_timeout=flex_timeout,
     )
     pool = shared_pool or KeyPool(keys, concurrency=options.concurrency)
     return http, pool, options.token_estimator or default_estimator()

@@ -37,6 +37,7 @@ from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUT,
+    FLEX_TIMEOUT,
     Timeout,
     Transport,
     check_max_response_bytes,
@@ -87,7 +88,7 @@ class ClientOptions:
     base_url: str | None = None
     organization: str | None = None
     queue_size: int | None = None
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     headers: Mapping[str, str] | None = None
     transport: Transport | None = None
@@ -115,7 +116,7 @@ class ClientOptions:
             check_positive("queue_size", self.queue_size)
         check_seconds("wait_interval", self.wait_interval)
         self.policy  # noqa: B018 - validates the retry arguments
-        Timeout(self.timeout, self.connect_timeout, self.read_timeout)
+        self.timeouts()
         if self.endpoint is not None:
             resolve_endpoint(self.endpoint)
         for name in ("data_template", "metadata_template"):
@@ -157,6 +158,15 @@ class ClientOptions:
     def intake_size(self) -> int:
         return self.concurrency if self.queue_size is None else self.queue_size
 
+    def timeouts(self) -> tuple[Timeout, Timeout]:
+        """The limits of one attempt, and those of a flex one (``service_tier: "flex"``):
+        ``timeout`` for both when the user set it, else 600 s and, for flex, 900 s."""
+        total = DEFAULT_TIMEOUT if self.timeout is None else self.timeout
+        plain = Timeout(total, self.connect_timeout, self.read_timeout)
+        if self.timeout is not None:
+            return plain, plain
+        return plain, Timeout(FLEX_TIMEOUT, self.connect_timeout, self.read_timeout)
+
     def budget(self) -> RetryBudget | None:
         """The client's retry budget (a new one when given as a capacity)."""
         if isinstance(self.retry_budget, int):
@@ -174,7 +184,7 @@ class _SharedKeywords(TypedDict, total=False):
     base_url: str | None
     organization: str | None
     queue_size: int | None
-    timeout: float
+    timeout: float | None
     connect_timeout: float
     headers: Mapping[str, str] | None
     transport: Transport | None

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["DEFAULT_PRICES", "Price", "load_prices", "price_for"]
+__all__ = ["DEFAULT_PRICES", "FLEX_DISCOUNT", "Price", "flex_price", "load_prices", "price_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +121,16 @@ def _parse_price(path: str, model: str, entry: object) -> Price:
             raise ValueError(f"{where}: {key!r} must be a finite number >= 0, found {value}")
         values[key] = float(value)
     return Price(values["input"], values["output"])
+
+
+#: What a flex request (``"service_tier": "flex"``) costs, as a fraction of the online price:
+#: the Batch API's prices, online.
+FLEX_DISCOUNT = 0.5
+
+
+def flex_price(price: Price) -> Price:
+    """The price of a flex request to a model whose online price is ``price``."""
+    return Price(price.input * FLEX_DISCOUNT, price.output * FLEX_DISCOUNT)
 
 
 def price_for(prices: Mapping[str, Price], model: str) -> Price | None:

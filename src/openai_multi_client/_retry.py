@@ -20,7 +20,7 @@ error                                      action
 =========================================  ==========
 401, 403, 429 ``insufficient_quota``       RETIRE_KEY (the request moves to another key)
 header ``x-should-retry: true|false``      RETRY / FAIL (the server knows best)
-408, 409, 429, 5xx                         RETRY
+408, 409, 429, 5xx                         RETRY (a flex 429 "resource unavailable" too)
 any other HTTP status (400, 404, 422, ...) FAIL
 connect error, timeout, connection reset   RETRY
 body over ``max_response_bytes``           FAIL
@@ -269,6 +269,24 @@ def is_pacing(error: RequestError) -> bool:
     return server_requested_delay(error) is not None
 
 
+def is_capacity(error: RequestError) -> bool:
+    """A 429 "resource unavailable": the flex tier (``service_tier: "flex"``) has no capacity
+    for the request just now. It is the server's shortage, not the key's rate limit (OpenAI
+    sends it with the usual ``x-ratelimit-*`` headers, which then say nothing about it), so it
+    neither paces nor cools the key: :func:`decide` retries it as an ordinary failure.
+    Recognised by the code or type ``resource_unavailable`` or the message "Resource
+    unavailable"."""
+    if not isinstance(error, RateLimitError) or isinstance(error, InsufficientQuotaError):
+        return False
+    if _CAPACITY_CODE in (error.code, error.type):
+        return True
+    text = str(error).lower()
+    return _CAPACITY_CODE in text or "resource unavailable" in text
+
+
+_CAPACITY_CODE = "resource_unavailable"
+
+
 # How OpenAI's 429 messages begin ("Rate limit reached for gpt-4o in organization ...").
 _RATE_LIMIT_MESSAGE = "rate limit reached"
 
@@ -301,6 +319,9 @@ def decide(
       its own (other requests start meanwhile) and cools no key, since nothing says for how
       long the key should rest; re-sending it at once, uncounted, is what let one such answer
       hold a run's only slot for 100 attempts whatever ``max_retries`` said.
+    * A flex 429 "resource unavailable" (:func:`is_capacity`) is the same: an attempt, full
+      jitter (or the server's ``retry-after``, if it sent one; its rate-limit headers describe
+      the key, not the shortage), no key cooled or retired.
     * Any other retryable failure spends an attempt; when ``policy`` allows another one and
       the budget can pay for it, retry after :meth:`RetryPolicy.next_delay`, else fail.
     """
@@ -308,7 +329,8 @@ def decide(
     if action is not Action.RETRY:
         return Decision(action, attempts)
     cool_key: float | None = None
-    if is_pacing(error):
+    capacity = is_capacity(error)
+    if not capacity and is_pacing(error):
         hint = server_requested_delay(error)
         cool_key = min(DEFAULT_COOL_DOWN if hint is None else hint, policy.max_server_delay)
         if attempts.paced < policy.max_paced:
@@ -320,7 +342,15 @@ def decide(
     cost = 0 if budget is None else budget.cost(error)
     if budget is not None and cost > budget.level:
         return Decision(Action.FAIL, failed, cool_key=cool_key, reason="retry budget exhausted")
-    delay = policy.next_delay(failed.failures, error, rng)
+    if capacity:
+        hint = parse_retry_after(error.headers) if isinstance(error, APIStatusError) else None
+        delay = (
+            policy.backoff(failed.failures, rng)
+            if hint is None
+            else policy.next_delay(failed.failures, error, rng)
+        )
+    else:
+        delay = policy.next_delay(failed.failures, error, rng)
     return Decision(
         Action.RETRY,
         replace(failed, retry_cost=failed.retry_cost + cost),

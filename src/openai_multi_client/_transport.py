@@ -27,6 +27,9 @@ from ._errors import (
 )
 
 DEFAULT_TIMEOUT = 600.0
+# The default for a flex request (``service_tier: "flex"``): its answers are slow and OpenAI
+# suggests about 15 minutes.
+FLEX_TIMEOUT = 900.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """The largest response body read by default (64 MiB, decompressed): room for ten

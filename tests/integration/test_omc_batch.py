@@ -447,3 +447,24 @@ def test_mock_runs_the_batch_on_the_built_in_mock_server(tmp_path: Path) -> None
     assert sorted(record["custom_id"] for record in records(out)) == sorted(
         f"req-{n}" for n in range(20)
     )
+
+
+@pytest.mark.parametrize("budget", [["--budget-tokens", "25"], ["--budget-dollars", "0.000001"]])
+def test_a_budget_stops_submitting_batches_with_exit_3_and_the_rest_resumes(
+    tmp_path: Path, mock_openai_factory: Factory, budget: list[str]
+) -> None:
+    server = mock_openai_factory(batches=fast())
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(20)])
+    out = tmp_path / "out.jsonl"
+    args = batch_run(source, out, server.base_url, "--batch-size", "5")
+    stopped = omc(*args, *budget)
+    assert stopped.returncode == 3, stopped.stderr
+    assert f"stopped at {budget[0]}" in stopped.stderr
+    first = {record["custom_id"] for record in records(out)}
+    assert 0 < len(first) < 20  # some batches ran, not all: the budget held the others
+    resumed = omc(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    ids = [record["custom_id"] for record in records(out)]
+    assert sorted(ids) == sorted(f"req-{n}" for n in range(20))  # each once
+    assert len(server._handler.batch_routes.batches.all()) == 4  # no chunk submitted twice
+    assert set(server.answer_counts.values()) == {1}  # no line answered twice

@@ -344,6 +344,20 @@ def test_custom_prices_are_used() -> None:
     assert "Estimated cost: $2.00" in progress.summary()
 
 
+def test_flex_requests_cost_flex_prices_beside_online_ones() -> None:
+    progress, _, _ = make(prices={"gpt-4.1": Price(input=2.0, output=8.0)})
+    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 500_000}
+    ok(progress, model="gpt-4.1", usage=usage)  # online: 2.00 + 4.00
+    progress.started()
+    progress.finished(ok=True, error_class=None, model="gpt-4.1", usage=usage, flex=True)
+    assert progress.cost == pytest.approx(9.0)  # flex: half, 1.00 + 2.00
+    summary = progress.summary()
+    assert "Estimated cost: $9.00\n" in summary
+    assert "  gpt-4.1: $6.00" in summary
+    assert "  gpt-4.1 (flex): $3.00" in summary
+    assert "Tokens: 2,000,000 in, 1,000,000 out" in summary
+
+
 # -- summary ------------------------------------------------------------------------------------
 
 

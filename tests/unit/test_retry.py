@@ -259,3 +259,50 @@ def test_the_state_is_a_value() -> None:
     before = Attempts()
     decide(http_error(500), before, RetryPolicy(), None, random.Random(0))
     assert before == Attempts()  # urllib3's Retry.increment(): a new value, never mutated
+
+
+# A flex 429 as OpenAI sends it: the key's rate-limit headers come along, and say nothing of it.
+FLEX_429 = {
+    "x-ratelimit-limit-requests": "500",
+    "x-ratelimit-remaining-requests": "499",
+    "x-ratelimit-reset-requests": "7s",
+}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        http_error(429, "resource_unavailable", FLEX_429, "Resource unavailable"),
+        http_error(429, None, FLEX_429, "Resource unavailable. Please try again later."),
+        http_error(429, None, {}, "Resource unavailable"),
+    ],
+)
+def test_a_flex_capacity_429_is_an_attempt_with_full_jitter_and_no_key_cooled(
+    error: RequestError,
+) -> None:
+    policy = RetryPolicy(max_attempts=3, multiplier=4.0, max_delay=60.0)
+    first = decide(error, Attempts(), policy, RetryBudget(), random.Random(7))
+    assert first.action is Action.RETRY
+    assert not first.paced
+    assert first.cool_key is None  # the key is fine: the shortage is the server's
+    assert first.attempts == Attempts(failures=1, retry_cost=5)
+    # Full jitter, as backoff() draws it, not the 7 s of the key's reset header.
+    assert first.delay == policy.backoff(1, random.Random(7))
+    second = decide(error, first.attempts, policy, None, random.Random(7))
+    assert second.delay == policy.backoff(2, random.Random(7))
+    last = decide(error, second.attempts, policy, None, random.Random(7))
+    assert (last.action, last.reason, last.cool_key) == (Action.FAIL, "attempts spent", None)
+
+
+def test_a_flex_capacity_429_obeys_an_explicit_retry_after() -> None:
+    error = http_error(429, "resource_unavailable", {"retry-after": "30"}, "Resource unavailable")
+    decision = decide(error, Attempts(), RetryPolicy(), None, random.Random(0))
+    assert (decision.action, decision.cool_key, decision.paced) == (Action.RETRY, None, False)
+    assert 30 <= decision.delay <= 33
+
+
+def test_a_rate_limit_429_is_still_pacing_beside_flex() -> None:
+    error = http_error(429, "rate_limit_exceeded", FLEX_429, "Rate limit reached for gpt-4o")
+    decision = decide(error, Attempts(), RetryPolicy(), None, random.Random(0))
+    assert decision.paced
+    assert decision.cool_key is not None

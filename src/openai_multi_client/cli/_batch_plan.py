@@ -31,12 +31,14 @@ _LOOKUP = 256
 @dataclass
 class Caps:
     """What one chunk may hold: lines, bytes, estimated tokens (``None``: no cap), and per
-    model a smaller line cap learned from ``token_limit_exceeded``."""
+    model a smaller line cap learned from ``token_limit_exceeded``. ``estimate``: estimate
+    each chunk's tokens even without a cap (a budget needs them)."""
 
     lines: int
     bytes: int = MAX_FILE_BYTES
     tokens: int | None = None
     model_lines: dict[str | None, int] = field(default_factory=dict)
+    estimate: bool = False
 
     def lines_for(self, model: str | None) -> int:
         return min(self.lines, self.model_lines.get(model, self.lines))
@@ -126,7 +128,8 @@ class Planner:
         key = (item.url, model if isinstance(model, str) else None)
         record = {"custom_id": item.custom_id, "method": "POST", "url": item.url}
         data = dumps_record({**record, "body": item.body}) + b"\n"
-        tokens = self._estimate(item.body) if self.caps.tokens is not None else 0
+        wanted = self.caps.tokens is not None or self.caps.estimate
+        tokens = self._estimate(item.body) if wanted else 0
         group = state.open.get(key)
         if group is not None and (
             group.lines >= self.caps.lines_for(key[1])

@@ -29,6 +29,7 @@ from .._batches.prices import batch_cost, batch_prices
 from .._clock import Clock, LoopClock
 from .._errors import ConfigurationError
 from .._limits import Key
+from .._prices import price_for
 from ._batch import BadLine
 from ._batch_collect import Collector, usage_of
 from ._batch_journal import BatchJournal, ChunkRow
@@ -123,7 +124,8 @@ class BatchRun:
         )
         assert config.journal is not None
         folder = Path(config.journal + ".batches")
-        caps = Caps(lines=config.batch_size, tokens=config.batch_max_tokens)
+        budget = config.budget_tokens is not None or config.budget_dollars is not None
+        caps = Caps(lines=config.batch_size, tokens=config.batch_max_tokens, estimate=budget)
         async with _client(config, folder) as client:
             collector = Collector(
                 batches,
@@ -176,7 +178,7 @@ class BatchRun:
                 need_plan = False
             chunks = batches.chunks()
             if not self.cancel:
-                await self._submit(batches, client, collector, chunks, token, started)
+                await self._submit(batches, client, collector, chunks, (token, started), progress)
             chunks = [chunk for chunk in batches.chunks() if chunk.batch_id]
             if not chunks or self.stopping:
                 return
@@ -198,23 +200,27 @@ class BatchRun:
         client: AsyncBatchClient,
         collector: Collector,
         chunks: list[ChunkRow],
-        token: str,
-        started: int,
+        run: tuple[str, int],
+        progress: RunProgress,
     ) -> None:
-        """Upload and create the chunks without a batch (each id committed at once)."""
+        """Upload and create the chunks without a batch (each id committed at once), while
+        the budget has room for them (what was spent, and the estimate of live batches)."""
+        token, started = run
         live = any(chunk.live for chunk in chunks)
         if collector.hold and not live:
             collector.hold = False
         cap = self.config.batch_max_tokens
-        enqueued = sum(chunk.tokens for chunk in chunks if chunk.live)
+        submitted = [chunk for chunk in chunks if chunk.live]
+        enqueued = sum(chunk.tokens for chunk in submitted)
         for chunk in chunks:
             if chunk.batch_id is not None or self.stopping or collector.hold:
                 continue
             if cap is not None and enqueued and enqueued + chunk.tokens > cap:
                 continue  # --batch-max-tokens: wait for running batches to end
-            enqueued += chunk.tokens
-            if self._budget is not None:
+            if self._budget is not None or self._over_budget(progress, submitted):
                 return
+            enqueued += chunk.tokens
+            submitted.append(chunk)
             file_id = chunk.file_id
             info: BatchInfo | None = None
             if file_id is None:
@@ -270,13 +276,28 @@ class BatchRun:
         elif self._bad <= _BAD_LINES_SHOWN:
             print(f"omc run: {item.message}", file=sys.stderr)
 
-    def _over_budget(self, progress: RunProgress) -> bool:
+    def _over_budget(self, progress: RunProgress, live: list[ChunkRow] | None = None) -> bool:
+        """Whether a budget is spent: by what was spent and, given the ``live`` chunks (their
+        batches run and will be paid for), by their estimate. A batch's answers arrive all at
+        once, so without the estimate every chunk would be submitted before the first token
+        was counted."""
         tokens, dollars = self.config.budget_tokens, self.config.budget_dollars
-        if tokens is not None and progress.tokens >= tokens:
+        live = live or []
+        if tokens is not None and progress.tokens + sum(c.tokens for c in live) >= tokens:
             self._budget = f"--budget-tokens {tokens}"
-        elif dollars is not None and progress.cost >= dollars:
+        elif dollars is not None and progress.cost + self._estimate(live) >= dollars:
             self._budget = f"--budget-dollars {dollars}"
         return self._budget is not None
+
+    def _estimate(self, live: list[ChunkRow]) -> float:
+        """Dollars the ``live`` chunks may cost at batch prices: their estimated tokens at the
+        dearer of the model's two rates (a model without a price: 0)."""
+        prices, total = batch_prices(self.config.prices), 0.0
+        for chunk in live:
+            price = None if chunk.model is None else price_for(prices, chunk.model)
+            if price is not None:
+                total += chunk.tokens * max(price.input, price.output) / 1_000_000
+        return total
 
     def _say(self, batches: BatchJournal, progress: RunProgress) -> None:
         """The progress line: batches by status, the running ones' counts, elapsed time and

@@ -56,7 +56,7 @@ class RunConfig:
     concurrency: int
     ordered: bool
     max_retries: int
-    timeout: float
+    timeout: float | None
     read_timeout: float | None
     max_requests: int | None
     budget_tokens: int | None
@@ -74,6 +74,7 @@ class RunConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
+    flex: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -119,17 +120,21 @@ class RunConfig:
             metrics_port=getattr(args, "metrics_port", None),
             metrics_host=getattr(args, "metrics_host", None) or "127.0.0.1",
             log_format=getattr(args, "log_format", "text"),
+            flex=getattr(args, "flex", False),
         )
 
     def shaping(self) -> dict[str, Any]:
         """The options that change what is sent for a given input line (part of the input's
         fingerprint: a journal made with other values is refused)."""
-        return {
+        shaping: dict[str, Any] = {
             "base_url": self.base_url,
             "mock": self.mock,
             "azure": self.azure,
             "api_version": self.api_version,
         }
+        if self.flex:  # only when set: journals made before --flex existed still match
+            shaping["flex"] = True
+        return shaping
 
 
 def _check_batch_options(args: argparse.Namespace) -> None:
@@ -158,9 +163,16 @@ def _check_batch_options(args: argparse.Namespace) -> None:
         raise ConfigurationError(f"--poll-interval must be seconds above 0, got {poll:g}")
     if tokens is not None and tokens < 1:
         raise ConfigurationError(f"--batch-max-tokens must be at least 1, got {tokens}")
-    for option, value in (("--cache", args.cache), ("--ordered", args.ordered)):
+    for option, value in (
+        ("--cache", args.cache),
+        ("--ordered", args.ordered),
+        ("--flex", getattr(args, "flex", False)),
+    ):
         if value:
-            raise ConfigurationError(f"{option} is not supported with --batch")
+            raise ConfigurationError(
+                f"{option} is not supported with --batch"
+                + (" (batches are already at batch prices)" if option == "--flex" else "")
+            )
     if args.no_journal:
         raise ConfigurationError(
             "--batch needs a journal (batches outlive the run): drop --no-journal"

@@ -99,6 +99,7 @@ class Consumer:
             error_class=None if result.error is None else type(result.error).__name__,
             model=model if isinstance(model, str) else None,
             usage=result.usage,
+            flex=_is_flex(result),
         )
 
     def _over_budget(self) -> bool:
@@ -108,3 +109,13 @@ class Consumer:
         elif dollars is not None and self._progress.cost >= dollars:
             self.budget_hit = f"--budget-dollars {dollars}"
         return self.budget_hit is not None
+
+
+def _is_flex(result: Result) -> bool:
+    """Whether the request went at the flex tier: as the answer says (OpenAI reports the tier
+    that served it), else as the request asked."""
+    response = result.response
+    tier = response.get("service_tier") if isinstance(response, dict) else None
+    if not isinstance(tier, str) and isinstance(result.data, dict):
+        tier = result.data.get("service_tier")
+    return tier == "flex"

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from .._clock import Clock
-from .._prices import Price, price_for
+from .._prices import Price, flex_price, price_for
 
 __all__ = ["RunProgress"]
 
@@ -49,6 +49,8 @@ def _count(value: object) -> int:
 
 
 _UNKNOWN_MODEL = "(model not reported)"
+# Marks a model's tokens spent by flex requests (priced at flex prices) in the cost table.
+_FLEX = " (flex)"
 _CLEAR_TO_EOL = "\x1b[K"
 
 
@@ -193,6 +195,7 @@ class RunProgress:
         model: str | None,
         usage: Mapping[str, Any] | None,
         rate_limited_attempts: int = 0,
+        flex: bool = False,
     ) -> None:
         """A request finished (one fewer in flight): succeeded when ``ok``, else failed with
         ``error_class`` (an exception class name such as ``"RateLimitError"``).
@@ -202,6 +205,7 @@ class RunProgress:
         (``input_tokens``/``output_tokens``); ``model`` is the model that served it, for the
         price. ``rate_limited_attempts`` adds 429 responses this request met, for callers that
         do not report them through :meth:`rate_limited` as they happen (do not do both).
+        ``flex``: the request went at the flex tier, so its tokens cost flex prices.
         """
         t = self._now()
         if self._in_flight > 0:
@@ -224,7 +228,7 @@ class RunProgress:
             if tokens:
                 self._tokens_in += tokens_in
                 self._tokens_out += tokens_out
-                key = _UNKNOWN_MODEL if model is None else model
+                key = (_UNKNOWN_MODEL if model is None else model) + (_FLEX if flex else "")
                 counts = self._tokens.get(key)
                 if counts is None:
                     self._tokens[key] = [tokens_in, tokens_out]
@@ -414,7 +418,10 @@ class RunProgress:
         try:
             return self._price_cache[model]
         except KeyError:
-            price = None if model == _UNKNOWN_MODEL else price_for(self._prices, model)
+            name = model.removesuffix(_FLEX)
+            price = None if name == _UNKNOWN_MODEL else price_for(self._prices, name)
+            if price is not None and name != model:
+                price = flex_price(price)
             self._price_cache[model] = price
             return price
 

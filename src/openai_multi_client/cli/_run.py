@@ -194,7 +194,17 @@ def _add_pacing_options(parser: argparse.ArgumentParser) -> None:
         f"wait too (default {DEFAULT_REORDER_BUFFER})",
     )
     pacing.add_argument("--max-retries", type=int, default=10, help="attempts in total")
-    pacing.add_argument("--timeout", type=float, default=600.0, help="seconds per attempt")
+    pacing.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds per attempt (default 600; 900 for flex requests)",
+    )
+    pacing.add_argument(
+        "--flex",
+        action="store_true",
+        help='send every line with "service_tier": "flex" (batch prices, slower answers; '
+        "a 429 for lack of capacity is retried with backoff)",
+    )
     pacing.add_argument(
         "--read-timeout",
         type=float,

@@ -39,8 +39,21 @@ _FAULT_BODIES: Final = {
 }
 
 
+#: The kind of fault of a flex request refused for lack of capacity (``Faults.flex_unavailable``).
+FLEX_UNAVAILABLE: Final = "flex_unavailable"
+_FLEX_BODY: Final = error_body(
+    "Resource unavailable: the flex tier has no capacity for this request right now. "
+    "Please try again later.",
+    "resource_unavailable",
+    code="resource_unavailable",
+)
+
+
 def status_fault(kind: str) -> tuple[int, bytes, str]:
-    """The status, body and content type of a ``"500"``, ``"502"`` or ``"503"`` fault."""
+    """The status, body and content type of a ``"500"``, ``"502"`` or ``"503"`` fault, or of
+    a flex request refused for lack of capacity (:data:`FLEX_UNAVAILABLE`, a 429)."""
+    if kind == FLEX_UNAVAILABLE:
+        return 429, _FLEX_BODY, JSON
     status = int(kind)
     body, content_type = _FAULT_BODIES[status]
     return status, body, content_type
@@ -54,6 +67,7 @@ class FaultPlan:
         self._latency = latency
         self._random = random.Random(seed)
         self._rate = faults.rate if faults is not None else 0.0
+        self._flex_unavailable = faults.flex_unavailable if faults is not None else 0.0
         self._kinds: list[str] = []
         self._cumulative: list[float] = []
         total = 0.0
@@ -74,8 +88,10 @@ class FaultPlan:
             return self._random.uniform(*self._latency)
         return self._latency
 
-    def fault(self) -> str | None:
-        """The fault this request meets, or None."""
+    def fault(self, flex: bool = False) -> str | None:
+        """The fault this request meets (``flex``: a flex request's), or None."""
+        if flex and self._flex_unavailable > 0 and self._random.random() < self._flex_unavailable:
+            return FLEX_UNAVAILABLE
         if self._rate > 0 and self._random.random() < self._rate:
             return self._random.choices(self._kinds, cum_weights=self._cumulative)[0]
         return None

@@ -184,7 +184,7 @@ class RequestHandler:
             abort(request)
             return web.Response(status=503)
         streamed = body.get("stream") is True
-        fault = self.plan.fault()
+        fault = self.plan.fault(flex=body.get("service_tier") == "flex")
         if fault == "stream_error" and not streamed:
             return self._status_fault("500", request_id, state, label=fault)
         if fault in ("reset", "hang"):

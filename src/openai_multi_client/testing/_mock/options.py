@@ -114,6 +114,11 @@ class Faults:
       stops), then the connection is aborted;
     * ``"stream_error"``: a stream sends half its events, then an error event
       (``data: {"error": {... "server_error"}}``) and ends; a plain request gets a 500.
+
+    ``flex_unavailable`` is the probability that a flex request (``"service_tier": "flex"``)
+    is refused with OpenAI's 429 "resource unavailable" (code ``resource_unavailable``, the
+    key's usual headers, no retry hint): the flex tier out of capacity, not the key's rate
+    limit. It is drawn before the other faults, and is 0 by default.
     """
 
     rate: float = 0.0
@@ -121,10 +126,13 @@ class Faults:
         default_factory=_default_fault_weights, hash=False
     )
     hang_seconds: float = DEFAULT_HANG_SECONDS
+    flex_unavailable: float = 0.0
 
     def __post_init__(self) -> None:
-        if not is_real(self.rate) or not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"Faults.rate must be a probability in [0, 1], not {self.rate!r}")
+        for name in ("rate", "flex_unavailable"):
+            value = getattr(self, name)
+            if not is_real(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"Faults.{name} must be a probability in [0, 1], not {value!r}")
         if not is_real(self.hang_seconds) or not 0 < self.hang_seconds < math.inf:
             raise ValueError(
                 "Faults.hang_seconds must be a positive number of seconds, "

@@ -56,5 +56,7 @@ def answer(body: dict[str, Any], context: Context) -> dict[str, Any]:
             "rejected_prediction_tokens": 0,
         },
     )
-    completion.update(service_tier="default", system_fingerprint="fp_mock")
+    # The tier that served it, as OpenAI reports: flex when asked for, else "default".
+    tier = "flex" if body.get("service_tier") == "flex" else "default"
+    completion.update(service_tier=tier, system_fingerprint="fp_mock")
     return completion
