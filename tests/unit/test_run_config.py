@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,18 @@ def test_metrics_port_without_the_extra_says_what_to_install(
     )
     with pytest.raises(ConfigurationError, match=r"pip install 'openai-multi-client\[metrics\]'"):
         config(tmp_path, "--mock", "--metrics-port", "9464")
+
+
+def test_flex_is_set_only_where_the_endpoint_takes_it() -> None:
+    from openai_multi_client.cli._batch import BatchRequest
+    from openai_multi_client.cli._producer import _with_tier
+
+    def item(url: str, **body: Any) -> BatchRequest:
+        return BatchRequest(1, "a", url, {"model": "m", **body}, b"")
+
+    assert _with_tier(item("/v1/chat/completions"), True)["service_tier"] == "flex"
+    assert _with_tier(item("/v1/responses"), True)["service_tier"] == "flex"
+    assert "service_tier" not in _with_tier(item("/v1/embeddings"), True)
+    assert "service_tier" not in _with_tier(item("/v1/chat/completions"), False)
+    own = item("/v1/chat/completions", service_tier="default")
+    assert _with_tier(own, True)["service_tier"] == "default"  # the line's own choice wins

@@ -231,7 +231,6 @@ class Job:
             on_unbilled=unbilled_marker(journal),
             shared_limits=self.shared_limits,
             max_response_bytes=config.max_response_bytes,
-            data_template={"service_tier": "flex"} if config.flex else None,
         )
 
     def _progress(self, status: JournalStatus, to_retry: int, total: int | None) -> RunProgress:

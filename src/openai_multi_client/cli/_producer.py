@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 from .._engine import AsyncMultiClient
 from .._errors import ClientClosedError, ConfigurationError, JournalError
@@ -137,7 +138,9 @@ class Producer:
             "url": item.url,
         }
         try:
-            request = self._client.build_request(item.body, endpoint=item.url, metadata=metadata)
+            request = self._client.build_request(
+                _with_tier(item, self._config.flex), endpoint=item.url, metadata=metadata
+            )
         except ConfigurationError as exc:  # e.g. NaN, which only JSON's superset allows
             message = f"line {item.line}: the body cannot be sent: {exc}"
             self._bad_lines.report(BadLine(item.line, item.custom_id, "invalid_body", message))
@@ -165,3 +168,15 @@ class Producer:
         )
         self._progress.cached()  # not sent: no tokens spent, no cost
         return True
+
+
+# The endpoints that take ``"service_tier": "flex"`` (API-FACTS: chat completions, responses).
+_FLEX_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/responses"})
+
+
+def _with_tier(item: BatchRequest, flex: bool) -> dict[str, Any]:
+    """The body to send: with ``--flex``, ``service_tier`` set to flex where the endpoint takes
+    it and the line did not choose a tier itself."""
+    if not flex or item.url not in _FLEX_ENDPOINTS or "service_tier" in item.body:
+        return item.body
+    return {**item.body, "service_tier": "flex"}
