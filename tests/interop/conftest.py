@@ -13,6 +13,7 @@ import pytest
 from openai_multi_client.testing import KeyLimits, MockOpenAIServer
 
 from .servers import ServerProcess, free_port, http_json, server_bin
+from .strict_upstream import StrictUpstream
 
 # The upstream's keys, one per model group of the proxy (see LITELLM_MODELS).
 UPSTREAM_KEYS = {
@@ -90,9 +91,23 @@ def upstream() -> Iterator[MockOpenAIServer]:
     server.stop_in_thread()
 
 
-def litellm_config(upstream_url: str) -> str:
-    """The proxy's config: a model group per upstream key, an embeddings group, a canned one;
-    no retries or cool-downs of its own, so what the client sees is what the upstream said."""
+# The rate of the upstream whose 429s carry their wait only in headers (model group "strict").
+STRICT_RPM = 30
+
+
+@pytest.fixture(scope="session")
+def strict_upstream() -> Iterator[StrictUpstream]:
+    """The proxy's model group "strict": an upstream at STRICT_RPM without burst."""
+    server = StrictUpstream(STRICT_RPM)
+    server.start_in_thread()
+    yield server
+    server.stop_in_thread()
+
+
+def litellm_config(upstream_url: str, strict_url: str) -> str:
+    """The proxy's config: a model group per upstream key, an embeddings group, a canned one,
+    the strict upstream; no retries or cool-downs of its own, so what the client sees is what
+    the upstream said."""
     groups = [
         f"  - model_name: {name}\n"
         f"    litellm_params: {{model: openai/gpt-4o-mini, api_base: '{upstream_url}', "
@@ -103,6 +118,9 @@ def litellm_config(upstream_url: str) -> str:
         "model_list:\n" + "".join(groups) + "  - model_name: embed\n"
         f"    litellm_params: {{model: openai/text-embedding-3-small, api_base: '{upstream_url}',"
         " api_key: sk-upstream-good}\n"
+        "  - model_name: strict\n"
+        f"    litellm_params: {{model: openai/gpt-4o-mini, api_base: '{strict_url}', "
+        "api_key: sk-upstream-strict}\n"
         "  - model_name: canned\n"
         "    litellm_params: {model: openai/gpt-4o-mini, mock_response: 'canned answer', "
         "api_key: sk-unused}\n"
@@ -124,13 +142,15 @@ class LiteLLM:
 
 @pytest.fixture(scope="session")
 def litellm(
-    tmp_path_factory: pytest.TempPathFactory, upstream: MockOpenAIServer
+    tmp_path_factory: pytest.TempPathFactory,
+    upstream: MockOpenAIServer,
+    strict_upstream: StrictUpstream,
 ) -> Iterator[LiteLLM]:
     """LiteLLM proxy 1.106.12 in front of :func:`upstream` (7-20 s to start)."""
     program = server_bin("litellm", "litellm")
     directory: Path = tmp_path_factory.mktemp("litellm")
     config = directory / "config.yaml"
-    config.write_text(litellm_config(upstream.base_url))
+    config.write_text(litellm_config(upstream.base_url, strict_upstream.base_url))
     key = "sk-interop-" + secrets.token_hex(16)
     port = free_port()
     argv = [str(program), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]

@@ -19,8 +19,12 @@ from openai_multi_client.testing import MockOpenAIServer
 
 from .conftest import LiteLLM
 from .helpers import batch_line, chat, omc_run, run_all
+from .strict_upstream import StrictUpstream
 
 pytestmark = pytest.mark.interop
+
+# Requests sent to the strict upstream (STRICT_RPM: one every 2 s) in the item 5 test.
+REQUESTS_TO_STRICT = 6
 
 CALL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -109,3 +113,29 @@ def test_omc_run_finishes_the_other_models_when_one_models_upstream_key_is_dead(
     failed = [by_id[f"req-{n}"] for n in range(3, 200, 4)]
     assert all("'dead'" in str(r.get("error")) for r in failed), failed[:2]
     assert litellm.key not in process.stderr
+
+
+async def test_the_upstreams_wait_renamed_by_the_proxy_is_obeyed(
+    litellm: LiteLLM, strict_upstream: StrictUpstream
+) -> None:
+    """Item 5: the upstream's 429s carry their wait only in ``retry-after(-ms)``, which LiteLLM
+    passes on as ``llm_provider-retry-after(-ms)`` (the message's "retry after N seconds" is
+    not OpenAI's phrase). Read, they pace the run: every request is answered, with few 429s.
+    Unread, each 429 looks like a bare one: an attempt spent after a short jittered wait, so
+    requests fail after ``max_retries`` while the upstream turns away the retries."""
+    answered, refused = strict_upstream.answered, strict_upstream.refused
+    started = time.monotonic()
+    async with AsyncMultiClient(
+        api_key=litellm.key,
+        base_url=litellm.base_url,
+        concurrency=REQUESTS_TO_STRICT,
+        max_retries=3,
+        retry_multiplier=0.1,
+    ) as client:
+        bodies = [("chats", chat(f"q {n}", "strict")) for n in range(REQUESTS_TO_STRICT)]
+        results = await run_all(client, bodies, deadline=40)
+    elapsed = time.monotonic() - started
+    refusals = strict_upstream.refused - refused
+    assert [r.error for r in results if r.failed] == [], f"{refusals} 429s in {elapsed:.1f} s"
+    assert strict_upstream.answered - answered == REQUESTS_TO_STRICT
+    assert refusals <= 2 * REQUESTS_TO_STRICT, f"{refusals} 429s for {REQUESTS_TO_STRICT} requests"
