@@ -34,8 +34,8 @@ class AttemptLog:
         self._serve = handler.serve
         self._validate = handler._validate
         self._bodies: dict[int, dict[str, Any]] = {}
-        handler.serve = self.serve  # type: ignore[method-assign]
-        handler._validate = self.validate  # type: ignore[method-assign]
+        handler.serve = self.serve  # type: ignore[method-assign,assignment]
+        handler._validate = self.validate  # type: ignore[method-assign,assignment]
 
     async def validate(self, request: web.Request, *args: Any) -> Any:
         valid = await self._validate(request, *args)
