@@ -24,6 +24,8 @@ from openai_multi_client.cli import _journal, _private, _run, build_parser
 from openai_multi_client.cli._journal import Journal
 from openai_multi_client.testing import Faults, MockOpenAIServer
 
+from . import kill_bounds
+
 Factory = Callable[..., MockOpenAIServer]
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -623,3 +625,47 @@ def test_a_full_disk_names_the_file_and_loses_nothing_committed(
     assert _run.run(args) == 0  # the rerun rewrites the output from the journal, then the rest
     assert "Traceback" not in capsys.readouterr().err
     assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(300))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_after_each_sigkill_the_in_doubt_count_is_bounded_by_the_server_log(
+    tmp_path: Path,
+) -> None:
+    # The server in its own process (latency, 500s, 503s and resets); after each kill, every
+    # request the journal holds as "outcome unknown" was in flight by the server's log (bound
+    # a), and every request answered on both sides of the kill is among them (bound b).
+    options = {"latency": [0.05, 0.3], "fault_rate": 0.15, "fault_kinds": ["500", "503", "reset"]}
+    server = kill_bounds.RunServer(tmp_path, options, seed=5)
+    try:
+        source = write_input(tmp_path / "in.jsonl", 600)
+        out = tmp_path / "out.jsonl"
+        args = [
+            sys.executable, "-m", "openai_multi_client", "run", str(source), "-o", str(out),
+            "--base-url", server.base_url, "--key", "k", "-c", "32", "--max-retries", "30",
+        ]  # fmt: skip
+        rng = random.Random(4)
+        kills: list[kill_bounds.Kill] = []
+        for _ in range(5):
+            kill, reported = kill_bounds.kill_after(
+                args, Path(f"{out}.journal"), rng.uniform(0.8, 1.4)
+            )
+            if kills:
+                kills[-1].reported, kills[-1].next_start = reported, kill.started
+            kills.append(kill)
+        final_start = time.monotonic()
+        final = subprocess.run(args, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+        assert final.returncode == 0, final.stderr
+        kills[-1].reported = kill_bounds.reported_in_doubt(final.stderr)
+        kills[-1].next_start = final_start
+        report = server.report()
+    finally:
+        server.close()
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(600))
+    for kill in kills:
+        bound = kill_bounds.bounds(kill, report["attempts"])
+        assert bound.reported == len(kill.sent)  # the resume reports what the journal holds
+        assert bound.over == [], bound  # (a)
+        assert bound.under == [], bound  # (b)
+    twice = sum(1 for count in report["answer_counts"].values() if count >= 2)
+    assert twice <= sum(kill.reported for kill in kills)
