@@ -180,7 +180,9 @@ class AsyncMultiClient:
             self._clock,
             self._delivery,
             self._spawn,
-            instrumentation(options.telemetry, base_url, self._clock),
+            instrumentation(
+                options.telemetry, base_url, self._clock, options.capture_message_content
+            ),
         )
 
     # ----------------------------------------------------------------- producing
