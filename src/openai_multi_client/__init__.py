@@ -68,6 +68,7 @@ from ._stable import KeyManager, stable
 from ._sync import OpenAIMultiClient, OpenAIMultiOrderedClient
 from ._tokens import CharacterEstimator, TokenEstimator
 from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, Timeout, Transport
+from ._usage import KeyUsage
 
 __version__ = "0.2.0.dev0"
 
@@ -108,6 +109,7 @@ __all__ = [
     "KeyManager",
     "KeyPool",
     "KeyStatistics",
+    "KeyUsage",
     "LimitsBackend",
     "LoopClock",
     "ModelRefusedError",

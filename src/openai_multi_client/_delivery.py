@@ -17,6 +17,7 @@ from collections import deque
 from ._api import Outcome
 from ._errors import RequestError
 from ._request import Request, Result
+from ._usage import UsageCounter
 
 
 class Delivery:
@@ -31,6 +32,7 @@ class Delivery:
         "failed_by_class",
         "output",
         "succeeded",
+        "usage",
         "wakeup",
     )  # fmt: skip
 
@@ -43,6 +45,7 @@ class Delivery:
         self.failed = 0
         self.failed_by_class: dict[str, int] = {}  # error class name -> failed requests
         self.consumed = 0
+        self.usage = UsageCounter()  # tokens in and out by key, from each answer's usage
         self.wakeup = asyncio.Event()  # set when a result arrives (or the client changes state)
 
     @property
@@ -84,6 +87,7 @@ class Delivery:
             result.status_code = outcome.status_code
             result.request_id = outcome.request_id
             self.succeeded += 1
+            self.usage.add(request.key, outcome.response)
         else:
             result.failed = True
             result.error = error

@@ -64,6 +64,7 @@ from ._stream import raise_chunk_error
 from ._telemetry import instrumentation
 from ._tokens import TokenEstimator, default_estimator
 from ._transport import AiohttpTransport
+from ._usage import KeyUsage
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -101,6 +102,9 @@ class Statistics:
     ``"insufficient_quota"`` (the key is retired)."""
     key_wait_seconds: float = 0.0
     """Seconds the dispatcher spent waiting for a key with room (all keys at their limits)."""
+    usage_by_key: Mapping[str, KeyUsage] = field(default_factory=dict)
+    """Tokens in and out the answers reported, by key id (name or redacted id); see
+    :class:`~openai_multi_client.KeyUsage` (its ``cost(prices)`` estimates the dollars)."""
 
 
 class AsyncMultiClient:
@@ -176,7 +180,9 @@ class AsyncMultiClient:
             self._clock,
             self._delivery,
             self._spawn,
-            instrumentation(options.telemetry, base_url, self._clock),
+            instrumentation(
+                options.telemetry, base_url, self._clock, options.capture_message_content
+            ),
         )
 
     # ----------------------------------------------------------------- producing
@@ -485,6 +491,7 @@ class AsyncMultiClient:
             retries_by_reason=dict(dispatcher.retries_by_reason),
             rate_limited_by_kind=dict(dispatcher.rate_limited_by_kind),
             key_wait_seconds=dispatcher.key_wait_seconds,
+            usage_by_key=delivery.usage.snapshot(),
         )
 
     @property

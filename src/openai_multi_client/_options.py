@@ -106,6 +106,7 @@ class ClientOptions:
     max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
     reorder_buffer: int = DEFAULT_REORDER_BUFFER
     telemetry: bool = True
+    capture_message_content: bool | None = None
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -138,6 +139,11 @@ class ClientOptions:
                 raise ConfigurationError(
                     f"{name} must be True or False, got {getattr(self, name)!r}"
                 )
+        if self.capture_message_content not in (None, True, False):
+            raise ConfigurationError(
+                "capture_message_content must be True, False or None (the environment decides), "
+                f"got {self.capture_message_content!r}"
+            )
 
     @property
     def policy(self) -> RetryPolicy:
@@ -202,6 +208,7 @@ class _SharedKeywords(TypedDict, total=False):
     max_response_bytes: int | None
     reorder_buffer: int
     telemetry: bool
+    capture_message_content: bool | None
     progress: bool
 
 

@@ -6,7 +6,8 @@ the user configures the SDK). Per attempt: a CLIENT span ``{operation} {model}``
 metrics ``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage`` and, for streams,
 ``gen_ai.client.operation.time_to_first_chunk``, with the conventions' units and buckets.
 
-Never recorded: the key (only its redacted id), message content (prompts, answers).
+Never recorded: the key (only its redacted id). Message content (prompts, answers) only when
+the user opts in (``_genai_content``), scrubbed of the key like every message.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from opentelemetry.trace import ProxyTracerProvider, SpanKind, Status, StatusCod
 from ._api import Outcome
 from ._clock import Clock
 from ._errors import APIStatusError, RequestError
+from ._genai_content import input_attributes, output_messages
 from ._limits.key import Key
 from ._request import Request
 
@@ -103,9 +105,10 @@ def _instruments() -> _Instruments:
 class OpenTelemetry:
     """The :class:`~openai_multi_client._telemetry.Instrumentation` of OpenTelemetry."""
 
-    def __init__(self, base_url: str | None, clock: Clock) -> None:
+    def __init__(self, base_url: str | None, clock: Clock, *, capture: bool = False) -> None:
         self._base_url = base_url
         self._clock = clock
+        self._capture = capture
         self._tracer = trace.get_tracer(_SCOPE, _VERSION)
         self._instruments = _instruments()
         self._servers: dict[str | None, dict[str, Any]] = {}
@@ -145,10 +148,14 @@ class OpenTelemetry:
         custom_id = request.metadata.get("custom_id")
         if isinstance(custom_id, str):
             attributes["openai_multi_client.custom_id"] = custom_id
+        if self._capture:
+            for attribute, text in input_attributes(request.path, data).items():
+                attributes[attribute] = key.redact(text)
         model = common.get("gen_ai.request.model")
         name = common["gen_ai.operation.name"] if model is None else f"{common[_OP]} {model}"
         span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
-        return _Attempt(span, self._instruments, common, request, self._clock)
+        capture = key if self._capture else None
+        return _Attempt(span, self._instruments, common, request, self._clock, capture)
 
 
 _OP = "gen_ai.operation.name"
@@ -190,7 +197,7 @@ def _common(request: Request, key: Key, server: Mapping[str, Any]) -> dict[str, 
 class _Attempt:
     """One attempt's span and metric attributes."""
 
-    __slots__ = ("_clock", "_common", "_instruments", "_request", "_span", "_started")
+    __slots__ = ("_capture", "_clock", "_common", "_instruments", "_request", "_span", "_started")
 
     def __init__(
         self,
@@ -199,8 +206,10 @@ class _Attempt:
         common: dict[str, Any],
         request: Request,
         clock: Clock,
+        capture: Key | None = None,
     ) -> None:
         self._span = span
+        self._capture = capture  # the key to scrub content with, when content is recorded
         self._clock = clock
         self._instruments = instruments
         self._common = common
@@ -233,6 +242,10 @@ class _Attempt:
             span.set_attribute("gen_ai.response.finish_reasons", reasons)
         if outcome.status_code is not None:
             span.set_attribute("http.response.status_code", outcome.status_code)
+        if self._capture is not None:
+            messages = output_messages(response)
+            if messages is not None:
+                span.set_attribute("gen_ai.output.messages", self._capture.redact(messages))
         instruments = self._instruments
         for kind, count in _usage(response):
             span.set_attribute(f"gen_ai.usage.{kind}_tokens", count)

@@ -47,9 +47,13 @@ class Instrumentation(Protocol):
 _unavailable = False  # opentelemetry-api was looked for and is not installed
 
 
-def instrumentation(enabled: bool, base_url: str | None, clock: Clock) -> Instrumentation | None:
+def instrumentation(
+    enabled: bool, base_url: str | None, clock: Clock, capture_content: bool | None = None
+) -> Instrumentation | None:
     """The instrumentation for a client whose default base URL is ``base_url`` (``None``: a
-    ``custom_api`` client), or ``None`` when disabled or when ``opentelemetry-api`` is absent."""
+    ``custom_api`` client), or ``None`` when disabled or when ``opentelemetry-api`` is absent.
+    ``capture_content``: record message content in spans (``None``: as the environment variable
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` says, read now)."""
     global _unavailable  # noqa: PLW0603 - a process-wide "not installed", looked up once
     if not enabled or _unavailable:
         return None
@@ -58,4 +62,6 @@ def instrumentation(enabled: bool, base_url: str | None, clock: Clock) -> Instru
     except ImportError:
         _unavailable = True
         return None
-    return OpenTelemetry(base_url, clock)
+    from ._genai_content import capture_enabled
+
+    return OpenTelemetry(base_url, clock, capture=capture_enabled(capture_content))

@@ -25,7 +25,7 @@ redacted id or its ``name`` (never its secret). Needs the ``metrics`` extra
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import ConfigurationError
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from ._engine import Statistics
     from ._limits.pool import KeyStatistics
+    from ._prices import Price
 
 try:
     from prometheus_client import CollectorRegistry as _Registry
@@ -63,7 +64,8 @@ class PrometheusCollector:
 
     ``extra`` is called at each scrape too and may add metric families of its own (``omc
     run`` adds its journal's counts, tokens and estimated cost). ``prefix`` starts every name
-    (default ``omc``).
+    (default ``omc``). ``prices`` (model name to :class:`~openai_multi_client._prices.Price`,
+    such as ``DEFAULT_PRICES`` or what ``load_prices`` read) adds each key's estimated cost.
     """
 
     def __init__(
@@ -72,12 +74,14 @@ class PrometheusCollector:
         *,
         prefix: str = "omc",
         extra: Callable[[], Iterable[Metric]] | None = None,
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
         if not prefix.replace("_", "").isalnum() or prefix[0].isdigit():
             raise ConfigurationError(f"prefix must be a Prometheus name, got {prefix!r}")
         self._client = client
         self._prefix = prefix
         self._extra = extra
+        self._prices = prices
 
     def describe(self) -> list[Metric]:
         """Nothing: the registry then calls :meth:`collect` only when scraped."""
@@ -87,6 +91,7 @@ class PrometheusCollector:
         stats = self._client.statistics()
         yield from self._requests(stats)
         yield from self._keys(stats)
+        yield from self._usage(stats)
         if self._extra is not None:
             yield from self._extra()
 
@@ -200,8 +205,8 @@ class PrometheusCollector:
                 name("key_requests"), "Attempts sent with each key.", labels=["key"]
             ),
             "tokens": CounterMetricFamily(
-                name("key_tokens"),
-                "Tokens charged to each key (used, or reserved when unreported).",
+                name("key_charged_tokens"),
+                "Tokens charged to each key's limits (used, or reserved when unreported).",
                 labels=["key"],
             ),
             "limited": CounterMetricFamily(
@@ -214,6 +219,27 @@ class PrometheusCollector:
         for key in stats.keys.keys:
             _add_key(families, key)
         yield from families.values()
+
+    def _usage(self, stats: Statistics) -> Iterator[Metric]:
+        tokens = CounterMetricFamily(
+            self._name("key_tokens"),
+            "Tokens the answers reported, by key and direction (input, output).",
+            labels=["key", "direction"],
+        )
+        usage = sorted(stats.usage_by_key.items())
+        for key, counts in usage:
+            tokens.add_metric([key, "input"], counts.input_tokens)
+            tokens.add_metric([key, "output"], counts.output_tokens)
+        yield tokens
+        if self._prices is not None:
+            cost = CounterMetricFamily(
+                self._name("key_estimated_cost_dollars"),
+                "Estimated cost of each key's answers, in US dollars (models with a price).",
+                labels=["key"],
+            )
+            for key, counts in usage:
+                cost.add_metric([key], counts.cost(self._prices))
+            yield cost
 
 
 def _add_key(families: dict[str, Any], key: KeyStatistics) -> None:

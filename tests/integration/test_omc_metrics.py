@@ -73,6 +73,16 @@ def state(found: dict[str, float], state: str) -> set[str]:
     return keys
 
 
+def answered(found: dict[str, float]) -> dict[str, float]:
+    """The tokens in, by key, of the keys with answers so far."""
+    keys = {}
+    for name, value in found.items():
+        match = re.fullmatch(r'omc_key_tokens_total\{direction="input",key="([^"]+)"\}', name)
+        if match and value > 0:
+            keys[match.group(1)] = value
+    return keys
+
+
 def test_a_scrape_during_a_run_sees_keys_cool_and_retire(
     tmp_path: Path, mock_openai_factory: Factory
 ) -> None:
@@ -98,7 +108,9 @@ def test_a_scrape_during_a_run_sees_keys_cool_and_retire(
         process.stdin.flush()
         # More than one batch of the reader (256 lines) goes in; the input stays open while
         # the slow key's 429s cool it and the bad key's 401 retires it.
-        text, found = scrape_until(url, lambda f: bool(state(f, "cooling") and state(f, "retired")))
+        text, found = scrape_until(
+            url, lambda f: bool(state(f, "cooling") and state(f, "retired") and answered(f))
+        )
         process.stdin.close()
         rest = process.stderr.read()  # until the run ends
         process.wait(timeout=60)
@@ -126,3 +138,6 @@ def test_a_scrape_during_a_run_sees_keys_cool_and_retire(
     assert 'omc_tokens_total{direction="input"}' in found
     assert "omc_estimated_cost_dollars_total" in found
     assert len(out.read_text().splitlines()) == 300
+    (fast,) = answered(found).keys() - {cooling, retired}
+    assert found[f'omc_key_tokens_total{{direction="output",key="{fast}"}}'] > 0
+    assert found[f'omc_key_estimated_cost_dollars_total{{key="{fast}"}}'] > 0  # gpt-4o-mini

@@ -3,6 +3,7 @@ back with the SDK's in-memory span exporter and metric reader, attribute by attr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -223,3 +224,85 @@ def test_telemetry_false_sends_nothing(
     assert not result.failed
     assert spans.get_finished_spans() == ()
     assert points("gen_ai.client.operation.duration", model) == []
+
+
+CONTENT = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": [{"type": "text", "text": "a private prompt"},
+                                 {"type": "image_url", "image_url": {"url": "data:x"}}]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("environment", "option", "captured"),
+    [(None, None, False), ("true", None, True), ("TRUE", False, False), ("false", True, True),
+     ("1", None, False)],
+)  # fmt: skip
+def test_message_content_only_when_the_user_opts_in(
+    mock_openai: MockOpenAIServer,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    environment: str | None,
+    option: bool | None,
+    captured: bool,
+) -> None:
+    variable = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+    if environment is None:
+        monkeypatch.delenv(variable, raising=False)
+    else:
+        monkeypatch.setenv(variable, environment)
+    body = {"model": "gpt-4o-mini", "messages": CONTENT}
+    [result] = run(mock_openai, [body], capture_message_content=option)
+    [span] = spans.get_finished_spans()
+    attributes = attrs(span)
+    if not captured:
+        assert "private prompt" not in span.to_json()
+        assert "gen_ai.input.messages" not in attributes
+        assert "gen_ai.output.messages" not in attributes
+        return
+    assert json.loads(attributes["gen_ai.input.messages"]) == [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "a private prompt"},
+                                   {"type": "image_url"}]},
+    ]  # fmt: skip
+    [choice] = result.response["choices"]
+    assert json.loads(attributes["gen_ai.output.messages"]) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": choice["message"]["content"]}],
+            "finish_reason": "stop",
+        }
+    ]
+    assert "sk-telemetry-secret-0001" not in span.to_json()
+
+
+def test_captured_content_of_completions_and_responses(
+    mock_openai: MockOpenAIServer, spans: InMemorySpanExporter
+) -> None:
+    body = {"model": "gpt-4o-mini", "prompt": "complete me"}
+    [result] = run(mock_openai, [body], endpoint="completions", capture_message_content=True)
+    [span] = spans.get_finished_spans()
+    assert json.loads(attrs(span)["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "complete me"}]}
+    ]
+    [output] = json.loads(attrs(span)["gen_ai.output.messages"])
+    assert output["parts"] == [{"type": "text", "content": result.response["choices"][0]["text"]}]
+    spans.clear()
+    body = {"model": "gpt-4o-mini", "input": "respond", "instructions": "be kind"}
+    [result] = run(mock_openai, [body], endpoint="responses", capture_message_content=True)
+    [span] = spans.get_finished_spans()
+    assert json.loads(attrs(span)["gen_ai.system_instructions"]) == [
+        {"type": "text", "content": "be kind"}
+    ]
+    assert json.loads(attrs(span)["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "respond"}]}
+    ]
+    [output] = json.loads(attrs(span)["gen_ai.output.messages"])
+    assert output["role"] == "assistant"
+    assert output["parts"][0]["type"] == "text"
+    assert output["finish_reason"] == "stop"
+    spans.clear()
+    run(mock_openai, [{"model": "text-embedding-3-small", "input": ["a"]}],
+        endpoint="embeddings", capture_message_content=True)  # fmt: skip
+    [span] = spans.get_finished_spans()
+    assert "gen_ai.input.messages" not in attrs(span)  # the conventions capture no embeddings

@@ -33,6 +33,7 @@ async def handler(request: HTTPRequest) -> HTTPResponse:
     if content == "bad":
         return error_response(400, "bad request", type="invalid_request_error")
     body = {
+        "model": "gpt-4o-mini-2024-07-18",
         "choices": [],
         "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
     }
@@ -123,3 +124,24 @@ async def test_the_server_serves_metrics_and_stops(fake_clock: FakeClock) -> Non
         server.close()
     assert b'omc_requests_total{outcome="succeeded"} 3.0' in text
     assert b"python_gc" not in text  # only this client's metrics
+
+
+async def test_tokens_in_and_out_and_cost_per_key(fake_clock: FakeClock) -> None:
+    from openai_multi_client._prices import DEFAULT_PRICES, Price
+
+    client = await finished_client()
+    stats = client.statistics()
+    good = stats.keys.keys[0].key
+    usage = stats.usage_by_key[good]
+    assert (usage.input_tokens, usage.output_tokens) == (15, 15)  # 3 answers of 5 in, 5 out
+    assert "spare" not in stats.usage_by_key  # its one attempt met a 429: no answer, no usage
+    samples = scrape(PrometheusCollector(client))
+    assert samples[f'omc_key_tokens_total{{direction="input",key="{good}"}}'] == 15
+    assert samples[f'omc_key_tokens_total{{direction="output",key="{good}"}}'] == 15
+    assert f'omc_key_charged_tokens_total{{key="{good}"}}' in samples  # what its limits counted
+    assert not any("estimated_cost" in name for name in samples)  # no prices given
+    priced = scrape(PrometheusCollector(client, prices=DEFAULT_PRICES))  # gpt-4o-mini's price
+    cost = priced[f'omc_key_estimated_cost_dollars_total{{key="{good}"}}']
+    assert cost == pytest.approx((15 * 0.15 + 15 * 0.60) / 1e6)
+    unpriced = scrape(PrometheusCollector(client, prices={"o3": Price(2, 8)}))
+    assert unpriced[f'omc_key_estimated_cost_dollars_total{{key="{good}"}}'] == 0

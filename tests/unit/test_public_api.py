@@ -33,7 +33,7 @@ PUBLIC = {
     "__version__", "arun_requests", "run_requests", "RequestTooLargeError", "KeyPool",
     "KeyStatistics", "PoolStatistics", "CharacterEstimator", "TokenEstimator", "KeyManager",
     "stable", "AbandonedRequestError", "Grant", "InMemoryLimits", "LimitsBackend", "RedisLimits",
-    "SharedLimitsError", "SharedLimitsStatistics",
+    "SharedLimitsError", "SharedLimitsStatistics", "KeyUsage",
     "StreamInterruptedError", "ChunkCallback", "RedirectError",
     "ResponseTooLargeError",
     "AsyncBatchClient", "BatchClient", "BatchJob", "SyncBatchJob", "BatchResult", "BatchInfo",

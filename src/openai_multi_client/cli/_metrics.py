@@ -33,7 +33,7 @@ def start_metrics(config: RunConfig, client: AsyncMultiClient, progress: RunProg
     def extra() -> Iterator[Any]:
         return _run_families(config.journal, progress)
 
-    collector = PrometheusCollector(client, extra=extra)
+    collector = PrometheusCollector(client, extra=extra, prices=config.prices)
     try:
         server = MetricsServer.start(collector, config.metrics_port, config.metrics_host)
     except OSError as exc:
