@@ -17,6 +17,7 @@ answered on both sides of the kill is counted, so reported >= answered twice.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import subprocess
 import sys
@@ -105,10 +106,11 @@ def main() -> int:
     parser.add_argument("-c", "--concurrency", type=int, default=32)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--delay", default="2,5", help="seconds before each kill: LOW,HIGH")
-    parser.add_argument("--rpm", type=int, default=3000, help="the mock key's requests/min")
+    parser.add_argument("--rpm", type=int, default=1500, help="the mock key's requests/min")
     parser.add_argument("--fault-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--record", action="store_true")
+    parser.add_argument("--log", help="also write the server's attempt log and the kills here")
     args = parser.parse_args()
     options = {
         "latency": [0.05, 0.3],
@@ -125,6 +127,9 @@ def main() -> int:
         finally:
             server.close()
     attempts = report["attempts"]
+    if args.log:
+        kept = [{**vars(kill), "sent": sorted(kill.sent), "done": len(kill.done)} for kill in kills]
+        Path(args.log).write_text(json.dumps({"kills": kept, **report}), encoding="utf-8")
     rows, held = table(kills, attempts)
     statuses = [attempt["how"] for attempt in attempts]
     twice = sum(1 for count in report["answer_counts"].values() if count >= 2)
