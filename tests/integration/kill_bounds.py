@@ -77,6 +77,9 @@ class Bounds:
     answered_twice: int
     over: list[str] = field(default_factory=list)
     under: list[str] = field(default_factory=list)
+    #: Held as sent but never seen by the server in this run: sent at the kill, or carried
+    #: over in doubt from an earlier kill and not yet sent again.
+    unseen: list[str] = field(default_factory=list)
 
 
 def journal_states(journal: Path) -> tuple[set[str], set[str]]:
@@ -108,6 +111,21 @@ def kill_after(args: list[str], journal: Path, delay: float) -> tuple[Kill, int]
     assert process.returncode == -signal.SIGKILL, stderr  # it was still running
     sent, done = journal_states(journal)
     return Kill(started, at, sent, done), reported_in_doubt(stderr)
+
+
+def write_requests(path: Path, count: int) -> Path:
+    """An ``omc run`` input of ``count`` chat requests ``req-N`` asking ``question N`` (how the
+    server's log names them)."""
+    with path.open("w", encoding="utf-8") as file:
+        for n in range(count):
+            body = {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"question {n}"}],
+                "max_tokens": 10,
+            }
+            line = {"custom_id": f"req-{n}", "method": "POST", "url": "/v1/chat/completions"}
+            file.write(json.dumps({**line, "body": body}) + "\n")
+    return path
 
 
 def _custom_id(attempt: dict[str, Any]) -> str | None:
@@ -148,4 +166,5 @@ def bounds(kill: Kill, attempts: list[dict[str, Any]]) -> Bounds:
         # Sent but neither in flight by the log nor unseen by the server (sent at the kill).
         over=sorted(cid for cid in kill.sent - in_flight if cid in last),
         under=sorted(twice - kill.sent),
+        unseen=sorted(kill.sent - last.keys()),
     )
