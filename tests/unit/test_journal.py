@@ -124,3 +124,14 @@ def test_an_unbilled_attempt_is_not_in_doubt_until_the_next_one_leaves(tmp_path:
         journal.commit()
         assert journal.status().done == 1
         assert journal.status().in_doubt == 1
+
+
+def test_an_unbilled_mark_is_durable_at_once(tmp_path: Path) -> None:
+    """A crash right after an unbilled answer (no commit of the run's own) must not count the
+    request as possibly billed twice: another reader sees the mark at once."""
+    path = str(tmp_path / "j.journal")
+    with Journal.open(path, None) as journal:
+        journal.mark_sent("a", 1)
+        assert open_status(path).in_doubt == 1
+        journal.mark_unbilled("a")
+        assert open_status(path).in_doubt == 0

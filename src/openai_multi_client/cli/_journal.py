@@ -326,8 +326,9 @@ class Journal:
 
     def mark_unbilled(self, custom_id: str) -> None:
         """``custom_id``'s last attempt ended with an answer known not to be billed: it is no
-        longer of unknown outcome. Durable with the next commit (until then a crash counts it
-        as unknown, which only overstates)."""
+        longer of unknown outcome. Committed at once (with any outcomes pending), so that a
+        crash right after cannot report it as possibly billed twice; such answers are failures,
+        so this costs a commit per failed attempt only."""
         if not self._pending:
             self._db.execute("BEGIN")
         self._db.execute(
@@ -335,6 +336,7 @@ class Journal:
             (_UNBILLED, custom_id, _SENT),
         )
         self._pending += 1
+        self._commit()
 
     def record(
         self,
