@@ -16,7 +16,7 @@ from typing import Any
 
 from ._prices import Price, flex_price, price_for
 
-__all__ = ["KeyUsage", "UsageCounter"]
+__all__ = ["KeyUsage", "UsageCounter", "usage_tokens"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,19 @@ class KeyUsage:
         return total
 
 
+def usage_tokens(usage: Mapping[str, Any]) -> tuple[int, int]:
+    """Tokens in and out from a ``usage`` object: Chat Completions / Completions / Embeddings
+    (``prompt_tokens``, ``completion_tokens``) or the Responses API (``input_tokens``,
+    ``output_tokens``). Missing or malformed counts are 0."""
+    tokens_in = usage.get("prompt_tokens")
+    if tokens_in is None:
+        tokens_in = usage.get("input_tokens")
+    tokens_out = usage.get("completion_tokens")
+    if tokens_out is None:
+        tokens_out = usage.get("output_tokens")
+    return _count(tokens_in), _count(tokens_out)
+
+
 def _count(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
@@ -61,13 +74,7 @@ class UsageCounter:
         usage = response.get("usage")
         if type(usage) is not dict:
             return
-        tokens_in = usage.get("prompt_tokens")
-        if tokens_in is None:
-            tokens_in = usage.get("input_tokens")
-        tokens_out = usage.get("completion_tokens")
-        if tokens_out is None:
-            tokens_out = usage.get("output_tokens")
-        tokens_in, tokens_out = _count(tokens_in), _count(tokens_out)
+        tokens_in, tokens_out = usage_tokens(usage)
         if not (tokens_in or tokens_out):
             return
         model = response.get("model")

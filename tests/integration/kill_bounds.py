@@ -19,40 +19,23 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .mock_process import MockProcess
 
 SERVER_SCRIPT = Path(__file__).with_name("run_mock_process.py")
 #: How long an unbilled mark may take to reach the journal (it commits with the next send).
 SETTLE = 0.05
 
 
-class RunServer:
-    """The mock server in its own process (SIGKILL of ``omc`` leaves it running, as in life)."""
+class RunServer(MockProcess):
+    """The online mock server in its own process, logging every attempt."""
 
     def __init__(self, tmp_path: Path, options: dict[str, Any], seed: int) -> None:
-        self.report_path = tmp_path / "server-report.json"
-        command = [sys.executable, str(SERVER_SCRIPT), str(self.report_path)]
-        self.process = subprocess.Popen(
-            [*command, json.dumps(options), str(seed)], stdout=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        self.base_url = self.process.stdout.readline().strip()
-        assert self.base_url.startswith("http://127.0.0.1:"), self.base_url
-
-    def report(self) -> dict[str, Any]:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=30)
-        data: dict[str, Any] = json.loads(self.report_path.read_text())
-        return data
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate(timeout=30)
+        super().__init__(SERVER_SCRIPT, tmp_path, options, seed)
 
 
 @dataclass

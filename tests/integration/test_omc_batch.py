@@ -20,6 +20,8 @@ import pytest
 
 from openai_multi_client.testing import BatchOptions, FakeClock, MockOpenAIServer
 
+from .mock_process import MockProcess
+
 Factory = Callable[..., MockOpenAIServer]
 SERVER_SCRIPT = Path(__file__).with_name("batch_mock_process.py")
 
@@ -82,34 +84,11 @@ def batch_run(source: Path, out: Path, base_url: str, *extra: str) -> list[str]:
 # ------------------------------------------------------------------ a server in its own process
 
 
-class ServerProcess:
+class ServerProcess(MockProcess):
+    """The batch mock server in its own process."""
+
     def __init__(self, tmp_path: Path, options: dict[str, Any], seed: int = 3) -> None:
-        self.report_path = tmp_path / "server-report.json"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                str(SERVER_SCRIPT),
-                str(self.report_path),
-                json.dumps(options),
-                str(seed),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        self.base_url = self.process.stdout.readline().strip()
-        assert self.base_url.startswith("http://127.0.0.1:"), self.base_url
-
-    def report(self) -> dict[str, Any]:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=30)
-        data: dict[str, Any] = json.loads(self.report_path.read_text())
-        return data
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate(timeout=30)
+        super().__init__(SERVER_SCRIPT, tmp_path, options, seed)
 
 
 @pytest.fixture

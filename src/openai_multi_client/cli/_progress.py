@@ -25,27 +25,9 @@ from typing import Any, TextIO
 
 from .._clock import Clock
 from .._prices import Price, flex_price, price_for
+from .._usage import usage_tokens
 
 __all__ = ["RunProgress"]
-
-
-def _usage_tokens(usage: Mapping[str, Any]) -> tuple[int, int]:
-    """Tokens in and out from a ``usage`` object: Chat Completions / Completions / Embeddings
-    (``prompt_tokens``, ``completion_tokens``) or the Responses API (``input_tokens``,
-    ``output_tokens``). Missing or malformed counts are 0."""
-    tokens_in = usage.get("prompt_tokens")
-    if tokens_in is None:
-        tokens_in = usage.get("input_tokens")
-    tokens_out = usage.get("completion_tokens")
-    if tokens_out is None:
-        tokens_out = usage.get("output_tokens")
-    return _count(tokens_in), _count(tokens_out)
-
-
-def _count(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return 0
 
 
 _UNKNOWN_MODEL = "(model not reported)"
@@ -223,7 +205,7 @@ class RunProgress:
             if ok:
                 self._no_usage += 1
         else:
-            tokens_in, tokens_out = _usage_tokens(usage)
+            tokens_in, tokens_out = usage_tokens(usage)
             tokens = tokens_in + tokens_out
             if tokens:
                 self._tokens_in += tokens_in
