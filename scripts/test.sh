@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up .venv with the development extras and runs every check the project has:
 # ruff (lint and format), mypy --strict, and the whole pytest suite, first without the optional
-# speed-ups and then again with them (the library must work both ways). Needs npm (Node 20+) for
+# extras and then again with them (the library must work both ways; the tests of an extra run
+# where it is installed, and skip saying so where it is not). Needs npm (Node 20+) for
 # Prism, which the contract tests (tests/contract) run against OpenAI's OpenAPI spec.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k engine`.
 set -euo pipefail
@@ -21,7 +22,7 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-.venv/bin/python -m pip uninstall --quiet --yes orjson redis ray >/dev/null 2>&1 || true
+.venv/bin/python -m pip uninstall --quiet --yes orjson redis ray prometheus-client rich >/dev/null 2>&1 || true
 
 # Prism (pinned in package-lock.json) for the contract tests, at node_modules/.bin/prism.
 # `npm ci` takes half a minute even from npm's cache, so it runs only when the lock changed.
