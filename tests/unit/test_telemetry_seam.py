@@ -33,15 +33,7 @@ asyncio.run(main())
 
 
 def test_without_the_extra_nothing_is_imported_and_requests_work() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_OTEL],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    _run_script(_WITHOUT_OTEL)
 
 
 async def test_telemetry_false_leaves_the_dispatcher_without_instrumentation() -> None:
@@ -103,12 +95,13 @@ asyncio.run(main())
 
 
 def test_without_an_sdk_no_span_is_built_until_one_is_configured() -> None:
+    _run_script(_SDK_LATER)
+
+
+def _run_script(source: str) -> None:
+    """Run ``source`` in a fresh interpreter (its own imports); it prints ``ok`` when it holds."""
     done = subprocess.run(
-        [sys.executable, "-c", _SDK_LATER],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=50,
+        [sys.executable, "-c", source], check=False, capture_output=True, text=True, timeout=50
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"

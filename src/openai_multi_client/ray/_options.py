@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import AsyncMultiClient, ConfigurationError, Key, KeyPool
-from .._limits import check_secret
+from .._limits import as_keys
 
 logger = logging.getLogger("openai_multi_client.ray")
 
@@ -68,18 +68,7 @@ def _portable_keys(api_key: object) -> list[Key] | None:
             "api_key must be a key, a Key, a list of them or a KeyPool, "
             f"got {type(api_key).__name__}"
         )
-    keys: list[Key] = []
-    for position, item in enumerate(api_key):
-        if isinstance(item, Key):
-            keys.append(item)
-        elif isinstance(item, str):
-            check_secret(item, f"API key {position}")
-            keys.append(Key(item))
-        else:
-            raise ConfigurationError(
-                f"api_key entry {position} must be a string or a Key, got {type(item).__name__}"
-            )
-    return keys
+    return as_keys(api_key)  # the clients' own rule (the client made below checks it too)
 
 
 def check_workers(workers: object) -> int:
