@@ -24,7 +24,8 @@ from openai_multi_client import (
 from openai_multi_client._errors import status_error
 from openai_multi_client._headers import parse_rate_limit_reset, parse_retry_after
 from openai_multi_client._limits import KeyPool, Reservation
-from openai_multi_client._retry import Action, classify, server_requested_delay
+from openai_multi_client._limits.health import Scope
+from openai_multi_client._retry import Action, classify, refusal_scope, server_requested_delay
 from openai_multi_client.testing import FakeClock, MockTransport
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "litellm"
@@ -60,6 +61,40 @@ def test_litellms_forwarded_rate_limit_stays_a_rate_limit() -> None:
 def test_litellms_forwarded_401_is_an_authentication_error() -> None:
     error = as_error("authentication_error")
     assert isinstance(error, AuthenticationError)
+
+
+def test_litellms_forwarded_401_concerns_its_model_group_only() -> None:
+    """The upstream's "Incorrect API key provided" arrives with the code rewritten to "401" and
+    the model group named: the proxy key is fine, that model's upstream is not."""
+    error = as_error("authentication_error")
+    assert error.code == "401"
+    assert refusal_scope(error) is Scope.MODEL
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "scope"),
+    [
+        # OpenAI itself: the key does not exist.
+        (401, {"code": "invalid_api_key", "message": "Incorrect API key provided: sk-a***"}, "key"),
+        # LiteLLM checking its own key.
+        (
+            401,
+            {
+                "code": "401",
+                "type": "auth_error",
+                "message": "Authentication Error, Invalid "
+                "proxy server token passed. Received API Key = sk-...1234",
+            },
+            "key",
+        ),
+        (429, {"code": "insufficient_quota", "message": "You exceeded your current quota"}, "key"),
+        (401, {"code": None, "message": "Unauthorized"}, "unsure"),
+        (403, {"code": None, "message": "You are not allowed to sample from this model"}, "unsure"),
+        (403, {"code": "403", "message": "litellm.PermissionDeniedError: no access"}, "model"),
+    ],
+)
+def test_what_a_refusal_is_about(status: int, error: dict[str, Any], scope: str) -> None:
+    assert refusal_scope(status_error(status, {"error": error})) is Scope(scope)
 
 
 @pytest.mark.parametrize(
