@@ -158,9 +158,9 @@ class NoUsableKeyError(RequestError):
 
 
 class ModelRefusedError(RequestError):
-    """Every usable key was refused the request's model (401/403 for that model while the same
-    key answered others, as a proxy does when one model's upstream key is dead). Only that
-    model's requests fail; the keys stay in use for the others."""
+    """Every usable key was refused the request's model (a 401/403 for that model that did not
+    show the key itself dead, as a proxy answers when one model's upstream key is dead). Only
+    that model's requests fail, none sent again; the keys stay in use for the others."""
 
 
 class AbandonedRequestError(RequestError):
