@@ -4,6 +4,7 @@ OpenAI's answers must mean what they meant straight from OpenAI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -232,3 +233,70 @@ def test_a_server_limit_above_the_configured_one_changes_nothing() -> None:
         headers={"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"},
     )
     assert pool.statistics(0.1).keys[0].requests_per_minute == 60
+
+
+# LiteLLM 1.106.12 (litellm/proxy/auth/auth_exception_handler.py): a BudgetExceededError becomes
+# {"type": "budget_exceeded", "code": <litellm.budget_exceeded_status_code>, ...}, 422 by
+# default; older releases sent 400, and the setting can make it 429.
+BUDGET = {
+    "message": "Budget has been exceeded! Current cost: 0.0123, Max budget: 0.01",
+    "type": "budget_exceeded",
+    "param": None,
+    "code": "422",
+}
+
+
+@pytest.mark.parametrize("status", [400, 422, 429])
+@pytest.mark.parametrize(
+    "error",
+    [
+        BUDGET,
+        {**BUDGET, "type": None, "code": "budget_exceeded"},
+        {"message": "Budget has been exceeded! Current cost: 2.1, Max budget: 2.0"},
+    ],
+)
+def test_a_proxys_exceeded_budget_is_an_exhausted_quota(status: int, error: dict[str, Any]) -> None:
+    found = status_error(status, {"error": error})
+    assert isinstance(found, InsufficientQuotaError)
+    assert found.status_code == status
+    assert classify(found) is Action.RETIRE_KEY
+    assert refusal_scope(found) is Scope.KEY
+
+
+def test_budget_words_elsewhere_are_not_an_exceeded_budget() -> None:
+    error = {"message": "max_budget must be a number", "type": "invalid_request_error"}
+    assert type(status_error(400, {"error": error})).__name__ == "BadRequestError"
+    assert not isinstance(status_error(500, {"error": BUDGET}), InsufficientQuotaError)
+
+
+async def test_a_key_over_its_proxy_budget_is_retired_and_its_requests_move(
+    fake_clock: FakeClock,
+) -> None:
+    spent, fresh = "sk-spent-0123456789abcdef", "sk-fresh-0123456789abcdef"
+
+    def proxy(request: HTTPRequest) -> HTTPResponse:
+        if request.headers["Authorization"] == f"Bearer {spent}":
+            return HTTPResponse.build(422, {}, _json.dumps({"error": BUDGET}))
+        return HTTPResponse.build(200, {}, _json.dumps(recorded("ok")["body"]))
+
+    async with AsyncMultiClient(
+        api_key=[spent, fresh],
+        base_url="http://proxy.invalid/v1",
+        endpoint="chats",
+        concurrency=1,
+        transport=MockTransport(proxy),
+    ) as client:
+
+        async def produce() -> None:
+            for _ in range(6):
+                await client.request({"model": "good", "messages": []})
+            client.close()
+
+        producer = asyncio.ensure_future(produce())
+        results = [result async for result in client]
+        await producer
+        keys = {key.key: key for key in client.statistics().keys.keys}
+    assert [r.error for r in results] == [None] * 6
+    assert keys[Key(spent).id].state == "retired"
+    assert "Budget has been exceeded" in (keys[Key(spent).id].retired_reason or "")
+    assert keys[Key(spent).id].requests == 1
