@@ -300,3 +300,31 @@ async def test_a_key_over_its_proxy_budget_is_retired_and_its_requests_move(
     assert keys[Key(spent).id].state == "retired"
     assert "Budget has been exceeded" in (keys[Key(spent).id].retired_reason or "")
     assert keys[Key(spent).id].requests == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"request-id": "req_011CV"}, "req_011CV"),  # Anthropic-style, without the x-
+        ({"request-id": "req_upstream", "x-litellm-call-id": "call-1"}, "call-1"),
+        ({"request-id": "req_other", "x-request-id": "req_direct"}, "req_direct"),
+        ({}, None),
+    ],
+)
+async def test_the_request_id_header_without_its_x(
+    fake_clock: FakeClock, headers: dict[str, str], expected: str | None
+) -> None:
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse.build(200, headers, _json.dumps(recorded("ok")["body"]))
+
+    async with AsyncMultiClient(
+        api_key="sk-test-0123456789",
+        base_url="http://gateway.invalid/v1",
+        endpoint="chats",
+        transport=MockTransport(handler),
+    ) as client:
+        await client.request({"model": "good", "messages": []})
+        client.close()
+        [result] = [result async for result in client]
+    assert not result.failed, result.error
+    assert result.request_id == expected
