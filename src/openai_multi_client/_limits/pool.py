@@ -456,11 +456,9 @@ class KeyPool:
         self._changed()  # those waiting learn when no key is left
 
     def refuse(self, key: Key, model: str, reason: str, scope: Scope = Scope.KEY) -> bool:
-        """A 401 or 403 (or exhausted quota) from ``key`` for ``model``: stop using the key for
-        ``model`` only (warns once) and return True when its answers allow it
-        (:meth:`ModelHealth.refuse <openai_multi_client._limits.health.ModelHealth.refuse>`
-        weighs them with the ``scope`` the answer showed); otherwise return False: the key is
-        dead, the caller retires it."""
+        """A 401/403 (or exhausted quota) from ``key`` for ``model``: stop using the key for
+        ``model`` only (warns once) and return True when its answers allow it (``health.py``
+        weighs them with the answer's ``scope``); else return False: the caller retires it."""
         with self._lock:
             state = self._by_key[id(key)]
             if state.retired_reason is not None:
@@ -472,8 +470,7 @@ class KeyPool:
             self._largest_cost = None
             proven = state.health.proven()
         logger.warning(
-            "API key %s refused model %r (%s)%s; its requests for that model fail, the others "
-            "go on",
+            "API key %s refused model %r (%s)%s; only that model's requests stop using it",
             key.id,
             model,
             state.health.refused[model],
