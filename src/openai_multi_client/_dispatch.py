@@ -35,6 +35,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Coroutine
+from types import MappingProxyType
 from typing import Any
 
 from ._api import Backend, Outcome
@@ -451,10 +452,12 @@ class Dispatcher:
     def _refused_error(self, model: str | None) -> ModelRefusedError:
         refusals = {} if model is None else self._keys.refusals(model)
         reasons = "; ".join(f"{key}: {why}" for key, why in refusals.items())
-        return ModelRefusedError(
+        error = ModelRefusedError(
             f"no API key may use model {model!r} ({reasons}); the keys stay in use for other "
             "models: fix that model's access (a proxy's upstream key?) and run again"
         )
+        error.model, error.refusals = model, MappingProxyType(refusals)
+        return error
 
     def _no_key_error(self) -> NoUsableKeyError:
         reasons = "; ".join(f"{key}: {why}" for key, why in self._keys.retired_reasons().items())

@@ -48,6 +48,7 @@ which HTTP library is underneath.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 
@@ -160,7 +161,12 @@ class NoUsableKeyError(RequestError):
 class ModelRefusedError(RequestError):
     """Every usable key was refused the request's model (a 401/403 for that model that did not
     show the key itself dead, as a proxy answers when one model's upstream key is dead). Only
-    that model's requests fail, none sent again; the keys stay in use for the others."""
+    that model's requests fail, none sent again; the keys stay in use for the others.
+    :attr:`model` is that model; :attr:`refusals` maps each redacted key id to the server's
+    words."""
+
+    model: str | None = None
+    refusals: Mapping[str, str] = MappingProxyType({})
 
 
 class AbandonedRequestError(RequestError):
