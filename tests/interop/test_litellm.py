@@ -102,39 +102,45 @@ def test_omc_run_finishes_the_other_models_when_one_models_upstream_key_is_dead(
     tmp_path: Path, litellm: LiteLLM
 ) -> None:
     """Item 3: one model group's upstream key is dead (the proxy answers 401 for it) while the
-    proxy key answers the others: only that model's lines fail, the rest are done."""
+    proxy key answers the others: the rest are done; that model's lines are kept for the next
+    run (not recorded, not in the output files) and the summary says so."""
     lines = [batch_line(n, "dead" if n % 4 == 3 else "good") for n in range(200)]
     process, records = omc_run(tmp_path, lines, litellm.base_url, litellm.key)
+    assert process.returncode == 1, process.stderr
     assert "fix the keys" not in process.stderr, process.stderr
-    by_id = {r["custom_id"]: r for r in records}
-    assert len(by_id) == 200, process.stderr
-    done = [
-        n for n in range(200) if (by_id[f"req-{n}"].get("response") or {}).get("status_code") == 200
-    ]
-    assert done == [n for n in range(200) if n % 4 != 3]
-    failed = [by_id[f"req-{n}"] for n in range(3, 200, 4)]
-    assert all("'dead'" in str(r.get("error")) for r in failed), failed[:2]
+    assert "50 requests for model 'dead' were not done" in process.stderr, process.stderr
+    assert sorted(r["custom_id"] for r in records) == sorted(
+        f"req-{n}" for n in range(200) if n % 4 != 3
+    )
+    assert all(r["response"]["status_code"] == 200 for r in records)
     assert litellm.key not in process.stderr
 
 
 def test_omc_run_survives_a_dead_model_whose_401_is_the_first_answer(
-    tmp_path: Path, litellm: LiteLLM
+    tmp_path: Path, litellm: LiteLLM, upstream: MockOpenAIServer
 ) -> None:
     """Item 3, the race lost on purpose: the first 50 lines use the model whose upstream key is
     dead, so every answer at the start is the proxy's 401 for it (nothing yet shows the proxy
-    key works). Only those lines fail; the 150 others are done, in one run."""
+    key works). The 150 others are done in one run; those 50 are kept, named in the summary
+    with the upstream's words, and a plain rerun takes exactly them again."""
     lines = [batch_line(n, "dead" if n < 50 else "good") for n in range(200)]
     process, records = omc_run(tmp_path, lines, litellm.base_url, litellm.key)
+    assert process.returncode == 1, process.stderr
     assert "fix the keys" not in process.stderr, process.stderr
-    by_id = {r["custom_id"]: r for r in records}
-    assert len(by_id) == 200, process.stderr
-    status = [(by_id[f"req-{n}"].get("response") or {}).get("status_code") for n in range(200)]
-    assert status[50:] == [200] * 150
-    failed = [by_id[f"req-{n}"] for n in range(50)]
-    assert all("ModelRefusedError" in str(r.get("error")) for r in failed), failed[:2]
-    assert all("'dead'" in str(r.get("error")) for r in failed), failed[:2]
+    refused = "50 requests for model 'dead' were not done: every API key was refused that model"
+    assert refused in process.stderr, process.stderr
+    assert "Incorrect API key provided" in process.stderr  # the upstream's words, passed on
+    assert sorted(r["custom_id"] for r in records) == sorted(f"req-{n}" for n in range(50, 200))
+    assert all(r["response"]["status_code"] == 200 for r in records)
     assert litellm.key not in process.stderr
     assert litellm.key not in json.dumps(records)
+    good_before = upstream_count(upstream, "good")
+    rerun, records = omc_run(tmp_path, lines, litellm.base_url, litellm.key)
+    assert rerun.returncode == 1, rerun.stderr
+    assert refused in rerun.stderr, rerun.stderr
+    assert re.search(r"skipped \(already done\)\s+150\n", rerun.stderr), rerun.stderr
+    assert upstream_count(upstream, "good") == good_before  # nothing done is sent again
+    assert len(records) == 150
 
 
 async def test_the_library_keeps_the_proxy_key_when_a_dead_models_401_comes_first(
