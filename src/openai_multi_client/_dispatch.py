@@ -35,7 +35,6 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Coroutine
-from types import MappingProxyType
 from typing import Any
 
 from ._api import Backend, Outcome
@@ -456,7 +455,7 @@ class Dispatcher:
             f"no API key may use model {model!r} ({reasons}); the keys stay in use for other "
             "models: fix that model's access (a proxy's upstream key?) and run again"
         )
-        error.model, error.refusals = model, MappingProxyType(refusals)
+        error.model, error.refusals = model, refusals  # a plain dict: results may be pickled
         return error
 
     def _no_key_error(self) -> NoUsableKeyError:

@@ -5,6 +5,7 @@ models it answers; only the refused model's requests fail, with an error naming 
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Callable
 
 from openai_multi_client import (
@@ -74,6 +75,25 @@ async def test_a_model_refused_on_a_key_that_answers_others_fails_alone(
     assert KEY not in message
     (key,) = client.statistics().keys.keys
     assert key.state == "active"
+
+
+async def test_a_model_refused_error_names_the_model_and_refusals_and_pickles(
+    fake_clock: FakeClock,
+) -> None:
+    """``omc run`` reads the model and the server's words from the error; a Ray worker's
+    result crosses a process boundary pickled."""
+    results, _ = await run(["good", "dead", "dead"], concurrency=1)
+    error = results[2].error
+    assert isinstance(error, ModelRefusedError)
+    words = "litellm.AuthenticationError: Incorrect API key provided for dead"
+    assert error.model == "dead"
+    assert [(key, words in why) for key, why in error.refusals.items()] == [(Key(KEY).id, True)]
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.model, dict(copy.refusals), str(copy)) == (
+        "dead",
+        dict(error.refusals),
+        str(error),
+    )
 
 
 async def test_a_models_refusal_that_arrives_first_refuses_that_model_only(
