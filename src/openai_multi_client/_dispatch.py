@@ -57,7 +57,15 @@ from ._logfields import log_fields
 from ._options import ClientOptions
 from ._progressbar import ProgressBar
 from ._request import Request
-from ._retry import Action, Attempts, Decision, RetryBudget, decide, is_overload
+from ._retry import (
+    Action,
+    Attempts,
+    Decision,
+    RetryBudget,
+    decide,
+    is_overload,
+    refusal_scope,
+)
 from ._telemetry import AttemptTrace, Instrumentation
 
 logger = logging.getLogger("openai_multi_client")
@@ -364,8 +372,9 @@ class Dispatcher:
         self, request: Request, key: Key, reason: str, error: RequestError, latency: float
     ) -> None:
         model = _model(request)
-        # A key that answered other models is kept for them (a proxy's dead upstream).
-        if model is None or not self._keys.refuse(key, model, reason):
+        # A refusal of one model need not be the key's death: a proxy's dead upstream for one
+        # model group answers 401 for it and 200 for the others (the pool weighs the answers).
+        if model is None or not self._keys.refuse(key, model, reason, refusal_scope(error)):
             self._keys.retire(key, reason)
         if self._keys.exhausted:
             self._finish(request, None, error, latency)
@@ -442,10 +451,12 @@ class Dispatcher:
     def _refused_error(self, model: str | None) -> ModelRefusedError:
         refusals = {} if model is None else self._keys.refusals(model)
         reasons = "; ".join(f"{key}: {why}" for key, why in refusals.items())
-        return ModelRefusedError(
-            f"no API key may use model {model!r}: refused while answering other models "
-            f"({reasons}); fix that model's access (a proxy's upstream key?) and run again"
+        error = ModelRefusedError(
+            f"no API key may use model {model!r} ({reasons}); the keys stay in use for other "
+            "models: fix that model's access (a proxy's upstream key?) and run again"
         )
+        error.model, error.refusals = model, refusals  # a plain dict: results may be pickled
+        return error
 
     def _no_key_error(self) -> NoUsableKeyError:
         reasons = "; ".join(f"{key}: {why}" for key, why in self._keys.retired_reasons().items())

@@ -48,6 +48,7 @@ which HTTP library is underneath.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 
@@ -158,9 +159,14 @@ class NoUsableKeyError(RequestError):
 
 
 class ModelRefusedError(RequestError):
-    """Every usable key was refused the request's model (401/403 for that model while the same
-    key answered others, as a proxy does when one model's upstream key is dead). Only that
-    model's requests fail; the keys stay in use for the others."""
+    """Every usable key was refused the request's model (a 401/403 for that model that did not
+    show the key itself dead, as a proxy answers when one model's upstream key is dead). Only
+    that model's requests fail, none sent again; the keys stay in use for the others.
+    :attr:`model` is that model; :attr:`refusals` maps each redacted key id to the server's
+    words."""
+
+    model: str | None = None
+    refusals: Mapping[str, str] = MappingProxyType({})
 
 
 class AbandonedRequestError(RequestError):
@@ -259,7 +265,8 @@ class RateLimitError(APIStatusError):
 
 class InsufficientQuotaError(RateLimitError):
     """429 ``insufficient_quota``: the key's account has no quota left. It will not work again
-    until billing changes, so the key is retired for the run."""
+    until billing changes, so the key is retired for the run. A proxy's exceeded budget
+    (LiteLLM's ``budget_exceeded``, a 400, 422 or 429) is one too."""
 
 
 class InternalServerError(APIStatusError):
@@ -289,7 +296,8 @@ def status_error(
     code = error.get("code") if isinstance(error, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     cls: type[APIStatusError]
-    if status_code == 429 and _is_quota_exhausted(error):
+    quota = status_code == 429 and _is_quota_exhausted(error)
+    if quota or (status_code in _BUDGET_STATUSES and _is_budget_exceeded(error)):
         cls = InsufficientQuotaError
     elif status_code >= 500:
         cls = InternalServerError
@@ -323,6 +331,26 @@ def _is_quota_exhausted(error: object) -> bool:
         return False
     text = message.lower()
     return any(words in text for words in _QUOTA_WORDS)
+
+
+# A LiteLLM proxy's key, user or team over its budget: ``{"type": "budget_exceeded", "code":
+# "<status>", "message": "Budget has been exceeded! Current cost: ..., Max budget: ..."}``,
+# sent as 422 by LiteLLM 1.106 (``budget_exceeded_status_code``), 400 by older ones, 429 when
+# configured so. Like an exhausted quota, it lasts until someone raises the budget.
+_BUDGET_STATUSES = frozenset({400, 422, 429})
+_BUDGET_CODE = "budget_exceeded"
+_BUDGET_MESSAGE = "budget has been exceeded"
+
+
+def _is_budget_exceeded(error: object) -> bool:
+    """Whether an error object is a proxy's exceeded budget: the type or code
+    ``budget_exceeded``, or LiteLLM's message."""
+    if not isinstance(error, dict):
+        return False
+    if _BUDGET_CODE in (error.get("code"), error.get("type")):
+        return True
+    message = error.get("message")
+    return isinstance(message, str) and message.lower().startswith(_BUDGET_MESSAGE)
 
 
 def _str_or_none(value: object) -> str | None:

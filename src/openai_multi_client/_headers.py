@@ -136,9 +136,13 @@ def parse_rate_limit_reset(headers: Mapping[str, str]) -> float | None:
 
 
 def response_request_id(headers: Mapping[str, str]) -> str | None:
-    """The server's id of this request: ``x-request-id``, or LiteLLM's ``x-litellm-call-id``
-    when a proxy answered without one."""
-    return headers.get("x-request-id") or headers.get("x-litellm-call-id")
+    """The server's id of this request: ``x-request-id``; without it, LiteLLM's
+    ``x-litellm-call-id`` (on every answer of the proxy, where its ``request-id`` is the
+    upstream's, absent when no upstream answered), else ``request-id`` (the name Anthropic's
+    API and gateways modelled on it use)."""
+    return (
+        headers.get("x-request-id") or headers.get("x-litellm-call-id") or headers.get("request-id")
+    )
 
 
 def parse_float(value: str | None) -> float | None:

@@ -55,6 +55,7 @@ from ._headers import (
     parse_should_retry,
     parse_try_again_message,
 )
+from ._limits.health import Scope
 from ._validate import check_count, check_seconds
 
 
@@ -85,6 +86,37 @@ def classify(error: RequestError) -> Action:
     if isinstance(error, TransportError | InvalidResponseError | CustomAPIError):
         return Action.RETRY
     return Action.FAIL
+
+
+def refusal_scope(error: RequestError) -> Scope:
+    """What a RETIRE_KEY answer is about, as far as it says (:class:`~openai_multi_client.
+    _limits.health.Scope`; the key pool weighs it with the models the key answered):
+
+    * ``KEY``: an exhausted quota (the account's), OpenAI's code ``invalid_api_key`` (the key
+      does not exist: a typo, a revoked key), or LiteLLM's check of its own key ("Invalid
+      proxy server token");
+    * ``MODEL``: a proxy reporting its upstream's error for the model asked: LiteLLM prefixes
+      the upstream's exception with ``litellm.`` and adds "model group 'X' failed" (it also
+      rewrites the code to the status, so OpenAI's ``invalid_api_key`` from the upstream does
+      not reach us as such);
+    * ``UNSURE``: any other 401 or 403.
+    """
+    if not isinstance(error, AuthenticationError | PermissionDeniedError):
+        return Scope.KEY
+    message = _error_message(error).lower()
+    if error.code == "invalid_api_key" or "invalid proxy server token" in message:
+        return Scope.KEY
+    if message.startswith("litellm.") or "model group '" in message:
+        return Scope.MODEL
+    return Scope.UNSURE
+
+
+def _error_message(error: APIStatusError) -> str:
+    """The message of the answer's error object (empty without one)."""
+    body = error.body
+    details = body.get("error") if isinstance(body, dict) else None
+    message = details.get("message") if isinstance(details, dict) else None
+    return message if isinstance(message, str) else ""
 
 
 def is_overload(error: RequestError) -> bool:

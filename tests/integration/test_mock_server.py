@@ -353,6 +353,21 @@ async def test_keys_missing_invalid_unknown_and_optional(session: aiohttp.Client
         assert reply.status == 200
 
 
+async def test_an_invalid_key_in_azures_header_gets_azures_401(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Azure words its 401 for an unknown ``api-key`` in its own way: code "401", no type."""
+    async with MockOpenAIServer(invalid_keys={"azure-revoked"}) as server:
+        url = f"{server.base_url}/chat/completions"
+        reply = await post(session, url, CHAT, headers={"api-key": "azure-revoked"})
+    assert reply.status == 401
+    assert_request_id(reply)
+    error = reply.json()["error"]
+    assert set(error) == {"code", "message"}
+    assert error["code"] == "401"
+    assert error["message"].startswith("Access denied due to invalid subscription key")
+
+
 async def test_insufficient_quota(session: aiohttp.ClientSession) -> None:
     async with MockOpenAIServer(no_quota_keys=["sk-broke"]) as server:
         headers = {"Authorization": "Bearer sk-broke"}

@@ -269,6 +269,33 @@ def test_dead_keys_stop_the_run_and_keep_the_requests(
     assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(20))
 
 
+def test_a_one_model_run_with_a_key_refused_unsure_keeps_every_line(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    """Azure's 401 for a mistyped key does not say the key is dead (no ``invalid_api_key``),
+    so the key is refused the run's only model: every line is kept for the next run, the
+    summary names the model and the server's words and says the keys may be wrong, exit 1."""
+    server = mock_openai_factory(invalid_keys={"sk-mistyped-azure"})
+    source = write_input(tmp_path / "in.jsonl", 20)
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    base_url = server.base_url.removesuffix("/v1") + "/openai/deployments/gpt-4o-mini"
+    base = ("run", str(source), "-o", str(out), "--errors", str(errors), "--base-url", base_url)
+    azure = ("--azure", "--api-version", "2024-10-21")
+    refused = omc(*base, *azure, "--key", "sk-mistyped-azure")
+    assert refused.returncode == 1, refused.stderr
+    assert output_ids(out) == []  # nothing recorded as done
+    assert errors.read_text() == ""  # as for dead keys: kept, not failures
+    assert "20 requests for model 'gpt-4o-mini' were not done" in refused.stderr
+    assert "Access denied due to invalid subscription key" in refused.stderr
+    assert "fix the keys" in refused.stderr
+    assert "sk-mistyped-azure" not in refused.stderr
+    sent_before = server.stats.total_requests
+    fixed = omc(*base, *azure, "--key", "sk-right-azure")
+    assert fixed.returncode == 0, fixed.stderr
+    assert sorted(output_ids(out)) == sorted(f"req-{n}" for n in range(20))
+    assert server.stats.total_requests - sent_before == 20
+
+
 def test_max_requests_sends_exactly_that_many(
     tmp_path: Path, mock_openai: MockOpenAIServer
 ) -> None:

@@ -4,6 +4,7 @@ shapes of OpenAI's errors are understood (issue 16, items 2, 4 and 5)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from openai_multi_client import (
     AsyncMultiClient,
     InsufficientQuotaError,
+    ModelRefusedError,
     NoUsableKeyError,
 )
 from openai_multi_client.testing import MockOpenAIServer
@@ -100,19 +102,66 @@ def test_omc_run_finishes_the_other_models_when_one_models_upstream_key_is_dead(
     tmp_path: Path, litellm: LiteLLM
 ) -> None:
     """Item 3: one model group's upstream key is dead (the proxy answers 401 for it) while the
-    proxy key answers the others: only that model's lines fail, the rest are done."""
+    proxy key answers the others: the rest are done; that model's lines are kept for the next
+    run (not recorded, not in the output files) and the summary says so."""
     lines = [batch_line(n, "dead" if n % 4 == 3 else "good") for n in range(200)]
     process, records = omc_run(tmp_path, lines, litellm.base_url, litellm.key)
+    assert process.returncode == 1, process.stderr
     assert "fix the keys" not in process.stderr, process.stderr
-    by_id = {r["custom_id"]: r for r in records}
-    assert len(by_id) == 200, process.stderr
-    done = [
-        n for n in range(200) if (by_id[f"req-{n}"].get("response") or {}).get("status_code") == 200
-    ]
-    assert done == [n for n in range(200) if n % 4 != 3]
-    failed = [by_id[f"req-{n}"] for n in range(3, 200, 4)]
-    assert all("'dead'" in str(r.get("error")) for r in failed), failed[:2]
+    assert "50 requests for model 'dead' were not done" in process.stderr, process.stderr
+    assert sorted(r["custom_id"] for r in records) == sorted(
+        f"req-{n}" for n in range(200) if n % 4 != 3
+    )
+    assert all(r["response"]["status_code"] == 200 for r in records)
     assert litellm.key not in process.stderr
+
+
+def test_omc_run_survives_a_dead_model_whose_401_is_the_first_answer(
+    tmp_path: Path, litellm: LiteLLM, upstream: MockOpenAIServer
+) -> None:
+    """Item 3, the race lost on purpose: the first 50 lines use the model whose upstream key is
+    dead, so every answer at the start is the proxy's 401 for it (nothing yet shows the proxy
+    key works). The 150 others are done in one run; those 50 are kept, named in the summary
+    with the upstream's words, and a plain rerun takes exactly them again."""
+    lines = [batch_line(n, "dead" if n < 50 else "good") for n in range(200)]
+    process, records = omc_run(tmp_path, lines, litellm.base_url, litellm.key)
+    assert process.returncode == 1, process.stderr
+    assert "fix the keys" not in process.stderr, process.stderr
+    refused = "50 requests for model 'dead' were not done: every API key was refused that model"
+    assert refused in process.stderr, process.stderr
+    assert "Incorrect API key provided" in process.stderr  # the upstream's words, passed on
+    assert sorted(r["custom_id"] for r in records) == sorted(f"req-{n}" for n in range(50, 200))
+    assert all(r["response"]["status_code"] == 200 for r in records)
+    assert litellm.key not in process.stderr
+    assert litellm.key not in json.dumps(records)
+    good_before = upstream_count(upstream, "good")
+    rerun, records = omc_run(tmp_path, lines, litellm.base_url, litellm.key)
+    assert rerun.returncode == 1, rerun.stderr
+    assert refused in rerun.stderr, rerun.stderr
+    assert re.search(r"skipped \(already done\)\s+150\n", rerun.stderr), rerun.stderr
+    assert upstream_count(upstream, "good") == good_before  # nothing done is sent again
+    assert len(records) == 150
+
+
+async def test_the_library_keeps_the_proxy_key_when_a_dead_models_401_comes_first(
+    litellm: LiteLLM,
+) -> None:
+    """One line in four uses the dead model, the first line among them; a client that learns
+    its limits sends its first request alone, so the proxy key's first answer is that 401."""
+    models = ["dead" if n % 4 == 0 else "good" for n in range(40)]
+    async with AsyncMultiClient(
+        api_key=litellm.key, base_url=litellm.base_url, concurrency=8
+    ) as client:
+        results = await run_all(
+            client, [("chats", chat(f"q {n}", m)) for n, m in enumerate(models)]
+        )
+        statistics = client.statistics()
+    good = [r.error for r, m in zip(results, models, strict=True) if m == "good"]
+    dead = [r.error for r, m in zip(results, models, strict=True) if m == "dead"]
+    assert good == [None] * 30
+    assert all(isinstance(error, ModelRefusedError) for error in dead), dead
+    assert "Incorrect API key provided" in str(dead[0])  # the upstream's words, passed on
+    assert [key.state for key in statistics.keys.keys] == ["active"]
 
 
 async def test_the_upstreams_wait_renamed_by_the_proxy_is_obeyed(

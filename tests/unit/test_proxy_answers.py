@@ -4,6 +4,7 @@ OpenAI's answers must mean what they meant straight from OpenAI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -24,7 +25,8 @@ from openai_multi_client import (
 from openai_multi_client._errors import status_error
 from openai_multi_client._headers import parse_rate_limit_reset, parse_retry_after
 from openai_multi_client._limits import KeyPool, Reservation
-from openai_multi_client._retry import Action, classify, server_requested_delay
+from openai_multi_client._limits.health import Scope
+from openai_multi_client._retry import Action, classify, refusal_scope, server_requested_delay
 from openai_multi_client.testing import FakeClock, MockTransport
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "litellm"
@@ -60,6 +62,40 @@ def test_litellms_forwarded_rate_limit_stays_a_rate_limit() -> None:
 def test_litellms_forwarded_401_is_an_authentication_error() -> None:
     error = as_error("authentication_error")
     assert isinstance(error, AuthenticationError)
+
+
+def test_litellms_forwarded_401_concerns_its_model_group_only() -> None:
+    """The upstream's "Incorrect API key provided" arrives with the code rewritten to "401" and
+    the model group named: the proxy key is fine, that model's upstream is not."""
+    error = as_error("authentication_error")
+    assert error.code == "401"
+    assert refusal_scope(error) is Scope.MODEL
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "scope"),
+    [
+        # OpenAI itself: the key does not exist.
+        (401, {"code": "invalid_api_key", "message": "Incorrect API key provided: sk-a***"}, "key"),
+        # LiteLLM checking its own key.
+        (
+            401,
+            {
+                "code": "401",
+                "type": "auth_error",
+                "message": "Authentication Error, Invalid "
+                "proxy server token passed. Received API Key = sk-...1234",
+            },
+            "key",
+        ),
+        (429, {"code": "insufficient_quota", "message": "You exceeded your current quota"}, "key"),
+        (401, {"code": None, "message": "Unauthorized"}, "unsure"),
+        (403, {"code": None, "message": "You are not allowed to sample from this model"}, "unsure"),
+        (403, {"code": "403", "message": "litellm.PermissionDeniedError: no access"}, "model"),
+    ],
+)
+def test_what_a_refusal_is_about(status: int, error: dict[str, Any], scope: str) -> None:
+    assert refusal_scope(status_error(status, {"error": error})) is Scope(scope)
 
 
 @pytest.mark.parametrize(
@@ -197,3 +233,98 @@ def test_a_server_limit_above_the_configured_one_changes_nothing() -> None:
         headers={"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"},
     )
     assert pool.statistics(0.1).keys[0].requests_per_minute == 60
+
+
+# LiteLLM 1.106.12 (litellm/proxy/auth/auth_exception_handler.py): a BudgetExceededError becomes
+# {"type": "budget_exceeded", "code": <litellm.budget_exceeded_status_code>, ...}, 422 by
+# default; older releases sent 400, and the setting can make it 429.
+BUDGET = {
+    "message": "Budget has been exceeded! Current cost: 0.0123, Max budget: 0.01",
+    "type": "budget_exceeded",
+    "param": None,
+    "code": "422",
+}
+
+
+@pytest.mark.parametrize("status", [400, 422, 429])
+@pytest.mark.parametrize(
+    "error",
+    [
+        BUDGET,
+        {**BUDGET, "type": None, "code": "budget_exceeded"},
+        {"message": "Budget has been exceeded! Current cost: 2.1, Max budget: 2.0"},
+    ],
+)
+def test_a_proxys_exceeded_budget_is_an_exhausted_quota(status: int, error: dict[str, Any]) -> None:
+    found = status_error(status, {"error": error})
+    assert isinstance(found, InsufficientQuotaError)
+    assert found.status_code == status
+    assert classify(found) is Action.RETIRE_KEY
+    assert refusal_scope(found) is Scope.KEY
+
+
+def test_budget_words_elsewhere_are_not_an_exceeded_budget() -> None:
+    error = {"message": "max_budget must be a number", "type": "invalid_request_error"}
+    assert type(status_error(400, {"error": error})).__name__ == "BadRequestError"
+    assert not isinstance(status_error(500, {"error": BUDGET}), InsufficientQuotaError)
+
+
+async def test_a_key_over_its_proxy_budget_is_retired_and_its_requests_move(
+    fake_clock: FakeClock,
+) -> None:
+    spent, fresh = "sk-spent-0123456789abcdef", "sk-fresh-0123456789abcdef"
+
+    def proxy(request: HTTPRequest) -> HTTPResponse:
+        if request.headers["Authorization"] == f"Bearer {spent}":
+            return HTTPResponse.build(422, {}, _json.dumps({"error": BUDGET}))
+        return HTTPResponse.build(200, {}, _json.dumps(recorded("ok")["body"]))
+
+    async with AsyncMultiClient(
+        api_key=[spent, fresh],
+        base_url="http://proxy.invalid/v1",
+        endpoint="chats",
+        concurrency=1,
+        transport=MockTransport(proxy),
+    ) as client:
+
+        async def produce() -> None:
+            for _ in range(6):
+                await client.request({"model": "good", "messages": []})
+            client.close()
+
+        producer = asyncio.ensure_future(produce())
+        results = [result async for result in client]
+        await producer
+        keys = {key.key: key for key in client.statistics().keys.keys}
+    assert [r.error for r in results] == [None] * 6
+    assert keys[Key(spent).id].state == "retired"
+    assert "Budget has been exceeded" in (keys[Key(spent).id].retired_reason or "")
+    assert keys[Key(spent).id].requests == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"request-id": "req_011CV"}, "req_011CV"),  # Anthropic-style, without the x-
+        ({"request-id": "req_upstream", "x-litellm-call-id": "call-1"}, "call-1"),
+        ({"request-id": "req_other", "x-request-id": "req_direct"}, "req_direct"),
+        ({}, None),
+    ],
+)
+async def test_the_request_id_header_without_its_x(
+    fake_clock: FakeClock, headers: dict[str, str], expected: str | None
+) -> None:
+    def handler(request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse.build(200, headers, _json.dumps(recorded("ok")["body"]))
+
+    async with AsyncMultiClient(
+        api_key="sk-test-0123456789",
+        base_url="http://gateway.invalid/v1",
+        endpoint="chats",
+        transport=MockTransport(handler),
+    ) as client:
+        await client.request({"model": "good", "messages": []})
+        client.close()
+        [result] = [result async for result in client]
+    assert not result.failed, result.error
+    assert result.request_id == expected

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from .._clock import Clock
 from .._errors import ConfigurationError
+from .health import Scope
 from .keeper import LeaseKeeper, SharedLimitsStatistics
 from .key import Key
 from .lease import LimitsBackend
@@ -67,9 +68,9 @@ class KeyAdmission(Protocol):
         """``key`` is dead for this run (``reason`` is redacted)."""
         ...
 
-    def refuse(self, key: Key, model: str, reason: str) -> bool:
-        """A 401/403 for ``model``: True if ``key`` is kept for its other models (it answered
-        one), False if nothing shows it works (retire it)."""
+    def refuse(self, key: Key, model: str, reason: str, scope: Scope = Scope.KEY) -> bool:
+        """A 401/403 (or exhausted quota) for ``model``: True if ``key`` is kept for other
+        models (:meth:`KeyPool.refuse`), False if its answers show it is dead (retire it)."""
         ...
 
     def refusals(self, model: str) -> dict[str, str]: ...
@@ -220,8 +221,8 @@ class _PoolAdmission:
         if self._keeper is not None:
             self._keeper.retired(key.id, reason)
 
-    def refuse(self, key: Key, model: str, reason: str) -> bool:
-        return self._pool.refuse(key, model, reason)
+    def refuse(self, key: Key, model: str, reason: str, scope: Scope = Scope.KEY) -> bool:
+        return self._pool.refuse(key, model, reason, scope)
 
     def refusals(self, model: str) -> dict[str, str]:
         return self._pool.refusals(model)

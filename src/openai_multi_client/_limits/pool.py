@@ -23,6 +23,7 @@ from .._headers import parse_float
 from .._logfields import log_fields
 from .group import ForeignUse, GroupLimits, Groups
 from .headers import RateLimitHeaders
+from .health import ModelHealth, Scope
 from .key import Key
 from .lease import Claim, Grant, demand_for
 from .window import Admission, RateLimiter
@@ -30,9 +31,6 @@ from .window import Admission, RateLimiter
 logger = logging.getLogger("openai_multi_client")
 
 Listener = Callable[[], None]
-
-# Models remembered as answered, per key (a bound: model names come from the input).
-_MAX_MODELS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +94,14 @@ class _KeyState:
         "failures",
         "foreign",
         "group",
+        "health",
         "in_flight",
         "key",
         "leased_requests",
         "leased_tokens",
         "rate_limited",
-        "refused",
         "requests",
         "retired_reason",
-        "served",
         "share",
         "tokens",
     )
@@ -116,9 +113,8 @@ class _KeyState:
         self.in_flight = 0
         self.retired_reason: str | None = None
         # Health per model, for keys that answer some models and not others (a proxy's key
-        # whose upstream for one model group is dead): models answered, models refused (why).
-        self.served: set[str] = set()
-        self.refused: dict[str, str] = {}
+        # whose upstream for one model group is dead).
+        self.health = ModelHealth()
         self.requests = 0
         self.tokens = 0
         self.rate_limited = 0
@@ -312,7 +308,7 @@ class KeyPool:
                 state = self._states[(self._turn + offset) % count]
                 if state.retired_reason is not None or not state.fits_ever(tokens):
                     continue
-                if model is not None and model in state.refused:
+                if model is not None and model in state.health.refused:
                     continue
                 usable = True
                 delay = state.delay(tokens, now)
@@ -375,8 +371,8 @@ class KeyPool:
                 if state.group.tokens_limiter is not None and reservation.admission is not None:
                     state.group.tokens_limiter.refund(reservation.admission, refund, now)
             model = reservation.model
-            if not failed and model is not None and len(state.served) < _MAX_MODELS:
-                state.served.add(model)
+            if not failed and model is not None:
+                state.health.answered(model)
             if state.group.adaptive is not None:
                 if overloaded:
                     state.group.adaptive.on_overload(now)
@@ -459,24 +455,27 @@ class KeyPool:
         )
         self._changed()  # those waiting learn when no key is left
 
-    def refuse(self, key: Key, model: str, reason: str) -> bool:
-        """A 401 or 403 from ``key`` for ``model``: when the key has answered another model,
-        stop using it for ``model`` only (warns once) and return True; otherwise return False
-        (nothing shows the key works: the caller retires it)."""
+    def refuse(self, key: Key, model: str, reason: str, scope: Scope = Scope.KEY) -> bool:
+        """A 401/403 (or exhausted quota) from ``key`` for ``model``: stop using the key for
+        ``model`` only (warns once) and return True when its answers allow it (``health.py``
+        weighs them with the answer's ``scope``); else return False: the caller retires it."""
         with self._lock:
             state = self._by_key[id(key)]
-            if state.retired_reason is not None or not state.served - {model}:
+            if state.retired_reason is not None:
                 return False
-            if model in state.refused:
+            if model in state.health.refused:
                 return True
-            state.refused[model] = key.redact(reason)
+            if not state.health.refuse(model, key.redact(reason), scope):
+                return False
             self._largest_cost = None
+            proven = state.health.proven()
         logger.warning(
-            "API key %s refused model %r (%s) while it answers other models; its requests for "
-            "that model fail, the others go on",
+            "API key %s refused model %r (%s)%s; only that model's requests stop using it",
             key.id,
             model,
-            state.refused[model],
+            state.health.refused[model],
+            " while it answers other models" if proven else "",
+            extra=log_fields("model_refused", key_id=key.id),
         )
         self._changed()
         return True
@@ -485,9 +484,9 @@ class KeyPool:
         """Redacted key id -> why that key refused ``model`` (:meth:`refuse`)."""
         with self._lock:
             return {
-                state.key.id: state.refused[model]
+                state.key.id: state.health.refused[model]
                 for state in self._states
-                if model in state.refused
+                if model in state.health.refused
             }
 
     def lease_claims(self, now: float, interval: float) -> dict[str, Claim]:

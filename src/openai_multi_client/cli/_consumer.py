@@ -1,10 +1,11 @@
 """The consumer of ``omc run``: takes the engine's results, turns each into its output line,
 hands it to the committer, and keeps the run's accounts (failures, tokens, cost, budgets).
 
-Two kinds of result are not outcomes and are never recorded: a request abandoned before it was
-sent (a later run sends it), and a failure that says the keys are dead (401, 403, 429
+Three kinds of result are not outcomes and are never recorded: a request abandoned before it
+was sent (a later run sends it); a failure that says the keys are dead (401, 403, 429
 ``insufficient_quota``, every key retired), which stops the run so that a run with working
-keys can go on.
+keys can go on; and a request whose model every key was refused (``ModelRefusedError``), which
+is counted per model while the other models' requests go on (a later run sends it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .._errors import (
     AbandonedRequestError,
     AuthenticationError,
     InsufficientQuotaError,
+    ModelRefusedError,
     NoUsableKeyError,
     PermissionDeniedError,
 )
@@ -24,6 +26,7 @@ from ._cache import ResponseCache, cache_key
 from ._commit import Committer
 from ._config import RunConfig
 from ._progress import RunProgress
+from ._refused import RefusedModels
 from ._stop import RunStop
 
 __all__ = ["Consumer"]
@@ -55,6 +58,8 @@ class Consumer:
         self.abandoned = 0  # requests stopped before they were sent
         self.budget_hit: str | None = None  # the budget reached, as its option
         self.no_key: str | None = None  # why the keys stopped working
+        self.refused = RefusedModels()  # requests kept because every key was refused the model
+        self.answered = 0  # results recorded with the server's answer (a status code)
 
     async def run(self) -> None:
         """Take every result (the producer's failure, if any, is raised after the last)."""
@@ -71,6 +76,11 @@ class Consumer:
             if not self._stop.stopping:
                 self.no_key = str(result.error)
                 self._stop.stop()
+            return
+        if isinstance(result.error, ModelRefusedError):
+            # Not the request's fault either, but the other models' requests go on.
+            model = result.data.get("model") if isinstance(result.data, dict) else None
+            self.refused.take(result.error, model)
             return
         custom_id = metadata["custom_id"]
         data, failed = result_line(custom_id, result)
@@ -94,6 +104,8 @@ class Consumer:
         model = result.data.get("model") if isinstance(result.data, dict) else None
         if result.failed:
             self.failed += 1
+        if result.status_code is not None:
+            self.answered += 1
         self._progress.finished(
             ok=not result.failed,
             error_class=None if result.error is None else type(result.error).__name__,

@@ -1,8 +1,9 @@
 """How one ``omc run`` ended, told: the messages on stderr and the exit code.
 
 The exit codes (``omc run --help`` lists them): 0 every request succeeded; 1 failures, bad
-lines or dead keys; 2 a usage error; 3 stopped at a limit of the run with requests left; 128 +
-the signal's number when a stop signal stopped it (130 for Ctrl-C).
+lines, dead keys or a model every key was refused; 2 a usage error; 3 stopped at a limit of
+the run with requests left; 128 + the signal's number when a stop signal stopped it (130 for
+Ctrl-C).
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class Outcome:
             )
 
     def exit_code(self, sent: Producer, taken: Consumer, bad_lines: int, *, cancelled: bool) -> int:
-        """Say why the run stopped, if it stopped early; the exit code."""
+        """Say why the run stopped, if it stopped early, and which models every key was refused;
+        the exit code."""
+        for line in taken.refused.messages(nothing_answered=not taken.answered):
+            print(line, file=sys.stderr)
         if taken.no_key:
             print(
                 f"omc run: stopped: {taken.no_key}. Requests not yet answered are kept; fix the "
@@ -77,4 +81,4 @@ class Outcome:
             return EXIT_INTERRUPTED if signum is None else exit_code_for(signum)
         if sent.capped or (taken.budget_hit and (taken.abandoned or not sent.read_all)):
             return EXIT_STOPPED  # requests are left for the next run
-        return EXIT_FAILURES if taken.failed or bad_lines else EXIT_OK
+        return EXIT_FAILURES if taken.failed or bad_lines or taken.refused else EXIT_OK

@@ -32,7 +32,8 @@ from ._stop import DEFAULT_GRACE
 _EPILOG = """\
 exit codes:
   0    every request succeeded
-  1    some requests failed or input lines were bad (see --errors), or the keys stopped working
+  1    some requests failed or input lines were bad (see --errors), or the keys stopped working,
+       or every key was refused a model (its requests are kept: fix its access, run again)
   2    usage error: bad arguments, unreadable files, a journal in use or made for other input
   3    stopped at --max-requests, --budget-tokens or --budget-dollars with requests left:
        run the same command again to go on

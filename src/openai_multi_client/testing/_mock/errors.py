@@ -100,6 +100,17 @@ NO_QUOTA_BODY: Final = error_body(
     None,
     "insufficient_quota",
 )
+# Azure OpenAI's 401 for an unknown api-key: a code that is the status, no type, no param.
+AZURE_INVALID_KEY_BODY: Final = _json.dumps(
+    {
+        "error": {
+            "code": "401",
+            "message": "Access denied due to invalid subscription key or wrong API endpoint. "
+            "Make sure to provide a valid key for an active subscription and use a correct "
+            "regional API endpoint for your resource.",
+        }
+    }
+)
 BAD_JSON_BODY: Final = error_body(
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
     "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "

@@ -22,6 +22,7 @@ from .batch_options import BatchOptions
 from .batch_routes import BatchRoutes
 from .endpoints import AZURE_ROUTES, MODEL_PREFIXES, OPENAI_ROUTES, Endpoint
 from .errors import (
+    AZURE_INVALID_KEY_BODY,
     BAD_JSON_BODY,
     NO_KEY_BODY,
     NO_QUOTA_BODY,
@@ -133,17 +134,20 @@ class RequestHandler:
             scheme, _, credentials = authorization.partition(" ")
             if scheme.lower() == "bearer":
                 key = credentials.strip()
+        # Azure's api-key header: Azure words its refusal of an unknown key in its own way.
+        invalid = "invalid"
         if not key:
             key = headers.get("api-key") or None
+            invalid = "invalid_azure"
         options = self._options
         if key is None:
             return "", (None if not options.require_key else "missing")
         if key in options.invalid_keys:
-            return key, "invalid"
+            return key, invalid
         if key in options.no_quota_keys:
             return key, "no_quota"
         if options.keys is not None and key not in options.keys:
-            return key, "invalid"
+            return key, invalid
         return key, None
 
     def _refuse(self, refusal: str, key: str, request_id: str) -> web.Response:
@@ -151,6 +155,8 @@ class RequestHandler:
             return self._respond(401, NO_KEY_BODY, request_id, None)
         if refusal == "no_quota":
             return self._respond(429, NO_QUOTA_BODY, request_id, self.limits.state(key))
+        if refusal == "invalid_azure":
+            return self._respond(401, AZURE_INVALID_KEY_BODY, request_id, None)
         return self._respond(401, invalid_key_body(key), request_id, None)
 
     # ---------------------------------------------------------------- the API endpoints

@@ -57,7 +57,8 @@ class MockOpenAIServer:
 
     Keys: with ``keys=None`` any non-empty key is valid and limited by ``default_limits``; with a
     mapping, only its keys are valid (each with its own limits), others get 401
-    ``invalid_api_key``. ``invalid_keys`` always get 401, ``no_quota_keys`` 429
+    ``invalid_api_key`` (sent in Azure's ``api-key`` header: Azure's 401, "Access denied due to
+    invalid subscription key ..."). ``invalid_keys`` always get 401, ``no_quota_keys`` 429
     ``insufficient_quota``. With ``require_key=False`` a request without a key is accepted as key
     ``""`` (with ``default_limits``).
 
