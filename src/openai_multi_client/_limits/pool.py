@@ -516,6 +516,8 @@ class KeyPool:
     def set_shares(self, share: float) -> None:
         """Give every key the same share: 0.0 before the first lease, 1.0 to run alone."""
         with self._lock:
+            if share < 1.0:
+                self._groups.shared = True  # other processes use the keys too
             for state in self._states:
                 state.set_share(share)
         self._changed()
@@ -524,6 +526,7 @@ class KeyPool:
         """Take the shares, cool-downs and retirements a lease renewal brought."""
         retired: list[tuple[Key, str]] = []
         with self._lock:
+            self._groups.shared = True  # leased: other processes use the keys too
             for key_id, grant in grants.items():
                 state = self._by_id.get(key_id)
                 if state is None or state.retired_reason is not None:
