@@ -194,7 +194,7 @@ def test_keys_whose_limits_are_shared_with_other_processes_are_not_grouped() -> 
     # not a sign that the two keys share a bucket (the Ray stage's actors were paced at one
     # key's rate by it).
     keys = [Key("sk-a1"), Key("sk-a2")]
-    buckets = {key.id: BucketSharedWithAnotherProcess() for key in keys}
+    buckets: dict[str, SharedBucket] = {key.id: BucketSharedWithAnotherProcess() for key in keys}
     pool = KeyPool(keys, concurrency=64)
     pool.set_shares(0.5)
     drive(pool, buckets, 12.0)
