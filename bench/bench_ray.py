@@ -14,9 +14,10 @@ one URL and one set of headers, so it can carry only one of the two keys. Ideal 
 start included. 429s are counted by the mock server, and a thread watching its counters notes
 when the first request arrived and when the last one did (to within 5 ms), which splits the
 wall time into start-up (call to first request), sending (first request to last, and its
-rate) and the last answers. Between the two stages, a no-op stage on the same actor pool
-(``workers`` actors, ``num_cpus`` 0.25) measures Ray's own start-up: from the call to its
-first batch, and the wall of a pipeline of the same rows that does nothing.
+rate) and the last answers. Between the two stages, a no-op stage on the same pipeline (the
+input cut into blocks of one batch, ``workers`` actors, ``num_cpus`` 0.25) measures Ray's own
+start-up: from the call to its first batch, and the wall of a pipeline of the same rows that
+does nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from _common import publish
 
 from openai_multi_client import Key
 from openai_multi_client.ray import DEFAULT_NUM_CPUS, build_processor
-from openai_multi_client.ray._processor import actor_pool
+from openai_multi_client.ray._processor import actor_pool, one_batch_blocks
 from openai_multi_client.testing import KeyLimits, MockOpenAIServer, RedisServer
 
 KEYS = ("sk-bench-ray-a-000001", "sk-bench-ray-b-000002")
@@ -94,7 +95,7 @@ def rays_startup(rows: int) -> dict[str, float]:
     started_at = time.time()
     started = time.perf_counter()
     results = (
-        ray.data.range(rows)
+        one_batch_blocks(ray.data.range(rows), 40)  # the same pipeline as ours
         .map_batches(
             Noop,
             batch_size=40,

@@ -212,6 +212,34 @@ def test_one_actor_runs_several_of_rays_tasks_at_once(ray_cluster: str) -> None:
     assert server.most_in_flight == 2
 
 
+def ask_and_name_the_actor(row: dict[str, Any]) -> dict[str, Any]:
+    """The mock's answer repeats the message: it tells which actor (process) sent the row."""
+    content = f"row {row['id']} from {os.getpid()}"
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}]}
+
+
+def test_one_big_input_block_is_shared_by_every_actor(ray_cluster: str) -> None:
+    """Ray gives a whole block to one actor: 4 blocks for 3 actors left one actor twice the
+    work, to finish alone at the end (its share of the keys idle in the others' hands). The
+    processor cuts the input into blocks of one batch, and Ray queues none on a busy actor, so
+    the actors take work as they free up and finish together."""
+    with MockOpenAIServer(latency=(0.05, 0.1)) as server:
+        with pytest.warns(UserWarning, match="shared_limits"):
+            process = build_processor(
+                ask_and_name_the_actor,
+                workers=2,
+                batch_size=10,
+                endpoint="chats",
+                api_key=GOOD,
+                base_url=server.base_url,
+                concurrency=4,
+            )
+        rows = process(ray.data.range(80, override_num_blocks=1)).take_all()
+    assert sorted(row["id"] for row in rows) == list(range(80))
+    senders = {answered_text(row).rsplit(" ", 1)[1] for row in rows}
+    assert len(senders) == 2, senders
+
+
 def test_without_redis_each_actor_is_given_half_of_each_key(ray_cluster: str) -> None:
     limits = KeyLimits(requests_per_minute=1200)
     with MockOpenAIServer(keys={GOOD: limits, OTHER: limits}, latency=(0.02, 0.1)) as server:

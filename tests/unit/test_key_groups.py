@@ -175,6 +175,34 @@ def test_two_organizations_of_two_keys_stay_two_groups() -> None:
     assert 90 <= sent[keys[2].id] + sent[keys[3].id] <= 110
 
 
+class BucketSharedWithAnotherProcess(SharedBucket):
+    """One key's bucket that another process also draws from, at 5 requests a second, and
+    that was half drained before (a full bucket would hide the others' use)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.level = 300.0
+
+    def take(self, now: float) -> int:
+        self.level -= (now - self.at) * 5.0
+        return super().take(now)
+
+
+def test_keys_whose_limits_are_shared_with_other_processes_are_not_grouped() -> None:
+    # Several processes share both keys (a lease, or a fixed share): each key's remaining falls
+    # by what the others send, about as much as this process sends on the other key. That is
+    # not a sign that the two keys share a bucket (the Ray stage's actors were paced at one
+    # key's rate by it).
+    keys = [Key("sk-a1"), Key("sk-a2")]
+    buckets: dict[str, SharedBucket] = {key.id: BucketSharedWithAnotherProcess() for key in keys}
+    pool = KeyPool(keys, concurrency=64)
+    pool.set_shares(0.5)
+    drive(pool, buckets, 12.0)
+    assert all(stats.group is None for stats in pool.statistics(12.0).keys)
+    later = drive(pool, buckets, 22.0, start=12.0)
+    assert all(count >= 5 * 10 - 5 for count in later.values()), later
+
+
 def test_independent_keys_at_their_rate_are_not_grouped() -> None:
     keys = [Key("sk-a1"), Key("sk-a2"), Key("sk-a3")]
     buckets = {key.id: SharedBucket() for key in keys}

@@ -10,7 +10,9 @@ into one group when the server says they share limits:
 * their responses name the same ``openai-organization`` and ``openai-project``
   (:func:`identity`);
 * one key's ``x-ratelimit-remaining-requests`` falls by what another key sent
-  (:class:`ForeignUse`).
+  (:class:`ForeignUse`), unless the keys' limits are shared with other processes
+  (:attr:`Groups.shared`): there others' use of every key is expected, and says nothing of
+  which keys share buckets.
 
 Keys of different groups stay independent. Pure state on an explicit ``now``; the pool's lock
 guards it.
@@ -215,6 +217,11 @@ class Groups:
         self._members = members
         self._named: dict[str, GroupLimits] = {}  # configured or organization/project names
         self._measured_at = 0.0  # when the keys last compared what others took from them
+        # The keys' limits are shared with other processes (leases, or a fixed share below 1):
+        # they send on every key too, so a remaining that falls by more than this process sent
+        # is no sign that two keys share a bucket (read so, two keys used alike by several
+        # processes would be merged and paced at one key's rate). Never turned back off.
+        self.shared = False
         for member in members:
             if member.key.group is not None:
                 known = self._named.setdefault(member.key.group, member.group)
@@ -240,6 +247,8 @@ class Groups:
                     member.group.name = name
             elif known is not member.group:
                 merged = self._join(member, known, now)
+        if self.shared:
+            return merged
         member.foreign.observe(
             parse_float(headers.get("x-ratelimit-limit-requests")),
             parse_float(headers.get("x-ratelimit-remaining-requests")),

@@ -515,6 +515,8 @@ class KeyPool:
     def set_shares(self, share: float) -> None:
         """Give every key the same share: 0.0 before the first lease, 1.0 to run alone."""
         with self._lock:
+            if share < 1.0:
+                self._groups.shared = True  # other processes use the keys too
             for state in self._states:
                 state.set_share(share)
         self._changed()
@@ -523,6 +525,7 @@ class KeyPool:
         """Take the shares, cool-downs and retirements a lease renewal brought."""
         retired: list[tuple[Key, str]] = []
         with self._lock:
+            self._groups.shared = True  # leased: other processes use the keys too
             for key_id, grant in grants.items():
                 state = self._by_id.get(key_id)
                 if state is None or state.retired_reason is not None:
@@ -557,7 +560,7 @@ class KeyPool:
     def statistics(self, now: float) -> PoolStatistics:
         """Counters and state of every key, and their totals."""
         with self._lock:
-            keys = tuple(self._key_statistics(state, now) for state in self._states)
+            keys = tuple(_key_statistics(state, now) for state in self._states)
         return PoolStatistics(
             keys=keys,
             active=sum(1 for k in keys if k.state == "active"),
@@ -568,45 +571,39 @@ class KeyPool:
             rate_limited=sum(k.rate_limited for k in keys),
         )
 
-    @staticmethod
-    def _key_statistics(state: _KeyState, now: float) -> KeyStatistics:
-        if state.retired_reason is not None:
-            status = "retired"
-        elif state.group.cooling_until is not None and state.group.cooling_until > now:
-            status = "cooling"
-        else:
-            status = "active"
-        requests_limiter, tokens_limiter = state.group.requests_limiter, state.group.tokens_limiter
-        requests_per_minute = (
-            None if requests_limiter is None else requests_limiter.limit_per_minute
-        )
-        tokens_per_minute = None if tokens_limiter is None else tokens_limiter.limit_per_minute
-        return KeyStatistics(
-            key=state.key.id,
-            state=status,
-            requests=state.requests,
-            tokens=state.tokens,
-            rate_limited=state.rate_limited,
-            failures=state.failures,
-            in_flight=state.in_flight,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            limits_learned=state.group.headers_seen,
-            concurrency_limit=None
-            if state.group.adaptive is None
-            else state.group.adaptive.allowed,
-            cooling_until=state.group.cooling_until if status == "cooling" else None,
-            retired_reason=state.retired_reason,
-            share=state.share,
-            group=state.group.name,
-            configured_requests_per_minute=state.key.requests_per_minute,
-            configured_tokens_per_minute=state.key.tokens_per_minute,
-            requests_remaining=None
-            if requests_limiter is None
-            else requests_limiter.available(now),
-            tokens_remaining=None if tokens_limiter is None else tokens_limiter.available(now),
-        )
-
     def __repr__(self) -> str:
         retired = sum(1 for state in self._states if state.retired_reason is not None)
         return f"KeyPool(keys={len(self._states)}, retired={retired})"
+
+
+def _key_statistics(state: _KeyState, now: float) -> KeyStatistics:
+    if state.retired_reason is not None:
+        status = "retired"
+    elif state.group.cooling_until is not None and state.group.cooling_until > now:
+        status = "cooling"
+    else:
+        status = "active"
+    requests_limiter, tokens_limiter = state.group.requests_limiter, state.group.tokens_limiter
+    requests_per_minute = None if requests_limiter is None else requests_limiter.limit_per_minute
+    tokens_per_minute = None if tokens_limiter is None else tokens_limiter.limit_per_minute
+    return KeyStatistics(
+        key=state.key.id,
+        state=status,
+        requests=state.requests,
+        tokens=state.tokens,
+        rate_limited=state.rate_limited,
+        failures=state.failures,
+        in_flight=state.in_flight,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
+        limits_learned=state.group.headers_seen,
+        concurrency_limit=None if state.group.adaptive is None else state.group.adaptive.allowed,
+        cooling_until=state.group.cooling_until if status == "cooling" else None,
+        retired_reason=state.retired_reason,
+        share=state.share,
+        group=state.group.name,
+        configured_requests_per_minute=state.key.requests_per_minute,
+        configured_tokens_per_minute=state.key.tokens_per_minute,
+        requests_remaining=None if requests_limiter is None else requests_limiter.available(now),
+        tokens_remaining=None if tokens_limiter is None else tokens_limiter.available(now),
+    )

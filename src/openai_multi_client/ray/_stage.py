@@ -50,7 +50,9 @@ class OpenAIStage:
             OpenAIStage,
             fn_constructor_kwargs={"preprocess": make_body, "workers": 4, "endpoint": "chats",
                                    "api_key": keys, "shared_limits": "redis://..."},
-            compute=ray.data.ActorPoolStrategy(size=4, max_concurrent_calls_per_actor=4),
+            compute=ray.data.ActorPoolStrategy(
+                size=4, max_concurrent_calls_per_actor=4, max_tasks_in_flight_per_actor=4
+            ),
             batch_size=64,
             batch_format="pyarrow",
         )
@@ -58,10 +60,12 @@ class OpenAIStage:
     Let each actor run several of Ray's tasks at once (``max_concurrent_calls_per_actor``, or
     ``max_concurrency=`` on older Ray): with Ray's default of one, the actor's client drains
     at the end of every task (a bundle of blocks) and a task queued behind a busy actor waits
-    while another idles. ``preprocess(row) -> body`` makes the request body from a row
-    (default: the ``body`` column); ``workers`` is the number of actors (the pool's size): without
-    ``shared_limits``, each actor uses 1/``workers`` of every key's limits. Every other keyword
-    is :class:`~openai_multi_client.AsyncMultiClient`'s (``endpoint``, ``api_key``,
+    while another idles; and queue none behind them (``max_tasks_in_flight_per_actor``), so
+    that an actor takes the next batch when it has room. ``preprocess(row) -> body`` makes the
+    request body from a row (default: the ``body`` column); ``workers`` is the number of actors
+    (the pool's size): without ``shared_limits``, each actor uses 1/``workers`` of every key's
+    limits. Every other keyword is :class:`~openai_multi_client.AsyncMultiClient`'s
+    (``endpoint``, ``api_key``,
     ``base_url``, ``concurrency`` within the actor, ``shared_limits``, ``max_retries``,
     ``timeout``, ...). Output rows: see :mod:`openai_multi_client.ray`.
     """
