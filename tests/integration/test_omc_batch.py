@@ -3,6 +3,7 @@ loopback (in this process, or in its own process for the kill loop)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -447,3 +448,97 @@ def test_a_budget_stops_submitting_batches_with_exit_3_and_the_rest_resumes(
     assert sorted(ids) == sorted(f"req-{n}" for n in range(20))  # each once
     assert len(server._handler.batch_routes.batches.all()) == 4  # no chunk submitted twice
     assert set(server.answer_counts.values()) == {1}  # no line answered twice
+
+
+def _progress_line(process: subprocess.Popen[str], wanted: str) -> str:
+    """The first line of ``process``'s standard error that holds ``wanted``."""
+    assert process.stderr is not None
+    for text in process.stderr:
+        if wanted in text:
+            return text
+    raise AssertionError(f"{wanted!r} never came: {process.communicate()}")
+
+
+def _finish_on_fake_time(process: subprocess.Popen[str], fake: FakeClock) -> str:
+    """Let the server's clock run (5 s a step) until ``process`` ends; its standard error."""
+    for _ in range(600):
+        if process.poll() is not None:
+            break
+        fake.advance(5.0)
+        time.sleep(0.05)
+    return process.communicate(timeout=30)[1]
+
+
+def _slow_lines() -> BatchOptions:
+    """Batches that run one line a second of the (fake) server clock."""
+    return BatchOptions(
+        validation_seconds=0, lines_per_second=1.0, finalizing_seconds=0, cancel_seconds=0
+    )
+
+
+def test_batch_max_tokens_caps_each_model_on_its_own(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    # 10 lines of each model, 10 estimated tokens a line: one chunk of 100 tokens a model.
+    fake = FakeClock()
+    server = mock_openai_factory(clock=fake, batches=_slow_lines())
+    lines = [line(n, "gpt-4o" if n % 2 else "gpt-4o-mini") for n in range(20)]
+    source = write_input(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    args = batch_run(source, out, server.base_url, "--batch-max-tokens", "100")
+    process = subprocess.Popen(omc_args(*args), text=True, stderr=subprocess.PIPE)
+    try:
+        # The first look at the running batches: both models' chunks were created at once.
+        said = _progress_line(process, "batches: ")
+        assert "batches: 2 in_progress;" in said, said
+        assert len(server._handler.batch_routes.batches.all()) == 2
+        fake.advance(20.0)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert len(records(out)) == 20
+    assert set(server.answer_counts.values()) == {1}
+
+
+def test_a_token_limit_of_one_model_holds_back_only_that_models_chunks(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    # gpt-4o-mini: 5-line chunks of 15 tokens at the mock, limit 20: its second chunk is refused
+    # while the first runs. gpt-4o: 100 estimated tokens a line, --batch-max-tokens 100: one
+    # line a chunk, one chunk at a time. The second gpt-4o chunk must go as soon as the first
+    # ends, while gpt-4o-mini is still held.
+    fake = FakeClock()
+    limits = {"gpt-4o-mini": 20}
+    options = dataclasses.replace(_slow_lines(), enqueued_token_limits=limits)
+    server = mock_openai_factory(clock=fake, batches=options)
+    lines = [line(n) for n in range(10)]
+    for n in (10, 11):
+        big = line(n, "gpt-4o")
+        big["body"]["max_tokens"] = 100
+        lines.append(big)
+    for item in lines[:10]:
+        item["body"]["max_tokens"] = 1
+    source = write_input(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    args = batch_run(source, out, server.base_url, "--batch-max-tokens", "100",
+                     "--batch-size", "5")  # fmt: skip
+    process = subprocess.Popen(omc_args(*args), text=True, stderr=subprocess.PIPE)
+    batches = server._handler.batch_routes.batches
+    try:
+        said = _progress_line(process, "enqueued-token limit")
+        assert "gpt-4o-mini" in said, said
+        fake.advance(1.5)  # the first gpt-4o batch (one line) ends; gpt-4o-mini's still runs
+        _wait_for(lambda: sum(batch.model == "gpt-4o" for batch in batches.all()) == 2, process)
+        mini = [batch for batch in batches.all() if batch.model == "gpt-4o-mini"]
+        assert [batch.status for batch in mini] == ["failed", "in_progress"]  # newest first
+        stderr = _finish_on_fake_time(process, fake)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert len(records(out)) == 12
+    assert set(server.answer_counts.values()) == {1}

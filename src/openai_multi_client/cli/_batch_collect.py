@@ -19,6 +19,7 @@ from .._errors import APIStatusError
 from ._batch import error_line, output_line
 from ._batch_journal import BatchJournal, ChunkRow, LineRow, Outcome
 from ._batch_plan import Caps
+from ._batch_queue import QueueGate
 from ._files import Outputs
 from ._progress import RunProgress
 
@@ -72,6 +73,7 @@ class Collector:
         max_attempts: int,
         caps: Caps,
         folder: Path,
+        gate: QueueGate,
     ) -> None:
         self._journal = journal
         self._client = client
@@ -80,13 +82,14 @@ class Collector:
         self._max_attempts = max_attempts
         self._caps = caps
         self._folder = folder
+        self.gate = gate  # a token limit holds back the chunks of its queue
         self.final = False  # cancelling: lines not run are final, not resubmitted
-        self.hold = False  # a token limit was hit: create nothing while batches run
         self.failed = 0
         self.expired = 0
 
     async def collect(self, chunk: ChunkRow, info: BatchInfo, *, others_live: bool) -> None:
-        """Take the results of ``chunk``'s finished batch ``info``."""
+        """Take the results of ``chunk``'s finished batch ``info`` (``others_live``: batches of
+        its queue still run)."""
         if info.status == "failed":
             over = bool(info.problems) and info.problems[0].code == _TOKEN_LIMIT
             if over and not self.final and (others_live or chunk.lines > 1):
@@ -184,8 +187,8 @@ class Collector:
 
     def _over_token_limit(self, chunk: ChunkRow, *, others_live: bool) -> None:
         """``token_limit_exceeded`` is no failure of the lines: they wait until the running
-        batches end; a chunk over the limit alone goes again in halves."""
-        self.hold = True
+        batches of its queue end; a chunk over the limit alone goes again in halves."""
+        self.gate.hold(chunk)
         if not others_live:
             self._caps.model_lines[chunk.model] = max(1, chunk.lines // 2)
         ids = [row.custom_id for row in self._journal.chunk_lines(chunk.chunk_no)]

@@ -34,6 +34,7 @@ from ._batch import BadLine
 from ._batch_collect import Collector, usage_of
 from ._batch_journal import BatchJournal, ChunkRow
 from ._batch_plan import Caps, Planner
+from ._batch_queue import QueueGate, queue_of
 from ._config import RunConfig
 from ._files import Outputs
 from ._journal import Journal, _retry_filter
@@ -135,6 +136,7 @@ class BatchRun:
                 max_attempts=config.max_retries,
                 caps=caps,
                 folder=folder,
+                gate=QueueGate(config.batch_max_tokens),
             )
             collector.final = self.cancel
             planner = Planner(
@@ -204,22 +206,18 @@ class BatchRun:
         progress: RunProgress,
     ) -> None:
         """Upload and create the chunks without a batch (each id committed at once), while
-        the budget has room for them (what was spent, and the estimate of live batches)."""
+        their queue admits them (``--batch-max-tokens``, a token limit: per model) and the
+        budget has room for them (what was spent, and the estimate of live batches)."""
         token, started = run
-        live = any(chunk.live for chunk in chunks)
-        if collector.hold and not live:
-            collector.hold = False
-        cap = self.config.batch_max_tokens
+        gate = collector.gate
+        gate.start(chunks)
         submitted = [chunk for chunk in chunks if chunk.live]
-        enqueued = sum(chunk.tokens for chunk in submitted)
         for chunk in chunks:
-            if chunk.batch_id is not None or self.stopping or collector.hold:
-                continue
-            if cap is not None and enqueued and enqueued + chunk.tokens > cap:
-                continue  # --batch-max-tokens: wait for running batches to end
+            if chunk.batch_id is not None or self.stopping or not gate.admits(chunk):
+                continue  # its queue is full or held: wait for its running batches to end
             if self._budget is not None or self._over_budget(progress, submitted):
                 return
-            enqueued += chunk.tokens
+            gate.add(chunk)
             submitted.append(chunk)
             file_id = chunk.file_id
             info: BatchInfo | None = None
@@ -245,7 +243,7 @@ class BatchRun:
     ) -> bool:
         """Look at each live batch once; collect those that ended. Whether any ended."""
         finished = False
-        live = {chunk.chunk_no for chunk in chunks}
+        live = {chunk.chunk_no: queue_of(chunk) for chunk in chunks}
         for chunk in chunks:
             if self.stopping:
                 break
@@ -254,8 +252,9 @@ class BatchRun:
             usage = info.raw.get("usage")
             batches.set_seen(chunk.chunk_no, info.status, info.completed, info.failed, usage)
             if info.done:
-                live.discard(chunk.chunk_no)
-                await collector.collect(chunk, info, others_live=bool(live))
+                queue = live.pop(chunk.chunk_no)
+                others = queue in live.values()
+                await collector.collect(chunk, info, others_live=others)
                 finished = True
         return finished
 

@@ -133,9 +133,10 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--batch-max-tokens",
         type=int,
-        help="cap the estimated input tokens of one batch (the enqueued-token limit of your "
-        "organisation's tier); default: no cap (a batch refused for the limit waits and goes "
-        "again, smaller)",
+        help="cap the estimated input tokens enqueued at once per model (the enqueued-token "
+        "limit of your organisation's tier, which is per model): a model's next batch waits "
+        "for its running ones; default: no cap (a batch refused for the limit waits for its "
+        "model's running batches and goes again, smaller)",
     )
 
 
