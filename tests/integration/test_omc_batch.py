@@ -542,3 +542,109 @@ def test_a_token_limit_of_one_model_holds_back_only_that_models_chunks(
     assert process.returncode == 0, stderr
     assert len(records(out)) == 12
     assert set(server.answer_counts.values()) == {1}
+
+
+def _owners(server: MockOpenAIServer) -> Counter[str]:
+    """Batches per organization at the mock (each key without one is its own)."""
+    return Counter(batch.owner for batch in server._handler.batch_routes.batches.all())
+
+
+def _journal_keys(journal: Path) -> Counter[str]:
+    connection = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        return Counter(key for (key,) in connection.execute("SELECT key_id FROM batch_chunks"))
+    finally:
+        connection.close()
+
+
+def test_several_keys_spread_the_batches_and_each_batch_keeps_its_key(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    # Two keys of two organizations (the mock gives each key its own): a file uploaded with
+    # one is not found with the other, so polling, downloading, resuming, omc status and
+    # omc cancel must each use the key the chunk was created with.
+    fake = FakeClock()
+    server = mock_openai_factory(clock=fake, batches=_slow_lines())
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(40)])
+    out = tmp_path / "out.jsonl"
+    journal = Path(f"{out}.journal")
+    two_keys = ("--key", "sk-two")  # and batch_run's --key sk-b
+    args = [*batch_run(source, out, server.base_url, "--batch-size", "10"), *two_keys]
+    process = subprocess.Popen(omc_args(*args), text=True, stderr=subprocess.PIPE)
+    _wait_for(lambda: sum(bool(b) for _, b, _ in _journal_batches(journal)) == 4, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert sorted(_owners(server).values()) == [2, 2]  # spread over both organizations
+    keys = _journal_keys(journal)
+    assert sorted(keys.values()) == [2, 2], keys
+    assert all(key.startswith("key-") for key in keys)  # redacted ids, never the secrets
+    assert b"sk-two" not in journal.read_bytes()
+    status = omc("status", str(journal))
+    assert all(f"(key {key})" in status.stdout for key in keys), status.stdout
+    fake.advance(15.0)  # the batches end while no run looks
+    resumed = omc(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(record["custom_id"] for record in records(out)) == sorted(
+        f"req-{n}" for n in range(40)
+    )
+    assert set(server.answer_counts.values()) == {1}
+    assert sorted(_owners(server).values()) == [2, 2]  # none created again
+    # Stopped with Ctrl-C, then cancelled with both keys: each batch through its own.
+    out2 = tmp_path / "out2.jsonl"
+    journal2 = Path(f"{out2}.journal")
+    args2 = [*batch_run(source, out2, server.base_url, "--batch-size", "20"), *two_keys]
+    process = subprocess.Popen(omc_args(*args2), text=True, stderr=subprocess.PIPE)
+    _wait_for(lambda: sum(bool(b) for _, b, _ in _journal_batches(journal2)) == 2, process)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    process.communicate()
+    fake.advance(4.0)  # 4 of each batch's 20 lines done
+    cancel = omc("cancel", str(journal2), "--key", "sk-b", *two_keys, "--poll-interval", "0.05")
+    assert cancel.returncode == 1, cancel.stderr  # some lines did not run
+    codes = Counter(
+        "ok" if record["error"] is None else record["error"]["code"] for record in records(out2)
+    )
+    assert codes == {"ok": 8, "batch_cancelled": 32}
+    shown = omc("status", str(journal2)).stdout
+    assert shown.count("cancelled") == 2, shown
+    assert len(set(_journal_keys(journal2))) == 2
+
+
+def test_a_refused_key_retires_and_its_chunks_go_through_another(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    server = mock_openai_factory(batches=fast(), invalid_keys=["sk-dead"])
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(20)])
+    out = tmp_path / "out.jsonl"
+    args = batch_run(source, out, server.base_url, "--batch-size", "5")
+    done = omc(*args, "--key", "sk-dead")  # --key sk-b comes first: the dead key second
+    assert done.returncode == 0, done.stderr
+    assert "was refused (401)" in done.stderr, done.stderr
+    assert "sk-dead" not in done.stderr
+    assert len(records(out)) == 20
+    assert set(server.answer_counts.values()) == {1}
+
+
+def test_a_journal_from_before_keys_were_recorded_resumes_with_the_first_key(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    fake = FakeClock()
+    server = mock_openai_factory(clock=fake, batches=_slow_lines())
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(10)])
+    out = tmp_path / "out.jsonl"
+    journal = Path(f"{out}.journal")
+    args = batch_run(source, out, server.base_url, "--batch-size", "5")
+    process = subprocess.Popen(omc_args(*args), text=True, stderr=subprocess.PIPE)
+    _wait_for(lambda: sum(bool(b) for _, b, _ in _journal_batches(journal)) == 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    connection = sqlite3.connect(journal)  # as an earlier version left it
+    connection.execute("ALTER TABLE batch_chunks DROP COLUMN key_id")
+    connection.commit()
+    connection.close()
+    assert "chunk 1: batch batch_" in omc("status", str(journal)).stdout
+    fake.advance(10.0)
+    resumed = omc(*args, "--key", "sk-other")  # the first key made the batches
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(records(out)) == 10
+    assert len(server._handler.batch_routes.batches.all()) == 2

@@ -18,6 +18,7 @@ from .._batches import AsyncBatchClient, BatchInfo, BatchResult
 from .._errors import APIStatusError
 from ._batch import error_line, output_line
 from ._batch_journal import BatchJournal, ChunkRow, LineRow, Outcome
+from ._batch_keys import BatchKeys
 from ._batch_plan import Caps
 from ._batch_queue import QueueGate
 from ._files import Outputs
@@ -66,7 +67,7 @@ class Collector:
     def __init__(
         self,
         journal: BatchJournal,
-        client: AsyncBatchClient,
+        keys: BatchKeys,
         outputs: Outputs,
         progress: RunProgress,
         *,
@@ -76,7 +77,7 @@ class Collector:
         gate: QueueGate,
     ) -> None:
         self._journal = journal
-        self._client = client
+        self._keys = keys
         self._outputs = outputs
         self._progress = progress
         self._max_attempts = max_attempts
@@ -120,9 +121,11 @@ class Collector:
         return not self.final and row.attempts < self._max_attempts
 
     async def _consume(self, chunk: ChunkRow, file_id: str) -> None:
-        path = await self._client.download(file_id, self._folder / f"{file_id}.jsonl")
+        client = self._keys.client_of(chunk)
+        assert client is not None  # polled through it just before
+        path = await client.download(file_id, self._folder / f"{file_id}.jsonl")
         results: list[BatchResult] = []
-        for result in self._client.read_results(path):
+        for result in AsyncBatchClient.read_results(path):
             results.append(result)
             if len(results) >= _SETTLE:
                 self._take(chunk, results)
@@ -156,9 +159,7 @@ class Collector:
         """An outcome to record, its line scrubbed of the key (a server may quote it back)."""
         if failed:
             self.failed += 1
-        if self._client.key.secret:
-            data = self._client.key.redact(data.decode("utf-8")).encode("utf-8")
-        return Outcome(row, data, failed, retryable)
+        return Outcome(row, self._keys.redact(data), failed, retryable)
 
     def _settle(self, outcomes: list[Outcome], again: Iterable[str]) -> None:
         self._journal.settle(outcomes, list(again))
