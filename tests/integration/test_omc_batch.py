@@ -648,3 +648,31 @@ def test_a_journal_from_before_keys_were_recorded_resumes_with_the_first_key(
     assert resumed.returncode == 0, resumed.stderr
     assert len(records(out)) == 10
     assert len(server._handler.batch_routes.batches.all()) == 2
+
+
+def test_batches_of_a_key_not_given_again_are_named_and_left_for_a_run_with_it(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    fake = FakeClock()
+    server = mock_openai_factory(clock=fake, batches=_slow_lines())
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(10)])
+    out = tmp_path / "out.jsonl"
+    journal = Path(f"{out}.journal")
+    args = batch_run(source, out, server.base_url, "--batch-size", "5")
+    process = subprocess.Popen(omc_args(*args, "--key", "sk-two"), text=True,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for(lambda: sum(bool(b) for _, b, _ in _journal_batches(journal)) == 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    fake.advance(10.0)
+    without = omc(*args)  # sk-two's batch cannot be seen with sk-b alone
+    assert without.returncode == 1, without.stderr
+    told = [text for text in without.stderr.splitlines() if "not collected" in text]
+    assert len(told) == 1, without.stderr
+    assert "is not among the keys given" in told[0]
+    assert len(records(out)) == 5
+    again = omc(*args, "--key", "sk-two")
+    assert again.returncode == 0, again.stderr
+    assert len(records(out)) == 10
+    assert len(server._handler.batch_routes.batches.all()) == 2  # none created again
+    assert set(server.answer_counts.values()) == {1}
