@@ -31,7 +31,15 @@ from typing import Any
 
 from ._journal import Journal
 
-__all__ = ["BatchJournal", "ChunkRow", "LineRow", "Outcome", "batch_status_lines"]
+__all__ = [
+    "BatchCounts",
+    "BatchJournal",
+    "ChunkRow",
+    "LineRow",
+    "Outcome",
+    "batch_counts",
+    "batch_status_lines",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batch_chunks (
@@ -410,3 +418,38 @@ def batch_status_lines(connection: sqlite3.Connection) -> list[str]:
     if waiting:
         lines.append(f"  {waiting} lines waiting to be resubmitted")
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    """A batch run's counts, for its metrics: batches by (status, key id; ``""`` for a chunk
+    journalled before keys were recorded), the lines of the batches not yet collected
+    (``total``, ``completed``, ``failed``), and lines waiting for a new batch."""
+
+    batches: dict[tuple[str, str], int]
+    lines: dict[str, int]
+    waiting: int
+
+
+def batch_counts(connection: sqlite3.Connection) -> BatchCounts | None:
+    """The counts of a journal's batches (``None``: not a batch run's journal)."""
+    tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+    if "batch_chunks" not in tables:
+        return None
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(batch_chunks)")}
+    key_id = "coalesce(key_id, '')" if "key_id" in columns else "''"
+    batches = {
+        (str(status), str(key)): int(count)
+        for status, key, count in connection.execute(
+            f"SELECT status, {key_id}, count(*) FROM batch_chunks GROUP BY 1, 2"
+        )
+    }
+    total, completed, failed = connection.execute(
+        "SELECT coalesce(sum(lines), 0), coalesce(sum(completed), 0), coalesce(sum(failed), 0) "
+        "FROM batch_chunks WHERE finished = 0 AND batch_id IS NOT NULL"
+    ).fetchone()
+    waiting = connection.execute(
+        "SELECT count(*) FROM batch_lines WHERE chunk_no IS NULL"
+    ).fetchone()[0]
+    lines = {"total": int(total), "completed": int(completed), "failed": int(failed)}
+    return BatchCounts(batches, lines, int(waiting))

@@ -38,6 +38,7 @@ from ._batch_queue import QueueGate
 from ._config import RunConfig
 from ._files import Outputs
 from ._journal import Journal, _retry_filter
+from ._metrics import start_batch_metrics
 from ._outcome import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, Outcome
 from ._progress import RunProgress
 from ._reader import scan_input
@@ -123,6 +124,17 @@ class BatchRun:
             prices=batch_prices(config.prices),
             already_done=status.done - journal.to_retry(config.retry_failed),
         )
+        metrics = None if self.cancel else start_batch_metrics(config, progress)
+        try:
+            return await self._run_with(journal, batches, outputs, progress)
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    async def _run_with(
+        self, journal: Journal, batches: BatchJournal, outputs: Outputs, progress: RunProgress
+    ) -> int:
+        config = self.config
         assert config.journal is not None
         folder = Path(config.journal + ".batches")
         budget = config.budget_tokens is not None or config.budget_dollars is not None
