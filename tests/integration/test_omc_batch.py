@@ -599,7 +599,9 @@ def test_several_keys_spread_the_batches_and_each_batch_keeps_its_key(
     assert process.wait(timeout=30) == 130
     process.communicate()
     fake.advance(4.0)  # 4 of each batch's 20 lines done
-    cancel = omc("cancel", str(journal2), "--key", "sk-b", *two_keys, "--poll-interval", "0.05")
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("sk-b\nsk-two\n")
+    cancel = omc("cancel", str(journal2), "--keys-file", str(keys_file), "--poll-interval", "0.05")
     assert cancel.returncode == 1, cancel.stderr  # some lines did not run
     codes = Counter(
         "ok" if record["error"] is None else record["error"]["code"] for record in records(out2)
