@@ -53,6 +53,13 @@ KEY_STATES = ("active", "cooling", "retired")
 """The values of the ``state`` label of ``omc_key_state``."""
 
 
+class Collects(Protocol):
+    """What :meth:`MetricsServer.start` serves: a Prometheus custom collector."""
+
+    def describe(self) -> list[Metric]: ...
+    def collect(self) -> Iterator[Metric]: ...
+
+
 class HasStatistics(Protocol):
     """Any client: the async one, the sync faces."""
 
@@ -280,10 +287,10 @@ class MetricsServer:
         self.registry = registry
 
     @classmethod
-    def start(
-        cls, collector: PrometheusCollector, port: int, addr: str = "127.0.0.1"
-    ) -> MetricsServer:
-        """Serve ``collector`` (and nothing else) on ``addr:port`` (port 0: any free port)."""
+    def start(cls, collector: Collects, port: int, addr: str = "127.0.0.1") -> MetricsServer:
+        """Serve ``collector`` (a :class:`PrometheusCollector`, or any custom collector: ``omc
+        run --batch`` serves its own) and nothing else on ``addr:port`` (port 0: any free
+        port)."""
         registry = _Registry(auto_describe=False)
         registry.register(collector)
         server, thread = start_http_server(port, addr=addr, registry=registry)

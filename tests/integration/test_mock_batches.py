@@ -296,6 +296,67 @@ async def test_wrong_key_is_refused() -> None:
             await sdk.batches.list()
 
 
+async def test_files_and_batches_belong_to_the_uploading_keys_organization() -> None:
+    clock = FakeClock()
+    keys = {
+        "sk-a1": KeyLimits(organization="org-a"),
+        "sk-a2": KeyLimits(organization="org-a"),
+        "sk-b": KeyLimits(organization="org-b"),
+    }
+    limits = {MODEL: 30}  # per organization
+    async with MockOpenAIServer(
+        clock=clock,
+        keys=keys,
+        batches=BatchOptions(enqueued_token_limits=limits, lines_per_second=1.0),
+    ) as server:
+        sdks = {
+            key: openai.AsyncOpenAI(api_key=key, base_url=server.base_url, max_retries=0)
+            for key in keys
+        }
+        try:
+            a1, a2, b = (Setup(server, sdks[key], clock) for key in keys)
+            content = jsonl([chat_line(n) for n in range(8)])  # 24 tokens in
+            first = await a1.submit(content)
+            uploaded = await a1.sdk.files.create(file=("in.jsonl", content), purpose="batch")
+            # A key of the same organization sees them; one of another does not.
+            assert (await a2.sdk.files.retrieve(uploaded.id)).id == uploaded.id
+            assert (await a2.sdk.batches.retrieve(first)).id == first
+            with pytest.raises(openai.NotFoundError):
+                await b.sdk.files.retrieve(uploaded.id)
+            with pytest.raises(openai.NotFoundError):
+                await b.sdk.files.content(uploaded.id)
+            with pytest.raises(openai.NotFoundError):
+                await b.sdk.batches.retrieve(first)
+            with pytest.raises(openai.NotFoundError):
+                await b.sdk.batches.cancel(first)
+            with pytest.raises(openai.NotFoundError):
+                await b.sdk.batches.create(
+                    input_file_id=uploaded.id,
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                )
+            assert [batch.id async for batch in b.sdk.batches.list()] == []
+            assert uploaded.id not in [item.id async for item in b.sdk.files.list()]
+            # Each organization has its own enqueued-token queue: org-b's batch is not over
+            # the limit for org-a's running one; a second org-a batch is.
+            second_b = await b.submit(content)
+            second_a = await a2.submit(content)
+            clock.advance(1.5)
+            assert (await a1.sdk.batches.retrieve(first)).status == "in_progress"
+            assert (await b.sdk.batches.retrieve(second_b)).status == "in_progress"
+            assert (await a1.sdk.batches.retrieve(second_a)).status == "failed"
+            clock.advance(60.0)
+            done = await b.sdk.batches.retrieve(second_b)
+            assert done.status == "completed"
+            assert done.output_file_id is not None
+            assert len(await b.lines(done.output_file_id)) == 8
+            with pytest.raises(openai.NotFoundError):
+                await a1.sdk.files.content(done.output_file_id)
+        finally:
+            for sdk in sdks.values():
+                await sdk.close()
+
+
 def test_omc_mock_serves_batches(tmp_path: Path) -> None:
     code = (
         "import argparse, sys\n"

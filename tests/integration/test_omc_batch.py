@@ -3,6 +3,7 @@ loopback (in this process, or in its own process for the kill loop)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -447,3 +448,233 @@ def test_a_budget_stops_submitting_batches_with_exit_3_and_the_rest_resumes(
     assert sorted(ids) == sorted(f"req-{n}" for n in range(20))  # each once
     assert len(server._handler.batch_routes.batches.all()) == 4  # no chunk submitted twice
     assert set(server.answer_counts.values()) == {1}  # no line answered twice
+
+
+def _progress_line(process: subprocess.Popen[str], wanted: str) -> str:
+    """The first line of ``process``'s standard error that holds ``wanted``."""
+    assert process.stderr is not None
+    for text in process.stderr:
+        if wanted in text:
+            return text
+    raise AssertionError(f"{wanted!r} never came: {process.communicate()}")
+
+
+def _finish_on_fake_time(process: subprocess.Popen[str], fake: FakeClock) -> str:
+    """Let the server's clock run (5 s a step) until ``process`` ends; its standard error."""
+    for _ in range(600):
+        if process.poll() is not None:
+            break
+        fake.advance(5.0)
+        time.sleep(0.05)
+    return process.communicate(timeout=30)[1]
+
+
+def _slow_lines() -> BatchOptions:
+    """Batches that run one line a second of the (fake) server clock."""
+    return BatchOptions(
+        validation_seconds=0, lines_per_second=1.0, finalizing_seconds=0, cancel_seconds=0
+    )
+
+
+def test_batch_max_tokens_caps_each_model_on_its_own(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    # 10 lines of each model, 10 estimated tokens a line: one chunk of 100 tokens a model.
+    fake = FakeClock()
+    server = mock_openai_factory(clock=fake, batches=_slow_lines())
+    lines = [line(n, "gpt-4o" if n % 2 else "gpt-4o-mini") for n in range(20)]
+    source = write_input(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    args = batch_run(source, out, server.base_url, "--batch-max-tokens", "100")
+    process = subprocess.Popen(omc_args(*args), text=True, stderr=subprocess.PIPE)
+    try:
+        # The first look at the running batches: both models' chunks were created at once.
+        said = _progress_line(process, "batches: ")
+        assert "batches: 2 in_progress;" in said, said
+        assert len(server._handler.batch_routes.batches.all()) == 2
+        fake.advance(20.0)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert len(records(out)) == 20
+    assert set(server.answer_counts.values()) == {1}
+
+
+def test_a_token_limit_of_one_model_holds_back_only_that_models_chunks(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    # gpt-4o-mini: 5-line chunks of 15 tokens at the mock, limit 20: its second chunk is refused
+    # while the first runs. gpt-4o: 100 estimated tokens a line, --batch-max-tokens 100: one
+    # line a chunk, one chunk at a time. The second gpt-4o chunk must go as soon as the first
+    # ends, while gpt-4o-mini is still held.
+    fake = FakeClock()
+    limits = {"gpt-4o-mini": 20}
+    options = dataclasses.replace(_slow_lines(), enqueued_token_limits=limits)
+    server = mock_openai_factory(clock=fake, batches=options)
+    lines = [line(n) for n in range(10)]
+    for n in (10, 11):
+        big = line(n, "gpt-4o")
+        big["body"]["max_tokens"] = 100
+        lines.append(big)
+    for item in lines[:10]:
+        item["body"]["max_tokens"] = 1
+    source = write_input(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    args = batch_run(source, out, server.base_url, "--batch-max-tokens", "100",
+                     "--batch-size", "5")  # fmt: skip
+    process = subprocess.Popen(omc_args(*args), text=True, stderr=subprocess.PIPE)
+    batches = server._handler.batch_routes.batches
+    try:
+        said = _progress_line(process, "enqueued-token limit")
+        assert "gpt-4o-mini" in said, said
+        fake.advance(1.5)  # the first gpt-4o batch (one line) ends; gpt-4o-mini's still runs
+        _wait_for(lambda: sum(batch.model == "gpt-4o" for batch in batches.all()) == 2, process)
+        mini = [batch for batch in batches.all() if batch.model == "gpt-4o-mini"]
+        assert [batch.status for batch in mini] == ["failed", "in_progress"]  # newest first
+        stderr = _finish_on_fake_time(process, fake)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert len(records(out)) == 12
+    assert set(server.answer_counts.values()) == {1}
+
+
+def _owners(server: MockOpenAIServer) -> Counter[str]:
+    """Batches per organization at the mock (each key without one is its own)."""
+    return Counter(batch.owner for batch in server._handler.batch_routes.batches.all())
+
+
+def _journal_keys(journal: Path) -> Counter[str]:
+    connection = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        return Counter(key for (key,) in connection.execute("SELECT key_id FROM batch_chunks"))
+    finally:
+        connection.close()
+
+
+def test_several_keys_spread_the_batches_and_each_batch_keeps_its_key(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    # Two keys of two organizations (the mock gives each key its own): a file uploaded with
+    # one is not found with the other, so polling, downloading, resuming, omc status and
+    # omc cancel must each use the key the chunk was created with.
+    fake = FakeClock()
+    server = mock_openai_factory(clock=fake, batches=_slow_lines())
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(40)])
+    out = tmp_path / "out.jsonl"
+    journal = Path(f"{out}.journal")
+    two_keys = ("--key", "sk-two")  # and batch_run's --key sk-b
+    args = [*batch_run(source, out, server.base_url, "--batch-size", "10"), *two_keys]
+    process = subprocess.Popen(omc_args(*args), text=True, stderr=subprocess.PIPE)
+    _wait_for(lambda: sum(bool(b) for _, b, _ in _journal_batches(journal)) == 4, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert sorted(_owners(server).values()) == [2, 2]  # spread over both organizations
+    keys = _journal_keys(journal)
+    assert sorted(keys.values()) == [2, 2], keys
+    assert all(key.startswith("key-") for key in keys)  # redacted ids, never the secrets
+    assert b"sk-two" not in journal.read_bytes()
+    status = omc("status", str(journal))
+    assert all(f"(key {key})" in status.stdout for key in keys), status.stdout
+    fake.advance(15.0)  # the batches end while no run looks
+    resumed = omc(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(record["custom_id"] for record in records(out)) == sorted(
+        f"req-{n}" for n in range(40)
+    )
+    assert set(server.answer_counts.values()) == {1}
+    assert sorted(_owners(server).values()) == [2, 2]  # none created again
+    # Stopped with Ctrl-C, then cancelled with both keys: each batch through its own.
+    out2 = tmp_path / "out2.jsonl"
+    journal2 = Path(f"{out2}.journal")
+    args2 = [*batch_run(source, out2, server.base_url, "--batch-size", "20"), *two_keys]
+    process = subprocess.Popen(omc_args(*args2), text=True, stderr=subprocess.PIPE)
+    _wait_for(lambda: sum(bool(b) for _, b, _ in _journal_batches(journal2)) == 2, process)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    process.communicate()
+    fake.advance(4.0)  # 4 of each batch's 20 lines done
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("sk-b\nsk-two\n")
+    cancel = omc("cancel", str(journal2), "--keys-file", str(keys_file), "--poll-interval", "0.05")
+    assert cancel.returncode == 1, cancel.stderr  # some lines did not run
+    codes = Counter(
+        "ok" if record["error"] is None else record["error"]["code"] for record in records(out2)
+    )
+    assert codes == {"ok": 8, "batch_cancelled": 32}
+    shown = omc("status", str(journal2)).stdout
+    assert shown.count("cancelled") == 2, shown
+    assert len(set(_journal_keys(journal2))) == 2
+
+
+def test_a_refused_key_retires_and_its_chunks_go_through_another(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    server = mock_openai_factory(batches=fast(), invalid_keys=["sk-dead"])
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(20)])
+    out = tmp_path / "out.jsonl"
+    args = batch_run(source, out, server.base_url, "--batch-size", "5")
+    done = omc(*args, "--key", "sk-dead")  # --key sk-b comes first: the dead key second
+    assert done.returncode == 0, done.stderr
+    assert "was refused (401)" in done.stderr, done.stderr
+    assert "sk-dead" not in done.stderr
+    assert len(records(out)) == 20
+    assert set(server.answer_counts.values()) == {1}
+
+
+def test_a_journal_from_before_keys_were_recorded_resumes_with_the_first_key(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    fake = FakeClock()
+    server = mock_openai_factory(clock=fake, batches=_slow_lines())
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(10)])
+    out = tmp_path / "out.jsonl"
+    journal = Path(f"{out}.journal")
+    args = batch_run(source, out, server.base_url, "--batch-size", "5")
+    process = subprocess.Popen(omc_args(*args), text=True, stderr=subprocess.PIPE)
+    _wait_for(lambda: sum(bool(b) for _, b, _ in _journal_batches(journal)) == 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    connection = sqlite3.connect(journal)  # as an earlier version left it
+    connection.execute("ALTER TABLE batch_chunks DROP COLUMN key_id")
+    connection.commit()
+    connection.close()
+    assert "chunk 1: batch batch_" in omc("status", str(journal)).stdout
+    fake.advance(10.0)
+    resumed = omc(*args, "--key", "sk-other")  # the first key made the batches
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(records(out)) == 10
+    assert len(server._handler.batch_routes.batches.all()) == 2
+
+
+def test_batches_of_a_key_not_given_again_are_named_and_left_for_a_run_with_it(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    fake = FakeClock()
+    server = mock_openai_factory(clock=fake, batches=_slow_lines())
+    source = write_input(tmp_path / "in.jsonl", [line(n) for n in range(10)])
+    out = tmp_path / "out.jsonl"
+    journal = Path(f"{out}.journal")
+    args = batch_run(source, out, server.base_url, "--batch-size", "5")
+    process = subprocess.Popen(omc_args(*args, "--key", "sk-two"), text=True,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for(lambda: sum(bool(b) for _, b, _ in _journal_batches(journal)) == 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    fake.advance(10.0)
+    without = omc(*args)  # sk-two's batch cannot be seen with sk-b alone
+    assert without.returncode == 1, without.stderr
+    told = [text for text in without.stderr.splitlines() if "not collected" in text]
+    assert len(told) == 1, without.stderr
+    assert "is not among the keys given" in told[0]
+    assert len(records(out)) == 5
+    again = omc(*args, "--key", "sk-two")
+    assert again.returncode == 0, again.stderr
+    assert len(records(out)) == 10
+    assert len(server._handler.batch_routes.batches.all()) == 2  # none created again
+    assert set(server.answer_counts.values()) == {1}

@@ -141,3 +141,56 @@ def test_a_scrape_during_a_run_sees_keys_cool_and_retire(
     (fast,) = answered(found).keys() - {cooling, retired}
     assert found[f'omc_key_tokens_total{{direction="output",key="{fast}"}}'] > 0
     assert found[f'omc_key_estimated_cost_dollars_total{{key="{fast}"}}'] > 0  # gpt-4o-mini
+
+
+def test_a_batch_run_serves_its_batches_by_status_and_key_and_their_lines(
+    tmp_path: Path, mock_openai_factory: Factory
+) -> None:
+    from openai_multi_client.testing import BatchOptions, FakeClock
+
+    fake = FakeClock()
+    slow = BatchOptions(validation_seconds=0, lines_per_second=1.0, finalizing_seconds=0)
+    server = mock_openai_factory(clock=fake, batches=slow)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(request_line(n) for n in range(10)))
+    out = tmp_path / "out.jsonl"
+    args = [
+        sys.executable, "-m", "openai_multi_client", "run", str(source), "-o", str(out),
+        "--batch", "--batch-size", "5", "--poll-interval", "0.05", "--base-url",
+        server.base_url, "--key", SLOW, "--key", FAST, "--metrics-port", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    try:
+        url = metrics_url(process.stderr)
+
+        def running(found: Samples) -> float:
+            return sum(
+                value
+                for name, value in found.items()
+                if name.startswith("omc_batches{") and 'status="in_progress"' in name
+            )
+
+        text, found = scrape_until(url, lambda found: running(found) == 2)
+        batch_lines = [line for line in text.splitlines() if line.startswith("omc_batches{")]
+        keys = {re.search(r'key="(key-[0-9a-f]{8})"', line).group(1) for line in batch_lines}  # type: ignore[union-attr]
+        assert len(keys) == 2, text  # one batch through each key
+        assert found['omc_batch_lines{state="total"}'] == 10
+        fake.advance(2.0)  # two lines of each batch done
+        _, found = scrape_until(
+            url, lambda found: found.get('omc_batch_lines{state="completed"}') == 4
+        )
+        assert found["omc_batch_lines_waiting"] == 0
+        assert SLOW not in text
+        assert FAST not in text
+        while process.poll() is None:
+            fake.advance(5.0)
+            time.sleep(0.05)
+        stderr = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert process.returncode == 0, stderr
+    assert len(out.read_text().splitlines()) == 10

@@ -15,7 +15,7 @@ from .._limits import Key
 from .._prices import load_prices
 from ._batch_journal import batch_status_lines
 from ._batch_run import BatchRun
-from ._config import DEFAULT_POLL_SECONDS, RunConfig
+from ._config import DEFAULT_POLL_SECONDS, RunConfig, _read_keys_file
 from ._outcome import EXIT_USAGE
 
 __all__ = ["batch_status", "run_cancel"]
@@ -54,6 +54,8 @@ def cancel_config(args: argparse.Namespace) -> RunConfig:
     """The run's configuration, from its journal and ``omc cancel``'s key options."""
     stored = _settings(args.journal)
     secrets = list(args.key)
+    if args.keys_file:
+        secrets += _read_keys_file(args.keys_file, secrets)
     if not secrets:
         import os
 

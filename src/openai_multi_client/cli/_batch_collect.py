@@ -18,7 +18,9 @@ from .._batches import AsyncBatchClient, BatchInfo, BatchResult
 from .._errors import APIStatusError
 from ._batch import error_line, output_line
 from ._batch_journal import BatchJournal, ChunkRow, LineRow, Outcome
+from ._batch_keys import BatchKeys
 from ._batch_plan import Caps
+from ._batch_queue import QueueGate
 from ._files import Outputs
 from ._progress import RunProgress
 
@@ -65,28 +67,30 @@ class Collector:
     def __init__(
         self,
         journal: BatchJournal,
-        client: AsyncBatchClient,
+        keys: BatchKeys,
         outputs: Outputs,
         progress: RunProgress,
         *,
         max_attempts: int,
         caps: Caps,
         folder: Path,
+        gate: QueueGate,
     ) -> None:
         self._journal = journal
-        self._client = client
+        self._keys = keys
         self._outputs = outputs
         self._progress = progress
         self._max_attempts = max_attempts
         self._caps = caps
         self._folder = folder
+        self.gate = gate  # a token limit holds back the chunks of its queue
         self.final = False  # cancelling: lines not run are final, not resubmitted
-        self.hold = False  # a token limit was hit: create nothing while batches run
         self.failed = 0
         self.expired = 0
 
     async def collect(self, chunk: ChunkRow, info: BatchInfo, *, others_live: bool) -> None:
-        """Take the results of ``chunk``'s finished batch ``info``."""
+        """Take the results of ``chunk``'s finished batch ``info`` (``others_live``: batches of
+        its queue still run)."""
         if info.status == "failed":
             over = bool(info.problems) and info.problems[0].code == _TOKEN_LIMIT
             if over and not self.final and (others_live or chunk.lines > 1):
@@ -117,9 +121,11 @@ class Collector:
         return not self.final and row.attempts < self._max_attempts
 
     async def _consume(self, chunk: ChunkRow, file_id: str) -> None:
-        path = await self._client.download(file_id, self._folder / f"{file_id}.jsonl")
+        client = self._keys.client_of(chunk)
+        assert client is not None  # polled through it just before
+        path = await client.download(file_id, self._folder / f"{file_id}.jsonl")
         results: list[BatchResult] = []
-        for result in self._client.read_results(path):
+        for result in AsyncBatchClient.read_results(path):
             results.append(result)
             if len(results) >= _SETTLE:
                 self._take(chunk, results)
@@ -153,9 +159,7 @@ class Collector:
         """An outcome to record, its line scrubbed of the key (a server may quote it back)."""
         if failed:
             self.failed += 1
-        if self._client.key.secret:
-            data = self._client.key.redact(data.decode("utf-8")).encode("utf-8")
-        return Outcome(row, data, failed, retryable)
+        return Outcome(row, self._keys.redact(data), failed, retryable)
 
     def _settle(self, outcomes: list[Outcome], again: Iterable[str]) -> None:
         self._journal.settle(outcomes, list(again))
@@ -184,8 +188,8 @@ class Collector:
 
     def _over_token_limit(self, chunk: ChunkRow, *, others_live: bool) -> None:
         """``token_limit_exceeded`` is no failure of the lines: they wait until the running
-        batches end; a chunk over the limit alone goes again in halves."""
-        self.hold = True
+        batches of its queue end; a chunk over the limit alone goes again in halves."""
+        self.gate.hold(chunk)
         if not others_live:
             self._caps.model_lines[chunk.model] = max(1, chunk.lines // 2)
         ids = [row.custom_id for row in self._journal.chunk_lines(chunk.chunk_no)]

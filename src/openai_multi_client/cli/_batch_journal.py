@@ -5,13 +5,18 @@ resume, ``--retry-failed``, ``--errors`` and the output projection work as for o
 plus two tables:
 
 * ``batch_chunks``: one row per batch file: its path, endpoint, model, attempt, and, each
-  committed before the next step, its uploaded ``file_id``, its ``batch_id``, its last seen
-  status and request counts, and whether its output and error files were consumed;
+  committed before the next step, the redacted id of the key it goes through (``key_id``,
+  never the secret), its uploaded ``file_id``, its ``batch_id``, its last seen status and
+  request counts, and whether its output and error files were consumed;
 * ``batch_lines``: the lines not yet final: the chunk each went into (``NULL``: waiting for a
   new chunk), its place in the chunk file, and how many batches it went through.
 
 A line's final outcome is written to ``requests`` and its ``batch_lines`` row deleted in one
 transaction, so a kill between two lines of a downloaded file repeats only the download.
+
+Journals made before ``key_id`` existed get the column when opened; their chunks, all made
+with the run's first key, have none (:class:`~._batch_keys.BatchKeys` reads that as the first
+key given).
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ from typing import Any
 
 from ._journal import Journal
 
-__all__ = ["BatchJournal", "ChunkRow", "LineRow", "Outcome", "batch_status_lines"]
+__all__ = [
+    "BatchCounts",
+    "BatchJournal",
+    "ChunkRow",
+    "LineRow",
+    "Outcome",
+    "batch_counts",
+    "batch_status_lines",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batch_chunks (
@@ -44,7 +57,8 @@ CREATE TABLE IF NOT EXISTS batch_chunks (
     error_done INTEGER NOT NULL DEFAULT 0,
     finished INTEGER NOT NULL DEFAULT 0,
     usage TEXT,
-    tokens INTEGER NOT NULL DEFAULT 0
+    tokens INTEGER NOT NULL DEFAULT 0,
+    key_id TEXT
 );
 CREATE TABLE IF NOT EXISTS batch_lines (
     custom_id TEXT PRIMARY KEY,
@@ -58,6 +72,7 @@ CREATE INDEX IF NOT EXISTS batch_lines_chunk ON batch_lines (chunk_no, pos);
 """
 
 _LOOKUP = 256
+_ADDED_COLUMNS = (("key_id", "TEXT"),)  # columns added since the first version of the table
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +94,7 @@ class ChunkRow:
     finished: bool
     usage: dict[str, Any] | None
     tokens: int = 0
+    key_id: str | None = None  # the redacted id of the key it goes through
 
     @property
     def live(self) -> bool:
@@ -125,12 +141,13 @@ def _chunk(row: Sequence[Any]) -> ChunkRow:
         bool(row[12]),
         usage,
         int(row[14]),
+        row[15],
     )
 
 
 _CHUNK_COLUMNS = (
     "chunk_no, path, endpoint, model, lines, file_id, batch_id, status, completed, failed, "
-    "output_done, error_done, finished, usage, tokens"
+    "output_done, error_done, finished, usage, tokens, key_id"
 )
 
 
@@ -142,6 +159,14 @@ class BatchJournal:
         self._journal = journal
         self._db: sqlite3.Connection = journal._db  # the same file, lock and transactions
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a journal of an earlier version lacks."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(batch_chunks)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE batch_chunks ADD COLUMN {name} {kind}")
 
     @property
     def run(self) -> int:
@@ -243,6 +268,14 @@ class BatchJournal:
             "INSERT INTO batch_chunks (chunk_no, path, endpoint, model, lines, tokens) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (chunk_no, path, endpoint, model, lines, tokens),
+        )
+
+    def set_key(self, chunk_no: int, key_id: str) -> None:
+        """The chunk goes through ``key_id`` (committed before its upload); a file uploaded
+        with another key is forgotten (that key's organization alone sees it)."""
+        self._db.execute(
+            "UPDATE batch_chunks SET key_id = ?, file_id = NULL, status = 'new' WHERE chunk_no = ?",
+            (key_id, chunk_no),
         )
 
     def set_file(self, chunk_no: int, file_id: str) -> None:
@@ -366,14 +399,17 @@ def batch_status_lines(connection: sqlite3.Connection) -> list[str]:
     tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
     if "batch_chunks" not in tables:
         return []
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(batch_chunks)")}
+    key_id = "key_id" if "key_id" in columns else "NULL"  # a journal of an earlier version
     lines = []
-    for chunk_no, batch_id, status, total, completed, failed, finished in connection.execute(
-        "SELECT chunk_no, batch_id, status, lines, completed, failed, finished "
-        "FROM batch_chunks ORDER BY chunk_no"
+    for chunk_no, batch_id, status, total, completed, failed, finished, key in connection.execute(
+        "SELECT chunk_no, batch_id, status, lines, completed, failed, finished, "
+        f"{key_id} FROM batch_chunks ORDER BY chunk_no"
     ):
         collected = ", collected" if finished else ""
+        through = f" (key {key})" if key else ""
         lines.append(
-            f"  chunk {chunk_no}: batch {batch_id or '(not created)'} {status}: "
+            f"  chunk {chunk_no}: batch {batch_id or '(not created)'}{through} {status}: "
             f"{completed}/{total} completed, {failed} failed{collected}"
         )
     waiting = connection.execute(
@@ -382,3 +418,38 @@ def batch_status_lines(connection: sqlite3.Connection) -> list[str]:
     if waiting:
         lines.append(f"  {waiting} lines waiting to be resubmitted")
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    """A batch run's counts, for its metrics: batches by (status, key id; ``""`` for a chunk
+    journalled before keys were recorded), the lines of the batches not yet collected
+    (``total``, ``completed``, ``failed``), and lines waiting for a new batch."""
+
+    batches: dict[tuple[str, str], int]
+    lines: dict[str, int]
+    waiting: int
+
+
+def batch_counts(connection: sqlite3.Connection) -> BatchCounts | None:
+    """The counts of a journal's batches (``None``: not a batch run's journal)."""
+    tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+    if "batch_chunks" not in tables:
+        return None
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(batch_chunks)")}
+    key_id = "coalesce(key_id, '')" if "key_id" in columns else "''"
+    batches = {
+        (str(status), str(key)): int(count)
+        for status, key, count in connection.execute(
+            f"SELECT status, {key_id}, count(*) FROM batch_chunks GROUP BY 1, 2"
+        )
+    }
+    total, completed, failed = connection.execute(
+        "SELECT coalesce(sum(lines), 0), coalesce(sum(completed), 0), coalesce(sum(failed), 0) "
+        "FROM batch_chunks WHERE finished = 0 AND batch_id IS NOT NULL"
+    ).fetchone()
+    waiting = connection.execute(
+        "SELECT count(*) FROM batch_lines WHERE chunk_no IS NULL"
+    ).fetchone()[0]
+    lines = {"total": int(total), "completed": int(completed), "failed": int(failed)}
+    return BatchCounts(batches, lines, int(waiting))

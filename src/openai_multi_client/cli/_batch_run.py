@@ -24,19 +24,21 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .._batches import AsyncBatchClient, BatchChunk, BatchInfo
+from .._batches import BatchChunk, BatchInfo
 from .._batches.prices import batch_cost, batch_prices
 from .._clock import Clock, LoopClock
-from .._errors import ConfigurationError
-from .._limits import Key
+from .._errors import AuthenticationError, ConfigurationError, PermissionDeniedError
 from .._prices import price_for
 from ._batch import BadLine
 from ._batch_collect import Collector, usage_of
 from ._batch_journal import BatchJournal, ChunkRow
+from ._batch_keys import BatchKeys, batch_keys
 from ._batch_plan import Caps, Planner
+from ._batch_queue import QueueGate
 from ._config import RunConfig
 from ._files import Outputs
 from ._journal import Journal, _retry_filter
+from ._metrics import start_batch_metrics
 from ._outcome import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, Outcome
 from ._progress import RunProgress
 from ._reader import scan_input
@@ -122,38 +124,50 @@ class BatchRun:
             prices=batch_prices(config.prices),
             already_done=status.done - journal.to_retry(config.retry_failed),
         )
+        metrics = None if self.cancel else start_batch_metrics(config, progress)
+        try:
+            return await self._run_with(journal, batches, outputs, progress)
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    async def _run_with(
+        self, journal: Journal, batches: BatchJournal, outputs: Outputs, progress: RunProgress
+    ) -> int:
+        config = self.config
         assert config.journal is not None
         folder = Path(config.journal + ".batches")
         budget = config.budget_tokens is not None or config.budget_dollars is not None
         caps = Caps(lines=config.batch_size, tokens=config.batch_max_tokens, estimate=budget)
-        async with _client(config, folder) as client:
+        async with batch_keys(config, folder) as keys:
             collector = Collector(
                 batches,
-                client,
+                keys,
                 outputs,
                 progress,
                 max_attempts=config.max_retries,
                 caps=caps,
                 folder=folder,
+                gate=QueueGate(config.batch_max_tokens, keys),
             )
             collector.final = self.cancel
             planner = Planner(
                 batches, config.input, folder, caps, _retry_filter(config.retry_failed)
             )
             try:
-                await self._loop(batches, client, collector, planner, outputs, progress)
+                await self._loop(batches, keys, collector, planner, outputs, progress)
             except asyncio.CancelledError:
                 print("omc run: aborted; run the same command again to go on", file=sys.stderr)
                 return EXIT_INTERRUPTED if self.signal is None else exit_code_for(self.signal)
         outputs.write(journal.not_retried(config.retry_failed))
-        code = self._finish(batches, collector, progress)
+        code = self._finish(batches, collector, progress, keys)
         Outcome(config, RunStop(None)).say_retryable(journal.status().failed_retryable)
         return code
 
     async def _loop(
         self,
         batches: BatchJournal,
-        client: AsyncBatchClient,
+        keys: BatchKeys,
         collector: Collector,
         planner: Planner,
         outputs: Outputs,
@@ -162,7 +176,7 @@ class BatchRun:
         """Plan, submit, poll and collect until every line is final (or a stop)."""
         token, started = batches.token()
         if self.cancel:
-            await self._cancel_live(batches, client)
+            await self._cancel_live(batches, keys)
         need_plan, planned = not self.cancel, 0
         while True:
             if need_plan and not self.stopping and not self._over_budget(progress):
@@ -178,11 +192,11 @@ class BatchRun:
                 need_plan = False
             chunks = batches.chunks()
             if not self.cancel:
-                await self._submit(batches, client, collector, chunks, (token, started), progress)
-            chunks = [chunk for chunk in batches.chunks() if chunk.batch_id]
+                await self._submit(batches, keys, collector, chunks, (token, started), progress)
+            chunks = [c for c in batches.chunks() if c.batch_id and keys.client_of(c)]
             if not chunks or self.stopping:
                 return
-            finished = await self._poll(batches, client, collector, chunks)
+            finished = await self._poll(batches, keys, collector, chunks)
             self._say(batches, progress)
             if finished:
                 need_plan = batches.waiting() > 0  # the input is read again only for them
@@ -197,74 +211,117 @@ class BatchRun:
     async def _submit(
         self,
         batches: BatchJournal,
-        client: AsyncBatchClient,
+        keys: BatchKeys,
         collector: Collector,
         chunks: list[ChunkRow],
         run: tuple[str, int],
         progress: RunProgress,
     ) -> None:
-        """Upload and create the chunks without a batch (each id committed at once), while
-        the budget has room for them (what was spent, and the estimate of live batches)."""
-        token, started = run
-        live = any(chunk.live for chunk in chunks)
-        if collector.hold and not live:
-            collector.hold = False
-        cap = self.config.batch_max_tokens
+        """Upload and create the chunks without a batch (each id committed at once), each
+        through the key its queue chooses (``--batch-max-tokens``, a token limit: per key
+        group and model), while the budget has room for them (what was spent, and the
+        estimate of live batches)."""
+        gate = collector.gate
+        gate.start(chunks)
         submitted = [chunk for chunk in chunks if chunk.live]
-        enqueued = sum(chunk.tokens for chunk in submitted)
         for chunk in chunks:
-            if chunk.batch_id is not None or self.stopping or collector.hold:
+            if chunk.batch_id is not None or self.stopping:
                 continue
-            if cap is not None and enqueued and enqueued + chunk.tokens > cap:
-                continue  # --batch-max-tokens: wait for running batches to end
+            key_id = gate.choose(chunk)
+            if key_id is None:
+                continue  # its queues are full or held: wait for their batches to end
             if self._budget is not None or self._over_budget(progress, submitted):
                 return
-            enqueued += chunk.tokens
+            try:
+                await self._create(batches, keys, chunk, key_id, run)
+            except (AuthenticationError, PermissionDeniedError) as exc:
+                self._retire(keys, key_id, exc)
+                continue
+            gate.add(chunk, key_id)
             submitted.append(chunk)
-            file_id = chunk.file_id
-            info: BatchInfo | None = None
-            if file_id is None:
-                upload = BatchChunk(Path(chunk.path), chunk.endpoint, chunk.model, (), (), 0)
-                file_id = (await client.upload(upload)).id
-                batches.set_file(chunk.chunk_no, file_id)
-            else:  # uploaded by a run that may have created its batch just before a kill
-                found = await client.find(token, str(chunk.chunk_no), created_after=started)
-                info = found[0] if found else None
-            if info is None:
-                info = await client.create(
-                    file_id, chunk.endpoint, run_token=token, chunk=str(chunk.chunk_no)
-                )
-            batches.set_batch(chunk.chunk_no, info.id, info.status)
+
+    async def _create(
+        self,
+        batches: BatchJournal,
+        keys: BatchKeys,
+        chunk: ChunkRow,
+        key_id: str,
+        run: tuple[str, int],
+    ) -> None:
+        """Upload ``chunk`` through ``key_id`` (committed first) and create its batch, or
+        adopt the batch a killed run created for it."""
+        token, started = run
+        client = keys.client(key_id)
+        assert client is not None
+        file_id = chunk.file_id
+        if key_id != keys.key_of(chunk):
+            batches.set_key(chunk.chunk_no, key_id)  # before the upload: crash-safe
+            file_id = None
+        info: BatchInfo | None = None
+        if file_id is None:
+            upload = BatchChunk(Path(chunk.path), chunk.endpoint, chunk.model, (), (), 0)
+            file_id = (await client.upload(upload)).id
+            batches.set_file(chunk.chunk_no, file_id)
+        else:  # uploaded by a run that may have created its batch just before a kill
+            found = await client.find(token, str(chunk.chunk_no), created_after=started)
+            info = found[0] if found else None
+        if info is None:
+            info = await client.create(
+                file_id, chunk.endpoint, run_token=token, chunk=str(chunk.chunk_no)
+            )
+        batches.set_batch(chunk.chunk_no, info.id, info.status)
+
+    def _retire(self, keys: BatchKeys, key_id: str, exc: Exception) -> None:
+        """A key refused (401/403): no more batches through it in this run."""
+        status = getattr(exc, "status_code", None)
+        keys.retire(key_id, f"{status}: {type(exc).__name__}")
+        others = "" if keys.usable() else "; no key is left"
+        print(
+            f"omc run: key {key_id} was refused ({status}): retired for this run; its chunks "
+            f"not yet created go through another key{others}",
+            file=sys.stderr,
+        )
 
     async def _poll(
         self,
         batches: BatchJournal,
-        client: AsyncBatchClient,
+        keys: BatchKeys,
         collector: Collector,
         chunks: list[ChunkRow],
     ) -> bool:
-        """Look at each live batch once; collect those that ended. Whether any ended."""
+        """Look at each live batch once, through its key; collect those that ended. Whether
+        any ended."""
         finished = False
-        live = {chunk.chunk_no for chunk in chunks}
+        gate = collector.gate
+        live = {chunk.chunk_no: gate.queue(chunk) for chunk in chunks}
         for chunk in chunks:
-            if self.stopping:
-                break
+            client = keys.client_of(chunk)
+            if self.stopping or client is None:
+                continue
             assert chunk.batch_id is not None
-            info = await client.retrieve(chunk.batch_id)
-            usage = info.raw.get("usage")
-            batches.set_seen(chunk.chunk_no, info.status, info.completed, info.failed, usage)
-            if info.done:
-                live.discard(chunk.chunk_no)
-                await collector.collect(chunk, info, others_live=bool(live))
-                finished = True
+            try:
+                info = await client.retrieve(chunk.batch_id)
+                usage = info.raw.get("usage")
+                batches.set_seen(chunk.chunk_no, info.status, info.completed, info.failed, usage)
+                if info.done:
+                    queue = live.pop(chunk.chunk_no)
+                    others = queue in live.values()
+                    await collector.collect(chunk, info, others_live=others)
+                    finished = True
+            except (AuthenticationError, PermissionDeniedError) as exc:
+                self._retire(keys, keys.key_of(chunk) or keys.first, exc)
         return finished
 
-    async def _cancel_live(self, batches: BatchJournal, client: AsyncBatchClient) -> None:
+    async def _cancel_live(self, batches: BatchJournal, keys: BatchKeys) -> None:
         for chunk in batches.chunks():
-            if chunk.batch_id is not None and chunk.status in ("validating", "in_progress"):
-                info = await client.cancel(chunk.batch_id)
-                batches.set_seen(chunk.chunk_no, info.status, info.completed, info.failed, None)
-                print(f"omc cancel: batch {chunk.batch_id}: {info.status}", file=sys.stderr)
+            if chunk.batch_id is None or chunk.status not in ("validating", "in_progress"):
+                continue
+            client = keys.client_of(chunk)
+            if client is None:
+                continue  # named by the summary
+            info = await client.cancel(chunk.batch_id)
+            batches.set_seen(chunk.chunk_no, info.status, info.completed, info.failed, None)
+            print(f"omc cancel: batch {chunk.batch_id}: {info.status}", file=sys.stderr)
 
     def _report_bad(self, item: BadLine, outputs: Outputs) -> None:
         from ._batch import error_line
@@ -319,8 +376,11 @@ class BatchRun:
             elapsed = self.clock.now() - self._started
             print(f"omc run: [{elapsed:,.0f} s] {line}", file=sys.stderr)
 
-    def _finish(self, batches: BatchJournal, collector: Collector, progress: RunProgress) -> int:
+    def _finish(
+        self, batches: BatchJournal, collector: Collector, progress: RunProgress, keys: BatchKeys
+    ) -> int:
         chunks = batches.chunks(unfinished=False)
+        unseen = _unseen(chunks, keys)
         progress.close()
         print(progress.summary(interrupted=self.signal is not None), file=sys.stderr)
         cost = batch_cost(usage_of(chunks), batch_prices(self.config.prices))
@@ -334,7 +394,31 @@ class BatchRun:
         left = any(not chunk.finished for chunk in chunks)
         if self._capped or (self._budget and left):
             return EXIT_STOPPED
+        if unseen or (left and not keys.usable()):
+            return EXIT_FAILURES
         return EXIT_FAILURES if collector.failed or self._bad else EXIT_OK
+
+
+def _unseen(chunks: list[ChunkRow], keys: BatchKeys) -> int:
+    """Tell of the batches this run could not look at (their key refused, or not given);
+    how many."""
+    count = 0
+    for chunk in chunks:
+        key_id = keys.key_of(chunk)
+        if chunk.batch_id is None or chunk.finished or key_id is None or keys.client(key_id):
+            continue
+        count += 1
+        print(
+            f"omc run: chunk {chunk.chunk_no}: batch {chunk.batch_id} was created with key "
+            f"{key_id}, which {keys.why_not(key_id)}: not collected; run again with that key "
+            "to collect it (omc cancel JOURNAL with that key cancels it)",
+            file=sys.stderr,
+        )
+    if not keys.usable():
+        print(
+            "omc run: every key was refused; lines not sent wait for the next run", file=sys.stderr
+        )
+    return count
 
 
 def _settings(config: RunConfig) -> dict[str, object]:
@@ -367,16 +451,3 @@ async def _built_in_mock(config: RunConfig) -> AsyncIterator[str | None]:
         yield mock.base_url
     finally:
         await mock.stop()
-
-
-def _client(config: RunConfig, folder: Path) -> AsyncBatchClient:
-    key = config.keys[0] if config.keys else None
-    if len(config.keys) > 1:
-        print("omc run: --batch uses the first key only", file=sys.stderr)
-    return AsyncBatchClient(
-        key if isinstance(key, Key | str) else None,
-        base_url=config.base_url,
-        poll_interval=config.poll_interval,
-        max_attempts=max(1, config.max_retries),
-        workdir=folder,
-    )

@@ -224,8 +224,6 @@ def _check_metrics_options(args: argparse.Namespace) -> None:
         return
     if not 0 <= port <= 65535:
         raise ConfigurationError(f"--metrics-port must be a port from 0 to 65535, got {port}")
-    if getattr(args, "batch", False):
-        raise ConfigurationError("--metrics-port is not supported with --batch yet")
     if importlib.util.find_spec("prometheus_client") is None:
         raise ConfigurationError(
             "--metrics-port needs prometheus-client: pip install 'openai-multi-client[metrics]'"

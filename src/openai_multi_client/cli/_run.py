@@ -107,7 +107,12 @@ def add_parser(subparsers: Any) -> None:
         "did not run are recorded as failed (batch_cancelled).",
     )
     cancel.add_argument("journal")
-    cancel.add_argument("--key", action="append", default=[], help="the run's API key")
+    cancel.add_argument(
+        "--key", action="append", default=[], help="the run's API key (repeat for several)"
+    )
+    cancel.add_argument(
+        "--keys-file", help="the run's keys file (each batch is cancelled with its own key)"
+    )
     cancel.add_argument("--base-url", help="API base URL (default: the run's)")
     cancel.add_argument("--azure", action="store_true", help="send the key as Azure's api-key")
     cancel.add_argument("--api-version", help="Azure api-version query parameter")
@@ -133,16 +138,23 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--batch-max-tokens",
         type=int,
-        help="cap the estimated input tokens of one batch (the enqueued-token limit of your "
-        "organisation's tier); default: no cap (a batch refused for the limit waits and goes "
-        "again, smaller)",
+        help="cap the estimated input tokens enqueued at once per model (the enqueued-token "
+        "limit of your organisation's tier, which is per model): a model's next batch waits "
+        "for its running ones; default: no cap (a batch refused for the limit waits for its "
+        "model's running batches and goes again, smaller)",
     )
 
 
 def _add_key_options(parser: argparse.ArgumentParser) -> None:
     """Which keys, which server, shared limits."""
     keys = parser.add_argument_group("keys and server")
-    keys.add_argument("--key", action="append", default=[], help="an API key (repeatable)")
+    keys.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        help="an API key (repeatable; with --batch, batches spread over the keys, each "
+        "batch through one key to its end)",
+    )
     keys.add_argument(
         "--keys-file",
         help="a file with one API key a line, optionally followed by its group: keys of one "

@@ -118,6 +118,10 @@ class BatchRoutes:
     def _json(self, call: _Call, value: Any) -> web.Response:
         return self._send(call, 200, _json.dumps(value))
 
+    def _owner(self, call: _Call) -> str:
+        """The organization of the call's key: it sees only its own files and batches."""
+        return self._handler.limits.state(call.key).organization
+
     def _not_found(self, call: _Call, what: str, ident: str) -> web.Response:
         body = error_body(f"No such {what}: '{ident}'", "invalid_request_error", "id", None)
         return self._send(call, 404, body)
@@ -153,18 +157,18 @@ class BatchRoutes:
         assert purpose is not None
         seconds = fields.get("expires_after[seconds]")
         expires = int(seconds) if seconds is not None and seconds.isdigit() else None
-        stored = self.files.add(filename, purpose, content, expires)
+        stored = self.files.add(filename, purpose, content, expires, self._owner(call))
         return self._json(call, stored.describe())
 
     async def list_files(self, call: _Call) -> web.Response:
         request = call.request
         purpose = request.query.get("purpose")
-        data = [stored.describe() for stored in self.files.listing(purpose)]
+        data = [stored.describe() for stored in self.files.listing(purpose, self._owner(call))]
         return self._json(call, {"object": "list", "data": data, "has_more": False})
 
     async def file(self, call: _Call) -> web.Response:
         request = call.request
-        stored = self.files.get(request.match_info["file_id"])
+        stored = self.files.get(request.match_info["file_id"], self._owner(call))
         if stored is None:
             return self._not_found(call, "File", request.match_info["file_id"])
         return self._json(call, stored.describe())
@@ -172,13 +176,13 @@ class BatchRoutes:
     async def delete_file(self, call: _Call) -> web.Response:
         request = call.request
         file_id = request.match_info["file_id"]
-        if not self.files.delete(file_id):
+        if not self.files.delete(file_id, self._owner(call)):
             return self._not_found(call, "File", file_id)
         return self._json(call, {"id": file_id, "object": "file", "deleted": True})
 
     async def content(self, call: _Call) -> web.Response:
         request = call.request
-        stored = self.files.get(request.match_info["file_id"])
+        stored = self.files.get(request.match_info["file_id"], self._owner(call))
         if stored is None:
             return self._not_found(call, "File", request.match_info["file_id"])
         state = self._handler.limits.state(call.key)
@@ -194,7 +198,7 @@ class BatchRoutes:
             params = _json.loads(await request.read())
         except (ValueError, RecursionError):
             params = None
-        problem = self._check_create(params)
+        problem = self._check_create(params, self._owner(call))
         if problem is not None:
             status, body = problem
             return self._send(call, status, body)
@@ -209,6 +213,7 @@ class BatchRoutes:
             created=self._options.clock.now(),
             answerer=self._answerer(params["endpoint"]),
             rng=random.Random(f"{self._options.seed}:{number}"),
+            owner=self._owner(call),
         )
         self.batches.add(batch)
         return self._json(call, self.batches.describe(batch))
@@ -225,7 +230,7 @@ class BatchRoutes:
             sequence=self._line_numbers,
         )
 
-    def _check_create(self, params: object) -> tuple[int, bytes] | None:
+    def _check_create(self, params: object, owner: str) -> tuple[int, bytes] | None:
         if not isinstance(params, dict):
             return 400, _invalid("Expected a JSON object body.")
         for name in ("input_file_id", "endpoint", "completion_window"):
@@ -245,7 +250,7 @@ class BatchRoutes:
                 "characters, values of at most 512."
             )
             return 400, _invalid(message, "metadata")
-        stored = self.files.get(params["input_file_id"])
+        stored = self.files.get(params["input_file_id"], owner)
         if stored is None:
             body = error_body(
                 f"No such File object: '{params['input_file_id']}'",
@@ -267,7 +272,7 @@ class BatchRoutes:
         if not 1 <= limit <= 100:
             body = _invalid("Invalid 'limit': expected an integer from 1 to 100.", "limit")
             return self._send(call, 400, body)
-        batches = self.batches.all()
+        batches = self.batches.all(self._owner(call))
         after = request.query.get("after")
         if after is not None:
             ids = [batch.id for batch in batches]
@@ -285,7 +290,7 @@ class BatchRoutes:
 
     async def batch(self, call: _Call) -> web.Response:
         request = call.request
-        batch = self.batches.get(request.match_info["batch_id"])
+        batch = self.batches.get(request.match_info["batch_id"], self._owner(call))
         if batch is None:
             return self._not_found(call, "Batch", request.match_info["batch_id"])
         return self._json(call, self.batches.describe(batch))
@@ -293,7 +298,7 @@ class BatchRoutes:
     async def cancel(self, call: _Call) -> web.Response:
         request = call.request
         batch_id = request.match_info["batch_id"]
-        outcome = self.batches.cancel(batch_id)
+        outcome = self.batches.cancel(batch_id, self._owner(call))
         if outcome is None:
             return self._not_found(call, "Batch", batch_id)
         if isinstance(outcome, str):

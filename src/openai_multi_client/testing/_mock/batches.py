@@ -52,6 +52,7 @@ class Batch:
     error_file_id: str | None = None
     counts: tuple[int, int] | None = None  # (completed, failed), once final
     usage: dict[str, int] | None = None
+    owner: str = ""  # the organization whose keys see it (and whose queue it counts in)
 
     @property
     def enqueued(self) -> bool:
@@ -83,24 +84,28 @@ class BatchStore:
             self._advance(batch.created)
             self._batches[batch.id] = batch
 
-    def get(self, batch_id: str) -> Batch | None:
+    def get(self, batch_id: str, owner: str | None = None) -> Batch | None:
+        """The batch, if ``owner`` (``None``: any organization) sees it."""
         with self._lock:
             self._advance(self._clock())
-            return self._batches.get(batch_id)
+            batch = self._batches.get(batch_id)
+        return batch if batch is not None and owner in (None, batch.owner) else None
 
-    def all(self) -> list[Batch]:
-        """Every batch, newest first (as OpenAI lists them)."""
+    def all(self, owner: str | None = None) -> list[Batch]:
+        """Every batch ``owner`` sees (``None``: all), newest first (as OpenAI lists them)."""
         with self._lock:
             self._advance(self._clock())
-            return list(reversed(self._batches.values()))
+            batches = list(reversed(self._batches.values()))
+        return [batch for batch in batches if owner in (None, batch.owner)]
 
-    def cancel(self, batch_id: str) -> Batch | str | None:
-        """The batch, now ``cancelling``; ``None`` if unknown; its status if it cannot be."""
+    def cancel(self, batch_id: str, owner: str | None = None) -> Batch | str | None:
+        """The batch, now ``cancelling``; ``None`` if unknown (to ``owner``); its status if it
+        cannot be."""
         with self._lock:
             now = self._clock()
             self._advance(now)
             batch = self._batches.get(batch_id)
-            if batch is None:
+            if batch is None or owner not in (None, batch.owner):
                 return None
             if batch.status == "cancelling":
                 return batch
@@ -175,7 +180,7 @@ class BatchStore:
 
     def _validate(self, batch: Batch, when: float) -> None:
         options = self.options
-        stored = self._files.get(batch.input_file_id)
+        stored = self._files.get(batch.input_file_id, batch.owner)
         if stored is None:
             parsed = ParsedInput([], None, [error("file_not_found", "The input file is gone.")])
         else:
@@ -189,11 +194,12 @@ class BatchStore:
             batch.model = parsed.model
             batch.input_tokens = parsed.input_tokens
             limit = options.enqueued_token_limits.get(parsed.model or "")
-            if limit is not None and self._enqueued(parsed.model) + batch.input_tokens > limit:
+            enqueued = self._enqueued(parsed.model, batch.owner)
+            if limit is not None and enqueued + batch.input_tokens > limit:
                 message = (
                     f"Enqueued token limit reached for {parsed.model} in organization "
-                    f"org-mock. Limit: {limit:,} enqueued tokens. Please try again once some "
-                    "in_progress batches have been completed."
+                    f"{batch.owner or 'org-mock'}. Limit: {limit:,} enqueued tokens. Please try "
+                    "again once some in_progress batches have been completed."
                 )
                 parsed = ParsedInput([], parsed.model, [error("token_limit_exceeded", message)])
         if parsed.errors:
@@ -209,11 +215,12 @@ class BatchStore:
         batch.status = "in_progress"
         batch.times["in_progress"] = when
 
-    def _enqueued(self, model: str | None) -> int:
+    def _enqueued(self, model: str | None, owner: str) -> int:
+        """What ``owner``'s batches of ``model`` hold: the limit is per organization."""
         return sum(
             batch.input_tokens
             for batch in self._batches.values()
-            if batch.enqueued and batch.model == model
+            if batch.enqueued and batch.model == model and batch.owner == owner
         )
 
     def _finish(self, batch: Batch, status: str, when: float, not_run: str) -> None:
@@ -235,11 +242,13 @@ class BatchStore:
         if answers.output:
             name = f"{batch.id}_output.jsonl"
             content = answers.file(answers.output)
-            batch.output_file_id = self._files.add(name, "batch_output", content).id
+            stored = self._files.add(name, "batch_output", content, owner=batch.owner)
+            batch.output_file_id = stored.id
         if answers.errors:
             name = f"{batch.id}_error.jsonl"
             content = answers.file(answers.errors)
-            batch.error_file_id = self._files.add(name, "batch_output", content).id
+            stored = self._files.add(name, "batch_output", content, owner=batch.owner)
+            batch.error_file_id = stored.id
 
     # ---------------------------------------------------------------- the Batch object
 

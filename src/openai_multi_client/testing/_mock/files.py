@@ -1,5 +1,6 @@
 """The mock's file store: uploaded input files and the output and error files batches write,
-as OpenAI's ``FileObject`` describes them."""
+as OpenAI's ``FileObject`` describes them. Each file belongs to the organization of the key that
+uploaded it (or of its batch): as at OpenAI, a key of another organization does not find it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class StoredFile:
     created_at: int
     content: bytes
     expires_at: int | None = None
+    owner: str = ""  # the organization whose keys see it
 
     def describe(self) -> dict[str, Any]:
         """The ``FileObject`` of this file."""
@@ -52,7 +54,12 @@ class FileStore:
         self._lock = threading.Lock()
 
     def add(
-        self, filename: str, purpose: str, content: bytes, expires_seconds: int | None = None
+        self,
+        filename: str,
+        purpose: str,
+        content: bytes,
+        expires_seconds: int | None = None,
+        owner: str = "",
     ) -> StoredFile:
         created = int(self._now())
         if expires_seconds is None and purpose == "batch":
@@ -64,20 +71,31 @@ class FileStore:
             created_at=created,
             content=content,
             expires_at=created + expires_seconds if expires_seconds is not None else None,
+            owner=owner,
         )
         with self._lock:
             self._files[stored.id] = stored
         return stored
 
-    def get(self, file_id: str) -> StoredFile | None:
+    def get(self, file_id: str, owner: str | None = None) -> StoredFile | None:
+        """The file, if ``owner`` (``None``: any organization) sees it."""
         with self._lock:
-            return self._files.get(file_id)
+            stored = self._files.get(file_id)
+        return stored if stored is not None and owner in (None, stored.owner) else None
 
-    def delete(self, file_id: str) -> bool:
+    def delete(self, file_id: str, owner: str | None = None) -> bool:
         with self._lock:
-            return self._files.pop(file_id, None) is not None
+            stored = self._files.get(file_id)
+            if stored is None or owner not in (None, stored.owner):
+                return False
+            del self._files[file_id]
+            return True
 
-    def listing(self, purpose: str | None) -> list[StoredFile]:
+    def listing(self, purpose: str | None, owner: str | None = None) -> list[StoredFile]:
         with self._lock:
             files = list(self._files.values())
-        return [stored for stored in files if purpose is None or stored.purpose == purpose]
+        return [
+            stored
+            for stored in files
+            if (purpose is None or stored.purpose == purpose) and owner in (None, stored.owner)
+        ]
