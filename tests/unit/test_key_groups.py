@@ -203,6 +203,20 @@ def test_keys_whose_limits_are_shared_with_other_processes_are_not_grouped() -> 
     assert all(count >= 5 * 10 - 5 for count in later.values()), later
 
 
+def test_keys_named_in_different_organizations_are_not_grouped_by_foreign_use() -> None:
+    # Another program uses both keys (their remaining falls by more than this process sends,
+    # as it would if they shared a bucket), but the server names each key's organization, and
+    # they differ: the keys stay independent, each at its own rate.
+    keys = [Key("sk-a1"), Key("sk-b1")]
+    buckets: dict[str, SharedBucket] = {key.id: BucketSharedWithAnotherProcess() for key in keys}
+    names = {keys[0].id: "org-a", keys[1].id: "org-b"}
+    pool = KeyPool(keys, concurrency=64)
+    drive(pool, buckets, 12.0, organizations=names)
+    assert [stats.group for stats in pool.statistics(12.0).keys] == ["org-a", "org-b"]
+    later = drive(pool, buckets, 22.0, start=12.0, organizations=names)
+    assert all(count >= 5 * 10 - 5 for count in later.values()), later
+
+
 def test_independent_keys_at_their_rate_are_not_grouped() -> None:
     keys = [Key("sk-a1"), Key("sk-a2"), Key("sk-a3")]
     buckets = {key.id: SharedBucket() for key in keys}

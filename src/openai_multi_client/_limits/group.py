@@ -12,7 +12,9 @@ into one group when the server says they share limits:
 * one key's ``x-ratelimit-remaining-requests`` falls by what another key sent
   (:class:`ForeignUse`), unless the keys' limits are shared with other processes
   (:attr:`Groups.shared`): there others' use of every key is expected, and says nothing of
-  which keys share buckets.
+  which keys share buckets; nor when both groups are named, by the user or by the server's
+  organization and project: the names already say they differ (another program using one
+  of the keys would otherwise merge it with the next key that happens to be busy).
 
 Keys of different groups stay independent. Pure state on an explicit ``now``; the pool's lock
 guards it.
@@ -269,9 +271,10 @@ class Groups:
             limit = None if limiter is None else limiter.limit_per_minute
             measures.append(Measure(id(other.group), foreign, sent, limit))
         merged = False
+        named = {id(group) for group in self._named.values()}
         for first, second in sharing(measures):
-            group = members[first].group
-            if group is not members[second].group:
+            group, joining = members[first].group, members[second].group
+            if group is not joining and not (id(group) in named and id(joining) in named):
                 if group.name is None:
                     group.name = f"shared with {members[first].key.id}"
                 merged = self._join(members[second], group, now) or merged
