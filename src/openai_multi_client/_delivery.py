@@ -106,6 +106,11 @@ class Delivery:
             self.output.append(result)
         self.wakeup.set()
 
+    def pop_one(self) -> Result:
+        """The next result ready now (there must be one)."""
+        self.consumed += 1
+        return self.output.popleft()
+
     def pop(self, limit: int) -> list[Result]:
         """Up to ``limit`` results ready now (in order when ordered)."""
         output = self.output

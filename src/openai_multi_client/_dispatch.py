@@ -38,7 +38,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._api import Backend, Outcome
-from ._clock import Clock, wait_event
+from ._clock import Clock, LoopClock, wait_event
 from ._delivery import Delivery
 from ._errors import (
     AbandonedRequestError,
@@ -89,6 +89,7 @@ class Dispatcher:
         clock: Clock,
         delivery: Delivery,
         spawn: Spawn,
+        crash: Callable[[BaseException], None],
         telemetry: Instrumentation | None = None,
     ) -> None:
         self._backend = backend
@@ -96,8 +97,14 @@ class Dispatcher:
         self.progress = ProgressBar() if options.progress else None
         self._keys = keys
         self._clock = clock
+        self._now: Callable[[], float] = clock.now  # the loop's own time() once running
         self._delivery = delivery
         self._spawn = spawn
+        # An attempt that fails in a way no result can carry (a bug; on_send raising): the
+        # client fails with it. Attempts run as bare tasks, tracked here, not through spawn.
+        self._crash = crash
+        self._running: dict[Request, asyncio.Task[None]] = {}  # attempts, until they end
+        self._resting: set[asyncio.Task[None]] = set()  # ended, waiting out wait_interval
         self._concurrency = options.concurrency
         self._window = options.window
         self._ordered = options.ordered
@@ -157,15 +164,20 @@ class Dispatcher:
             self._finish(request, None, _abandoned(), None)
         return len(abandoned)
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The attempts' tasks not yet ended (to cancel at shutdown)."""
+        return [*self._running.values(), *self._resting]
+
     def abandon_in_flight(self) -> int:
         """Cancel every attempt in request and fail its request with
         :class:`AbandonedRequestError` (its outcome is unknown: it may have reached the server).
         Returns how many were abandoned."""
         self.abandoning = True
         flights, self._flights = self._flights, {}
-        now = self._clock.now()
+        now = self._now()
         for request, (task, reservation) in flights.items():
             task.cancel()
+            self._running.pop(request, None)  # (a task cancelled before it ran has no finally)
             self._keys.release(reservation, now, failed=True)
             self.in_flight -= 1
             self._finish(request, None, _abandoned(), None)
@@ -177,6 +189,10 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Admit requests and start their attempts, until cancelled."""
+        loop = asyncio.get_running_loop()
+        create_task = loop.create_task
+        if type(self._clock) is LoopClock:  # what LoopClock.now() reads, without its lookups
+            self._now = loop.time
         # With shared limits, nothing goes out before this client has its shares.
         await self._keys.start(self.wakeup.set)
         keys = self._keys
@@ -187,25 +203,28 @@ class Dispatcher:
                 continue
             if request.tokens > keys.largest_cost():
                 self._take()
-                self._finish(request, None, self._too_large_error(request), None)
+                self._finish(request, None, _too_large_error(request, keys), None)
                 continue
-            model = _model(request)
-            reservation = keys.reserve(request.tokens, self._clock.now(), model)
+            model = request.data.get("model")  # (_model(), inline: once per request)
+            if type(model) is not str:
+                model = None
+            reservation = keys.reserve(request.tokens, self._now(), model)
             if reservation is None:  # every key is retired, or refused this model
                 self._take()
-                error = self._no_key_error() if keys.exhausted else self._refused_error(model)
+                error = _no_key_error(keys) if keys.exhausted else _refused_error(model, keys)
                 self._finish(request, None, error, None)
                 continue
             if isinstance(reservation, float):  # no key has room yet: wait for one
-                waited_from = self._clock.now()
+                waited_from = self._now()
                 try:
                     await self._wait(reservation)
                 finally:
-                    self.key_wait_seconds += self._clock.now() - waited_from
+                    self.key_wait_seconds += self._now() - waited_from
                 continue
             self._take()
             self.in_flight += 1
-            task = self._spawn(self._attempt(request, reservation))
+            task = create_task(self._attempt(request, reservation))
+            self._running[request] = task
             self._flights[request] = (task, reservation)
 
     def _peek(self) -> Request | None:
@@ -214,16 +233,19 @@ class Dispatcher:
             return None
         if self._ready:
             return self._ready[0]
-        if self.intake and self._room():
-            return self.intake[0]
-        return None
+        if not self.intake:
+            return None
+        if self._ordered:
+            return self.intake[0] if self._room() else None
+        # Unordered, nothing is held back: only the admission window counts.
+        return self.intake[0] if self.taken - self._delivery.consumed < self._window else None
 
     def _room(self) -> bool:
-        """Whether the admission window and (ordered) the reorder buffer allow a new request."""
+        """Whether the admission window and the reorder buffer allow a new request (ordered)."""
         delivery = self._delivery
         if self.taken - delivery.consumed - delivery.held >= self._window:
             return False
-        return not self._ordered or self.taken - delivery.head <= self._reorder_buffer
+        return self.taken - delivery.head <= self._reorder_buffer
 
     def _take(self) -> None:
         """Remove the request :meth:`_peek` returned from its queue."""
@@ -241,7 +263,7 @@ class Dispatcher:
         if deadline is None:
             await wakeup.wait()
             return
-        delay = deadline - self._clock.now()
+        delay = deadline - self._now()
         if delay <= 0:
             return
         if math.isinf(delay):  # "after a release": the pool wakes us, whoever releases
@@ -252,65 +274,75 @@ class Dispatcher:
     # ----------------------------------------------------------------- attempts
 
     async def _attempt(self, request: Request, reservation: Reservation) -> None:
-        request.attempt += 1
-        request.key = reservation.key.id
-        self.attempts += 1
-        clock = self._clock
-        if self._on_send is not None:
-            try:
-                self._on_send(request)
-            except BaseException:  # e.g. the journal cannot be written: stop the run
-                if self._flights.pop(request, None) is not None:
-                    self._keys.release(reservation, clock.now(), failed=True)
-                raise
-        key = reservation.key
-        trace = None if self._telemetry is None else self._telemetry.attempt(request, key)
-        started = clock.now()
+        tracked = True  # in self._running (not when resting after wait_interval)
         try:
-            outcome = await self._backend.call(request, key)
-        except RequestError as exc:
-            if not self._landed(request, trace, started):
-                return
-            self._failed(request, reservation, exc, clock.now() - started, trace)
-        except Exception as exc:  # a user-supplied transport that broke its contract
-            if not self._landed(request, trace, started):
-                return
-            # Not chained: the original may carry a secret; its text is redacted below.
-            error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
-            self._failed(request, reservation, error, clock.now() - started, trace)
-        except BaseException:  # cancelled (shutdown, abandoned) or interrupted
-            if self._flights.pop(request, None) is not None:  # not abandoned: hand the key back
-                self._keys.release(reservation, clock.now(), failed=True)
-            if trace is not None:
-                trace.interrupted(clock.now() - started)
-            raise
-        else:
-            if not self._landed(request, trace, started):
-                return
-            now = clock.now()
-            used = _used_tokens(outcome)
-            self._keys.release(reservation, now, headers=outcome.headers, used_tokens=used)
-            if self.budget is not None:
-                spent = self._attempts.get(request) if self._attempts else None
-                self.budget.on_success(0 if spent is None else spent.retry_cost)
-            if trace is not None:
-                trace.succeeded(outcome, now - started)
-            self._finish(request, outcome, None, now - started)
-        if self._wait_interval:
-            await clock.sleep(self._wait_interval)
-        self.in_flight -= 1
-        self.wakeup.set()
+            request.attempt += 1
+            request.key = reservation.key.id
+            self.attempts += 1
+            clock = self._now
+            if self._on_send is not None:
+                try:
+                    self._on_send(request)
+                except BaseException:  # e.g. the journal cannot be written: stop the run
+                    if self._flights.pop(request, None) is not None:
+                        self._keys.release(reservation, clock(), failed=True)
+                    raise
+            key = reservation.key
+            started = clock()
+            telemetry = self._telemetry
+            trace = None if telemetry is None else telemetry.attempt(request, key, started)
+            try:
+                outcome = await self._backend.call(request, key)
+            except RequestError as exc:
+                if self._flights.pop(request, None) is None:
+                    return self._abandoned_meanwhile(trace, started)
+                self._failed(request, reservation, exc, clock() - started, trace)
+            except Exception as exc:  # a user-supplied transport that broke its contract
+                if self._flights.pop(request, None) is None:
+                    return self._abandoned_meanwhile(trace, started)
+                # Not chained: the original may carry a secret; its text is redacted below.
+                error = TransportError(f"transport raised {type(exc).__name__}: {exc}")
+                self._failed(request, reservation, error, clock() - started, trace)
+            except BaseException:  # cancelled (shutdown, abandoned) or interrupted
+                if self._flights.pop(request, None) is not None:  # not abandoned: hand the key back
+                    self._keys.release(reservation, clock(), failed=True)
+                if trace is not None:
+                    trace.interrupted(clock() - started)
+                raise
+            else:
+                if self._flights.pop(request, None) is None:
+                    return self._abandoned_meanwhile(trace, started)
+                ended = clock()
+                used = _used_tokens(outcome)
+                self._keys.release(reservation, ended, headers=outcome.headers, used_tokens=used)
+                if self.budget is not None:
+                    spent = self._attempts.get(request) if self._attempts else None
+                    self.budget.on_success(0 if spent is None else spent.retry_cost)
+                if trace is not None:
+                    trace.succeeded(outcome, ended - started)
+                self._finish(request, outcome, None, ended - started)
+            if self._wait_interval:
+                tracked = False  # a retry of the request may start meanwhile
+                task = self._running.pop(request)
+                self._resting.add(task)
+                try:
+                    await self._clock.sleep(self._wait_interval)
+                finally:
+                    self._resting.discard(task)
+            self.in_flight -= 1
+            self.wakeup.set()
+        except Exception as exc:  # a bug, or on_send raised (the journal cannot be written)
+            self._crash(exc)
+        finally:
+            if tracked:
+                self._running.pop(request, None)
 
-    def _landed(self, request: Request, trace: AttemptTrace | None, started: float) -> bool:
-        """The attempt ended: whether it is still this dispatcher's to settle (it is not when
-        :meth:`abandon_in_flight` settled it while the transport finished; its trace then
-        ends as interrupted)."""
-        if self._flights.pop(request, None) is not None:
-            return True
+    def _abandoned_meanwhile(self, trace: AttemptTrace | None, started: float) -> None:
+        """An attempt ended after :meth:`abandon_in_flight` settled its request (the attempt
+        was no longer in ``_flights``): its trace ends as interrupted, nothing else is done."""
         if trace is not None:
-            trace.interrupted(self._clock.now() - started)
+            trace.interrupted(self._now() - started)
         self.wakeup.set()
-        return False
 
     def _failed(
         self,
@@ -327,7 +359,7 @@ class Dispatcher:
             error.args = (redacted,)
         if trace is not None:
             trace.failed(error, latency)
-        now = self._clock.now()
+        now = self._now()
         headers = getattr(error, "headers", None)
         overloaded = is_overload(error)
         if isinstance(error, RateLimitError):
@@ -416,7 +448,7 @@ class Dispatcher:
         self.wakeup.set()
 
     def _fail_waiting_retries(self) -> None:
-        error = self._no_key_error()
+        error = _no_key_error(self._keys)
         waiting, self._waiting = self._waiting, {}
         for request, task in waiting.items():
             task.cancel()
@@ -441,28 +473,30 @@ class Dispatcher:
         if self.intake_closed and self._delivery.finished == self.submitted:
             self._keys.idle()  # nothing left to send
 
-    def _too_large_error(self, request: Request) -> RequestTooLargeError:
-        return RequestTooLargeError(
-            f"request {request.index} would be charged {request.tokens} tokens, more than any "
-            f"key allows per minute ({self._keys.largest_cost():g}); shorten it or lower "
-            "max_tokens"
-        )
 
-    def _refused_error(self, model: str | None) -> ModelRefusedError:
-        refusals = {} if model is None else self._keys.refusals(model)
-        reasons = "; ".join(f"{key}: {why}" for key, why in refusals.items())
-        error = ModelRefusedError(
-            f"no API key may use model {model!r} ({reasons}); the keys stay in use for other "
-            "models: fix that model's access (a proxy's upstream key?) and run again"
-        )
-        error.model, error.refusals = model, refusals  # a plain dict: results may be pickled
-        return error
+def _too_large_error(request: Request, keys: KeyAdmission) -> RequestTooLargeError:
+    return RequestTooLargeError(
+        f"request {request.index} would be charged {request.tokens} tokens, more than any "
+        f"key allows per minute ({keys.largest_cost():g}); shorten it or lower max_tokens"
+    )
 
-    def _no_key_error(self) -> NoUsableKeyError:
-        reasons = "; ".join(f"{key}: {why}" for key, why in self._keys.retired_reasons().items())
-        return NoUsableKeyError(
-            f"every API key was retired for this run, so nothing can be sent ({reasons})"
-        )
+
+def _refused_error(model: str | None, keys: KeyAdmission) -> ModelRefusedError:
+    refusals = {} if model is None else keys.refusals(model)
+    reasons = "; ".join(f"{key}: {why}" for key, why in refusals.items())
+    error = ModelRefusedError(
+        f"no API key may use model {model!r} ({reasons}); the keys stay in use for other "
+        "models: fix that model's access (a proxy's upstream key?) and run again"
+    )
+    error.model, error.refusals = model, refusals  # a plain dict: results may be pickled
+    return error
+
+
+def _no_key_error(keys: KeyAdmission) -> NoUsableKeyError:
+    reasons = "; ".join(f"{key}: {why}" for key, why in keys.retired_reasons().items())
+    return NoUsableKeyError(
+        f"every API key was retired for this run, so nothing can be sent ({reasons})"
+    )
 
 
 def _model(request: Request) -> str | None:

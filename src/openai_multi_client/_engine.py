@@ -180,6 +180,7 @@ class AsyncMultiClient:
             self._clock,
             self._delivery,
             self._spawn,
+            self._die,
             instrumentation(
                 options.telemetry, base_url, self._clock, options.capture_message_content
             ),
@@ -215,12 +216,14 @@ class AsyncMultiClient:
     async def submit(self, request: Request) -> int:
         """Queue a request made by :meth:`build_request`, waiting while the intake is full
         (unless called from the task that iterates the client)."""
-        self._ensure_started()
         dispatcher = self._dispatcher
-        if asyncio.current_task() is not self._consumer_task:
-            while len(dispatcher.intake) >= dispatcher.intake_size and self._accepting():
-                dispatcher.space.clear()
-                await dispatcher.space.wait()
+        while (
+            len(dispatcher.intake) >= dispatcher.intake_size
+            and self._accepting()
+            and asyncio.current_task() is not self._consumer_task
+        ):
+            dispatcher.space.clear()
+            await dispatcher.space.wait()
         return self.submit_nowait(request)
 
     def build_request(
@@ -242,9 +245,10 @@ class AsyncMultiClient:
 
     def submit_nowait(self, request: Request) -> int:
         """Queue a built request at once, ignoring ``queue_size`` (loop thread only)."""
-        if not self._accepting():
+        if self._closed or self._fatal is not None:
             self._raise_not_accepting()
-        self._ensure_started()
+        if self._dispatcher_task is None:
+            self._ensure_started()
         return self._dispatcher.submit(request)
 
     def check_accepting(self) -> None:
@@ -343,13 +347,19 @@ class AsyncMultiClient:
 
     async def __anext__(self) -> Result:
         self._consumer_task = asyncio.current_task()
-        batch = await self.take(1)
-        if not batch:
-            raise StopAsyncIteration
-        result = batch[0]
+        delivery = self._delivery
+        if delivery.output and self._fatal is None and self._dispatcher_task is not None:
+            result = delivery.pop_one()  # the usual case: a result is waiting
+            self._dispatcher.wakeup.set()  # the admission window moved
+        else:
+            batch = await self.take(1)
+            if not batch:
+                raise StopAsyncIteration
+            result = batch[0]
         if result.callback is not None:
             await run_callback(result)
-        raise_chunk_error(result)
+        if result._chunk_error is not None:
+            raise_chunk_error(result)
         return result
 
     async def take(self, limit: int) -> list[Result]:
@@ -409,7 +419,7 @@ class AsyncMultiClient:
         if self._shut_down:
             return
         self._shut_down = True
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._dispatcher.tasks()]
         if self._dispatcher_task is not None:
             tasks.append(self._dispatcher_task)
         for task in tasks:
@@ -471,28 +481,7 @@ class AsyncMultiClient:
     # ----------------------------------------------------------------- observing
 
     def statistics(self) -> Statistics:
-        dispatcher, delivery = self._dispatcher, self._delivery
-        budget = dispatcher.budget
-        return Statistics(
-            submitted=dispatcher.submitted,
-            queued=len(dispatcher.intake),
-            in_flight=dispatcher.in_flight,
-            waiting_to_retry=dispatcher.waiting_to_retry,
-            succeeded=delivery.succeeded,
-            failed=delivery.failed,
-            attempts=dispatcher.attempts,
-            retries=dispatcher.retries,
-            consumed=delivery.consumed,
-            retry_budget_level=None if budget is None else budget.level,
-            keys=self._keys.statistics(self._clock.now()),
-            shared_limits=self._keys.shared_statistics(),
-            last_retry_error=dispatcher.last_retry_error,
-            failed_by_class=dict(delivery.failed_by_class),
-            retries_by_reason=dict(dispatcher.retries_by_reason),
-            rate_limited_by_kind=dict(dispatcher.rate_limited_by_kind),
-            key_wait_seconds=dispatcher.key_wait_seconds,
-            usage_by_key=delivery.usage.snapshot(),
-        )
+        return snapshot(self._dispatcher, self._delivery, self._keys, self._clock.now())
 
     @property
     def ordered(self) -> bool:
@@ -507,6 +496,33 @@ class AsyncMultiClient:
             f"in_flight={dispatcher.in_flight} consumed={self._delivery.consumed} "
             f"keys={self._keys!r}>"
         )
+
+
+def snapshot(
+    dispatcher: Dispatcher, delivery: Delivery, keys: KeyAdmission, now: float
+) -> Statistics:
+    """A client's :class:`Statistics`, read from its parts (``now`` on the client's clock)."""
+    budget = dispatcher.budget
+    return Statistics(
+        submitted=dispatcher.submitted,
+        queued=len(dispatcher.intake),
+        in_flight=dispatcher.in_flight,
+        waiting_to_retry=dispatcher.waiting_to_retry,
+        succeeded=delivery.succeeded,
+        failed=delivery.failed,
+        attempts=dispatcher.attempts,
+        retries=dispatcher.retries,
+        consumed=delivery.consumed,
+        retry_budget_level=None if budget is None else budget.level,
+        keys=keys.statistics(now),
+        shared_limits=keys.shared_statistics(),
+        last_retry_error=dispatcher.last_retry_error,
+        failed_by_class=dict(delivery.failed_by_class),
+        retries_by_reason=dict(dispatcher.retries_by_reason),
+        rate_limited_by_kind=dict(dispatcher.rate_limited_by_kind),
+        key_wait_seconds=dispatcher.key_wait_seconds,
+        usage_by_key=delivery.usage.snapshot(),
+    )
 
 
 async def run_callback(result: Result) -> None:

@@ -115,11 +115,10 @@ class OpenTelemetry:
         self._configured = False
         self._next_look = -math.inf
 
-    def attempt(self, request: Request, key: Key) -> _Attempt | None:
+    def attempt(self, request: Request, key: Key, now: float) -> _Attempt | None:
         if not self._configured:
             # Nothing would record it: skip the work. Whether an SDK was configured since is
             # looked up at most once a second (each look reads the environment twice).
-            now = self._clock.now()
             if now < self._next_look:
                 return None
             self._next_look = now + RECHECK_SECONDS

@@ -176,7 +176,7 @@ class RequestBuilder:
     """
 
     __slots__ = ("_data", "_endpoint", "_endpoint_needed", "_estimate", "_metadata",
-                 "_on_chunk", "_policies", "_policy", "_prepare")  # fmt: skip
+                 "_on_chunk", "_paths", "_policies", "_policy", "_prepare")  # fmt: skip
 
     def __init__(
         self,
@@ -194,6 +194,7 @@ class RequestBuilder:
         self._metadata = metadata_template
         self._policy = policy
         self._policies: dict[tuple[int, float, float], RetryPolicy] = {}
+        self._paths: dict[str, str] = {}  # endpoint name -> resolved path
         self._prepare = prepare
         self._estimate = estimate
         self._on_chunk = on_chunk
@@ -214,15 +215,27 @@ class RequestBuilder:
         ``retry_max`` override the client's where not ``None``."""
         name = endpoint if endpoint is not None else self._endpoint
         if name is not None:
-            path = resolve_endpoint(name)
+            path = self._paths.get(name)
+            if path is None:
+                path = resolve_endpoint(name)
+                if len(self._paths) < 64:
+                    self._paths[name] = path
         elif not self._endpoint_needed:
             path = ""  # the seed's custom_api needs no endpoint: it gets request.endpoint None
         else:
             raise ConfigurationError(
                 "no endpoint: pass endpoint=... to the client or to request(), e.g. 'chats'"
             )
-        merged = merge_template(self._data, data, "data")
-        merged_metadata = merge_template(self._metadata, metadata, "metadata")
+        merged = (
+            dict(data)
+            if type(data) is dict and not self._data
+            else merge_template(self._data, data, "data")
+        )
+        merged_metadata = (
+            {}
+            if metadata is None and not self._metadata
+            else merge_template(self._metadata, metadata, "metadata")
+        )
         if callback is not None and not callable(callback):
             raise ConfigurationError(f"callback must be callable, got {type(callback).__name__}")
         tokens = 0 if self._estimate is None else self._estimate(merged)

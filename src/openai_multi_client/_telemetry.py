@@ -38,9 +38,9 @@ class AttemptTrace(Protocol):
 
 
 class Instrumentation(Protocol):
-    def attempt(self, request: Request, key: Key) -> AttemptTrace | None:
-        """Start observing an attempt of ``request`` with ``key`` (``request.attempt`` is set);
-        ``None`` when nothing would record it."""
+    def attempt(self, request: Request, key: Key, now: float) -> AttemptTrace | None:
+        """Start observing an attempt of ``request`` with ``key`` (``request.attempt`` is set),
+        starting at ``now`` (the client's clock); ``None`` when nothing would record it."""
         ...
 
 

@@ -128,6 +128,8 @@ class AiohttpTransport:
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+        self._last_timeout: Timeout | None = None  # the last one looked up, and its aiohttp form
+        self._last_client_timeout = aiohttp.ClientTimeout()
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -142,15 +144,21 @@ class AiohttpTransport:
         )
         return self._session
 
+    def _client_timeout(self, limits: Timeout) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(limits)
+        if timeout is None:
+            timeout = self._timeouts[limits] = aiohttp.ClientTimeout(
+                total=limits.total, connect=limits.connect, sock_read=limits.read
+            )
+        self._last_timeout, self._last_client_timeout = limits, timeout
+        return timeout
+
     async def handle(self, request: HTTPRequest) -> HTTPResponse:
         session = self._session or self._open()
-        timeout = self._timeouts.get(request.timeout)
-        if timeout is None:
-            timeout = self._timeouts[request.timeout] = aiohttp.ClientTimeout(
-                total=request.timeout.total,
-                connect=request.timeout.connect,
-                sock_read=request.timeout.read,
-            )
+        if request.timeout is self._last_timeout:  # the usual case: the client's one Timeout
+            timeout = self._last_client_timeout
+        else:
+            timeout = self._client_timeout(request.timeout)
         try:
             async with session.request(
                 request.method,
@@ -210,6 +218,8 @@ async def _receive(request: HTTPRequest, response: aiohttp.ClientResponse) -> HT
     if limit is not None and announced is not None and announced > limit:
         response.close()  # the connection goes, with the body never read
         raise response_too_large(limit, announced)
+    if on_data is None and announced is not None:  # within the limit: read it in one call
+        return HTTPResponse(response.status, response.headers, await response.read())
     pieces: list[bytes] = []
     size = 0
     async for piece in response.content.iter_any():

@@ -50,13 +50,11 @@ def usage_tokens(usage: Mapping[str, Any]) -> tuple[int, int]:
     tokens_out = usage.get("completion_tokens")
     if tokens_out is None:
         tokens_out = usage.get("output_tokens")
-    return _count(tokens_in), _count(tokens_out)
-
-
-def _count(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return 0
+    # A count is a positive int (``type() is int`` leaves out bools); anything else is 0.
+    return (
+        tokens_in if type(tokens_in) is int and tokens_in > 0 else 0,
+        tokens_out if type(tokens_out) is int and tokens_out > 0 else 0,
+    )
 
 
 class UsageCounter:

@@ -165,6 +165,29 @@ async def test_producer_waits_when_the_intake_is_full(fake_clock: FakeClock) -> 
         await producer
 
 
+async def test_a_producer_fills_every_free_place_while_nobody_consumes(
+    fake_clock: FakeClock,
+) -> None:
+    # Backpressure is exact: a blocked producer goes on at the first free place in the intake,
+    # not once a batch of places is free. Here nothing is consumed until the producer is done,
+    # so the run needs every place: concurrency + queue_size admitted, queue_size waiting.
+    async with make_client(chat_reply, concurrency=2, queue_size=4) as client:
+        accepted = 0
+
+        async def produce() -> None:
+            nonlocal accepted
+            for n in range(10):
+                await client.request(message(str(n)))
+                accepted += 1
+            client.close()
+
+        producer = asyncio.ensure_future(produce())
+        await asyncio.sleep(5)
+        assert accepted == 10
+        await producer
+        assert len([result async for result in client]) == 10
+
+
 async def test_a_slow_head_fills_the_reorder_buffer_then_holds_the_intake(
     fake_clock: FakeClock,
 ) -> None:

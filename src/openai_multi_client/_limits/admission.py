@@ -134,6 +134,9 @@ class _PoolAdmission:
     ) -> None:
         self._pool = pool
         self._clock = clock
+        # Called for every request: the pool's own methods, without a call in between.
+        self.release = pool.release
+        self.largest_cost = pool.largest_cost
         self._owned: LimitsBackend | None = None  # made here from a URL: closed here
         self._keeper: LeaseKeeper | None = None
         if shared_limits is not None:
@@ -192,25 +195,6 @@ class _PoolAdmission:
             raise self._broken
         return self._pool.reserve(tokens, now, model)
 
-    def release(
-        self,
-        reservation: Reservation,
-        now: float,
-        *,
-        headers: Mapping[str, str] | None = None,
-        used_tokens: int | None = None,
-        overloaded: bool = False,
-        failed: bool = False,
-    ) -> None:
-        self._pool.release(
-            reservation,
-            now,
-            headers=headers,
-            used_tokens=used_tokens,
-            overloaded=overloaded,
-            failed=failed,
-        )
-
     def cool_down(self, key: Key, seconds: float, now: float) -> None:
         self._pool.cool_down(key, now + seconds)
         if self._keeper is not None:
@@ -234,9 +218,6 @@ class _PoolAdmission:
     @property
     def exhausted(self) -> bool:
         return self._pool.exhausted
-
-    def largest_cost(self) -> float:
-        return self._pool.largest_cost()
 
     def retired_reasons(self) -> dict[str, str]:
         return self._pool.retired_reasons()

@@ -239,6 +239,10 @@ class Groups:
     ) -> bool:
         """Learn from the answer to ``member``'s request number ``sequence`` (sent at
         ``sent_at``) which keys share its limits; whether groups were merged."""
+        if len(self._members) < 2:  # nothing to share limits with: only name the key's group
+            if member.group.name is None:
+                member.group.name = identity(headers)
+            return False
         merged = False
         name = identity(headers)
         if name is not None:

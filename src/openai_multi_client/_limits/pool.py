@@ -33,7 +33,7 @@ logger = logging.getLogger("openai_multi_client")
 Listener = Callable[[], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)  # not frozen: one is made per attempt, and frozen ones cost
 class Reservation:
     """Capacity taken on one key for one attempt; hand it back with :meth:`KeyPool.release`."""
 

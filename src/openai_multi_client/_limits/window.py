@@ -99,14 +99,12 @@ class RateLimiter:
 
     def acquire(self, cost: float, now: float) -> Admission:
         """Log ``cost`` (the caller checked :meth:`delay` is 0); the admission can be refunded."""
-        return self._log_admission(now + max(self.window, cost / self.rate), cost)
-
-    def _log_admission(self, until: float, cost: float) -> Admission:
-        # The log stays ordered by expiry: an admission never returns before an earlier one.
-        if self._log:
-            until = max(until, self._log[-1].until)
+        until = now + max(self.window, cost / self.rate)
+        log = self._log
+        if log and log[-1].until > until:  # the log stays ordered by expiry: an admission
+            until = log[-1].until  # never returns before an earlier one
         admission = Admission(until, cost)
-        self._log.append(admission)
+        log.append(admission)
         self._used += cost
         return admission
 
@@ -134,10 +132,12 @@ class RateLimiter:
         if usable and limit != self.limit_per_minute:
             assert limit is not None
             self._set_limit(limit)
-        if remaining is not None and remaining >= 0:
+        # Nothing to learn from a count at or above what one window holds (the usual answer:
+        # a per-minute count, far above a second's capacity), so skip the window's upkeep.
+        if remaining is not None and 0 <= remaining < self.capacity:
             missing = self.available(now) - remaining
             if missing > 0:
-                self._log_admission(now + self.window, missing)
+                self.acquire(missing, now)  # missing <= capacity: held for one window
 
     def __repr__(self) -> str:
         share = "" if self.share == 1 else f", share {self.share:.3g}"
