@@ -22,7 +22,7 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-.venv/bin/python -m pip uninstall --quiet --yes orjson redis ray prometheus-client rich >/dev/null 2>&1 || true
+.venv/bin/python -m pip uninstall --quiet --yes orjson uvloop redis ray prometheus-client rich >/dev/null 2>&1 || true
 
 # Prism (pinned in package-lock.json) for the contract tests, at node_modules/.bin/prism.
 # `npm ci` takes half a minute even from npm's cache, so it runs only when the lock changed.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._errors import PortalClosedError
+from ._loops import new_event_loop
 
 T = TypeVar("T")
 logger = logging.getLogger("openai_multi_client")
@@ -35,8 +36,8 @@ _open_portals: weakref.WeakSet[Portal] = weakref.WeakSet()
 class Portal:
     """An event loop in a daemon thread, and blocking calls into it."""
 
-    def __init__(self, name: str = "omc-loop") -> None:
-        self._loop = asyncio.new_event_loop()
+    def __init__(self, name: str = "omc-loop", fast: bool = True) -> None:
+        self._loop = new_event_loop(fast)  # uvloop's when installed and ``fast`` (._loops)
         self._stopped = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)

@@ -81,10 +81,11 @@ class OpenAIMultiClient:
         **options: Unpack[SyncKeywords],
     ) -> None:
         # Built here, so bad arguments raise in the caller's thread before any thread starts.
-        self._engine = AsyncMultiClient.from_options(
-            options_for(self, locals(), options, ordered=self._ordered)
-        )
-        self._portal = Portal(name=f"omc-loop-{id(self):x}")
+        client_options = options_for(self, locals(), options, ordered=self._ordered)
+        self._engine = AsyncMultiClient.from_options(client_options)
+        # uvloop's loop when installed, unless a clock of the caller's drives time (._loops).
+        fast = client_options.clock is None
+        self._portal = Portal(name=f"omc-loop-{id(self):x}", fast=fast)
         self._inbox = Inbox(self._portal, self._engine, self._engine.intake_room)
         self._buffer: deque[Result] = deque()
         self._exhausted = False

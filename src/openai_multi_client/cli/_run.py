@@ -11,12 +11,12 @@ as of unknown outcome); twice aborts at once. Either way the journal stays consi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sqlite3
 import sys
 from typing import Any
 
 from .._errors import ConfigurationError, OpenAIMultiClientError
+from .._loops import run as run_loop
 from .._options import DEFAULT_REORDER_BUFFER
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES
 from ._argtypes import non_negative, positive_int
@@ -261,9 +261,9 @@ def run(args: argparse.Namespace) -> int:
         config = RunConfig.from_args(args)
         use_log_format(config.log_format)
         if config.batch:
-            return asyncio.run(BatchRun(config).main())
+            return run_loop(BatchRun(config).main())
         job = Job(config)
-        return asyncio.run(job.main())
+        return run_loop(job.main())
     except (OpenAIMultiClientError, OSError, ValueError, sqlite3.Error) as exc:
         print(f"omc run: {exc}", file=sys.stderr)
         return EXIT_USAGE
