@@ -167,7 +167,7 @@ class HTTPBackend:
             raise response_too_large(limit, len(content))
         if not 200 <= status < 300:
             raise self._status_failure(response, content, key, request.path)
-        if not content.strip():
+        if not content or content.isspace():  # (no stripped copy of every body)
             raise InvalidResponseError(
                 f"HTTP {status} with an empty body, where a JSON answer was expected "
                 "(retried, as any malformed response)"

@@ -71,24 +71,37 @@ class Delivery:
     ) -> None:
         """Make the result of ``request`` (its ``outcome``, or its ``error`` when it failed)
         and queue it for the consumer."""
-        result = Result(
-            request.index,
-            request.endpoint,
-            request.data,
-            request.metadata,
-            attempt=request.attempt,
-            latency=latency,
-            key=request.key,
-            callback=request.callback,
-            _chunk_error=request.chunk_error,
-        )
-        if outcome is not None:
-            result.response = outcome.response
-            result.status_code = outcome.status_code
-            result.request_id = outcome.request_id
+        if outcome is not None:  # (positional, in Result's field order: made once per request)
+            result = Result(
+                request.index,
+                request.endpoint,
+                request.data,
+                request.metadata,
+                outcome.response,
+                False,
+                request.attempt,
+                None,
+                outcome.status_code,
+                outcome.request_id,
+                latency,
+                request.key,
+                request.callback,
+                request.chunk_error,
+            )
             self.succeeded += 1
             self.usage.add(request.key, outcome.response)
         else:
+            result = Result(
+                request.index,
+                request.endpoint,
+                request.data,
+                request.metadata,
+                attempt=request.attempt,
+                latency=latency,
+                key=request.key,
+                callback=request.callback,
+                _chunk_error=request.chunk_error,
+            )
             result.failed = True
             result.error = error
             result.status_code = getattr(error, "status_code", None)

@@ -20,7 +20,8 @@ _TYPE_PREFIXES = ("sk-svcacct-", "sk-admin-", "sk-proj-", "sk-None-", "sk-")
 class Redactor:
     """Replaces ``secret`` and every beginning of it of at least ``minimum`` characters."""
 
-    __slots__ = ("_minimum", "_replacement", "_replacement_bytes", "_secret", "_secret_bytes")
+    __slots__ = ("_head_bytes", "_minimum", "_replacement", "_replacement_bytes", "_secret",
+                 "_secret_bytes")  # fmt: skip
 
     def __init__(self, secret: str, replacement: str) -> None:
         prefix = next((p for p in _TYPE_PREFIXES if secret.startswith(p)), "")
@@ -28,6 +29,7 @@ class Redactor:
         self._minimum = min(len(secret), len(prefix) + MIN_SECRET_CHARS)
         self._secret = secret
         self._secret_bytes = secret.encode("utf-8")
+        self._head_bytes = self._secret_bytes[: self._minimum]
         self._replacement = replacement
         self._replacement_bytes = replacement.encode("utf-8")
 
@@ -35,6 +37,8 @@ class Redactor:
         return _scrub(text, self._secret, self._minimum, self._replacement)
 
     def in_bytes(self, content: bytes) -> bytes:
+        if not self._head_bytes or self._head_bytes not in content:  # every answer: no call
+            return content
         return _scrub(content, self._secret_bytes, self._minimum, self._replacement_bytes)
 
 

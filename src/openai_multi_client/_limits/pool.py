@@ -389,12 +389,16 @@ class KeyPool:
         )
         if limits == state.group.limits_seen:  # the usual case: only what remains can have changed
             requests, tokens = state.group.requests_limiter, state.group.tokens_limiter
+            # (observe() learns nothing from a count at or above a window's capacity: the usual
+            # per-minute count. Checked here, once per answer, to skip the call.)
             if requests is not None:
                 remaining = parse_float(headers.get("x-ratelimit-remaining-requests"))
-                requests.observe(None, remaining, now)
+                if remaining is not None and remaining < requests.capacity:
+                    requests.observe(None, remaining, now)
             if tokens is not None:
                 remaining = parse_float(headers.get("x-ratelimit-remaining-tokens"))
-                tokens.observe(None, remaining, now)
+                if remaining is not None and remaining < tokens.capacity:
+                    tokens.observe(None, remaining, now)
             return
         state.group.limits_seen = limits
         seen = RateLimitHeaders.parse(headers)
