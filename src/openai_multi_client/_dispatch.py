@@ -165,8 +165,9 @@ class Dispatcher:
         return len(abandoned)
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        """The attempts' tasks not yet ended (to cancel at shutdown)."""
-        return [*self._running.values(), *self._resting]
+        """The attempts' tasks not yet ended (to cancel at shutdown). A task cancelled before
+        it ever ran never reaches its ``finally``: it stays in ``_running``, done."""
+        return [task for task in (*self._running.values(), *self._resting) if not task.done()]
 
     def abandon_in_flight(self) -> int:
         """Cancel every attempt in request and fail its request with
@@ -176,8 +177,7 @@ class Dispatcher:
         flights, self._flights = self._flights, {}
         now = self._now()
         for request, (task, reservation) in flights.items():
-            task.cancel()
-            self._running.pop(request, None)  # (a task cancelled before it ran has no finally)
+            task.cancel()  # it stays in _running until it ends: aclose() waits for it
             self._keys.release(reservation, now, failed=True)
             self.in_flight -= 1
             self._finish(request, None, _abandoned(), None)
@@ -331,8 +331,10 @@ class Dispatcher:
                     self._resting.discard(task)
             self.in_flight -= 1
             self.wakeup.set()
-        except Exception as exc:  # a bug, or on_send raised (the journal cannot be written)
-            self._crash(exc)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except BaseException as exc:  # a bug, or on_send raised (the journal cannot be written)
+            self._crash(exc)  # the client fails with it (not raised here: it would stop the loop)
         finally:
             if tracked:
                 self._running.pop(request, None)

@@ -95,3 +95,49 @@ async def test_on_unbilled_names_attempts_known_not_to_be_billed(
     assert not results[0].failed
     assert calls == 2
     assert seen == ([(0, 1)] if unbilled else [])
+
+
+async def test_aclose_waits_for_an_abandoned_attempt_to_end(fake_clock: FakeClock) -> None:
+    # A transport that takes a while to clean up when cancelled: aclose() returns after it.
+    cleaned = 0
+
+    async def slow_to_cancel(request: HTTPRequest) -> HTTPResponse:
+        nonlocal cleaned
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # closing a connection, say
+            cleaned += 1
+            raise
+        return chat_reply(request)
+
+    async with make_client(
+        slow_to_cancel, api_key=Key(KEY, requests_per_minute=6000), concurrency=2
+    ) as client:
+        for n in range(2):
+            await client.request(message(str(n)))
+        await asyncio.sleep(0.5)
+        abandoned = client.abandon_in_flight()
+    assert abandoned >= 1
+    assert cleaned == abandoned
+
+
+@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt])
+async def test_on_send_raising_a_base_exception_fails_the_client_with_it(
+    fake_clock: FakeClock, raised: type[BaseException]
+) -> None:
+    calls = 0
+
+    def on_send(request: Request) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise raised("stop")
+
+    async with make_client(chat_reply, on_send=on_send) as client:
+        for n in range(6):
+            await client.request(message(str(n)))
+        client.close()
+        with pytest.raises(raised):
+            async for _ in client:
+                pass

@@ -8,7 +8,7 @@ import importlib.util
 
 import pytest
 
-from openai_multi_client import OpenAIMultiClient
+from openai_multi_client import BatchClient, OpenAIMultiClient
 from openai_multi_client._loops import LOOP_VARIABLE, new_event_loop, run
 from openai_multi_client.testing import FakeClock
 
@@ -63,4 +63,17 @@ def test_a_sync_client_with_a_clock_of_its_own_runs_on_asyncios_loop() -> None:
         for client in clients:
             client.close()
             list(client)
+    assert kinds == ["uvloop" if UVLOOP else "asyncio", "asyncio"]
+
+
+def test_a_batch_client_with_a_clock_of_its_own_runs_on_asyncios_loop() -> None:
+    clients = [
+        BatchClient(api_key="sk-loops-3", base_url="http://127.0.0.1:9/v1"),
+        BatchClient(api_key="sk-loops-4", base_url="http://127.0.0.1:9/v1", clock=FakeClock()),
+    ]
+    try:
+        kinds = [kind(client._portal._loop) for client in clients]
+    finally:
+        for client in clients:
+            client.close()
     assert kinds == ["uvloop" if UVLOOP else "asyncio", "asyncio"]

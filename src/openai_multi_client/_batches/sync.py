@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
+from .._clock import LoopClock
 from .._portal import Portal
 from .client import AsyncBatchClient, Source
 from .job import BatchJob
@@ -47,7 +48,9 @@ class BatchClient:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._client = AsyncBatchClient(*args, **kwargs)
-        self._portal = Portal("omc-batch-loop")
+        # uvloop's loop when installed, unless a clock of the caller's drives time (._loops).
+        fast = type(self._client.clock) is LoopClock
+        self._portal = Portal("omc-batch-loop", fast=fast)
 
     @property
     def client(self) -> AsyncBatchClient:
