@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from collections.abc import Callable
 
 import pytest
 
@@ -51,29 +52,25 @@ def test_run_uses_the_same_loop_as_new_event_loop() -> None:
     assert run(which()) == ("uvloop" if UVLOOP else "asyncio")
 
 
-def test_a_sync_client_with_a_clock_of_its_own_runs_on_asyncios_loop() -> None:
+def sync_client(clock: FakeClock | None) -> OpenAIMultiClient:
+    return OpenAIMultiClient(endpoint="chats", api_key="sk-loops", clock=clock)
+
+
+def batch_client(clock: FakeClock | None) -> BatchClient:
+    return BatchClient(api_key="sk-loops", base_url="http://127.0.0.1:9/v1", clock=clock)
+
+
+@pytest.mark.parametrize("make", [sync_client, batch_client])
+def test_a_client_with_a_clock_of_its_own_runs_on_asyncios_loop(
+    make: Callable[[FakeClock | None], OpenAIMultiClient | BatchClient],
+) -> None:
     # A FakeClock patches the selector of an asyncio loop: the client's loop must be one.
-    clients = [
-        OpenAIMultiClient(endpoint="chats", api_key="sk-loops-1"),
-        OpenAIMultiClient(endpoint="chats", api_key="sk-loops-2", clock=FakeClock()),
-    ]
+    clients = [make(None), make(FakeClock())]
     try:
         kinds = [kind(client._portal._loop) for client in clients]
     finally:
         for client in clients:
             client.close()
-            list(client)
-    assert kinds == ["uvloop" if UVLOOP else "asyncio", "asyncio"]
-
-
-def test_a_batch_client_with_a_clock_of_its_own_runs_on_asyncios_loop() -> None:
-    clients = [
-        BatchClient(api_key="sk-loops-3", base_url="http://127.0.0.1:9/v1"),
-        BatchClient(api_key="sk-loops-4", base_url="http://127.0.0.1:9/v1", clock=FakeClock()),
-    ]
-    try:
-        kinds = [kind(client._portal._loop) for client in clients]
-    finally:
-        for client in clients:
-            client.close()
+            if isinstance(client, OpenAIMultiClient):
+                list(client)
     assert kinds == ["uvloop" if UVLOOP else "asyncio", "asyncio"]
