@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from . import _deadlines
 from ._errors import (
     ConfigurationError,
     ConnectError,
@@ -130,8 +131,13 @@ class AiohttpTransport:
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
         self._last_timeout: Timeout | None = None  # the last one looked up, and its aiohttp form
         self._last_client_timeout = aiohttp.ClientTimeout()
+        # Total limits: one sweeping task (see _deadlines) where Task.uncancel exists, else
+        # aiohttp's timer per request.
+        self._deadlines = _deadlines.Deadlines() if _deadlines.SUPPORTED else None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _open(self) -> aiohttp.ClientSession:
+        self._loop = asyncio.get_running_loop()
         connector = aiohttp.TCPConnector(
             limit=0, limit_per_host=self._limit_per_host, ttl_dns_cache=300
         )
@@ -147,8 +153,13 @@ class AiohttpTransport:
     def _client_timeout(self, limits: Timeout) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(limits)
         if timeout is None:
+            deadlines = self._deadlines
+            if deadlines is not None:
+                deadlines.limit_in_use(limits.total)
             timeout = self._timeouts[limits] = aiohttp.ClientTimeout(
-                total=limits.total, connect=limits.connect, sock_read=limits.read
+                total=None if deadlines is not None else limits.total,
+                connect=limits.connect,
+                sock_read=limits.read,
             )
         self._last_timeout, self._last_client_timeout = limits, timeout
         return timeout
@@ -159,6 +170,15 @@ class AiohttpTransport:
             timeout = self._last_client_timeout
         else:
             timeout = self._client_timeout(request.timeout)
+        deadlines = self._deadlines
+        task = None
+        if deadlines is not None:
+            loop = self._loop
+            assert loop is not None  # set by _open()
+            task = asyncio.current_task()
+            assert task is not None  # aiohttp runs in a task
+            deadlines.due[task] = loop.time() + request.timeout.total
+            deadlines.sweep_soon(loop)
         try:
             async with session.request(
                 request.method,
@@ -169,13 +189,12 @@ class AiohttpTransport:
                 allow_redirects=False,
             ) as response:
                 return await _receive(request, response)
+        except asyncio.CancelledError:
+            if task is not None and deadlines is not None and deadlines.expired(task):
+                raise _timed_out(request) from None
+            raise
         except asyncio.TimeoutError as exc:
-            limits = f"within {request.timeout.total:g} s"
-            if request.timeout.read is not None:
-                limits += f", or no data for {request.timeout.read:g} s"
-            raise RequestTimeoutError(
-                f"no complete response {limits} (connect limit {request.timeout.connect:g} s)"
-            ) from exc
+            raise _timed_out(request) from exc
         except aiohttp.ClientConnectorError as exc:
             raise ConnectError(f"cannot connect to {_where(request.url)}: {exc.os_error}") from exc
         except (
@@ -192,10 +211,15 @@ class AiohttpTransport:
             # ClientResponseError holds the request's headers, the key among them: keep only
             # the text (which the engine redacts), never the exception itself.
             message = f"{type(exc).__name__}: {exc}"
+        finally:
+            if task is not None and deadlines is not None:
+                del deadlines.due[task]
         # Raised outside the except block, so not even its __context__ holds aiohttp's error.
         raise TransportError(message)
 
     async def aclose(self) -> None:
+        if self._deadlines is not None:
+            await self._deadlines.aclose()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -203,6 +227,15 @@ class AiohttpTransport:
     def __repr__(self) -> str:
         state = "open" if self._session is not None else "idle"
         return f"AiohttpTransport({state})"
+
+
+def _timed_out(request: HTTPRequest) -> RequestTimeoutError:
+    limits = f"within {request.timeout.total:g} s"
+    if request.timeout.read is not None:
+        limits += f", or no data for {request.timeout.read:g} s"
+    return RequestTimeoutError(
+        f"no complete response {limits} (connect limit {request.timeout.connect:g} s)"
+    )
 
 
 async def _receive(request: HTTPRequest, response: aiohttp.ClientResponse) -> HTTPResponse:

@@ -1,0 +1,102 @@
+"""The transport's total-time limit, kept by one sweeping task (``_deadlines``): a real
+aiohttp transport over loopback against a server that accepts and never answers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from openai_multi_client import RequestTimeoutError
+from openai_multi_client._deadlines import SUPPORTED
+from openai_multi_client._transport import AiohttpTransport, HTTPRequest, Timeout
+
+pytestmark = pytest.mark.skipif(not SUPPORTED, reason="Python < 3.11 uses aiohttp's own timer")
+
+
+@pytest.fixture
+async def silent_url() -> AsyncIterator[str]:
+    """A server that reads whatever comes and never answers."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1/chat/completions"
+    finally:
+        server.close()
+
+
+def _request(url: str, total: float) -> HTTPRequest:
+    return HTTPRequest("POST", url, {"Content-Type": "application/json"}, b"{}", Timeout(total))
+
+
+async def test_an_exchange_past_its_total_limit_raises_a_timeout(silent_url: str) -> None:
+    transport = AiohttpTransport()
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RequestTimeoutError, match=r"within 0\.2 s"):
+            await transport.handle(_request(silent_url, 0.2))
+        assert asyncio.get_running_loop().time() - started >= 0.2
+        assert not transport._deadlines or not transport._deadlines.due
+    finally:
+        await transport.aclose()
+
+
+async def test_many_exchanges_each_time_out_once(silent_url: str) -> None:
+    transport = AiohttpTransport()
+    try:
+        outcomes = await asyncio.gather(
+            *(transport.handle(_request(silent_url, 0.2)) for _ in range(20)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(outcome, RequestTimeoutError) for outcome in outcomes)
+    finally:
+        await transport.aclose()
+
+
+async def test_a_cancellation_of_its_own_is_not_a_timeout(silent_url: str) -> None:
+    transport = AiohttpTransport()
+    try:
+        task = asyncio.create_task(transport.handle(_request(silent_url, 30)))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await transport.aclose()
+
+
+async def test_a_cancellation_at_the_deadline_stays_a_cancellation(silent_url: str) -> None:
+    """Cancelled by its owner in the same turn as the deadline fires: the owner's
+    cancellation wins (the task must end cancelled, not with a timeout it could retry)."""
+    transport = AiohttpTransport()
+    deadlines = transport._deadlines
+    assert deadlines is not None
+    try:
+        task = asyncio.create_task(transport.handle(_request(silent_url, 30)))
+        await asyncio.sleep(0.1)
+        deadlines.cancel_overdue(deadlines.due[task])  # its deadline has come
+        task.cancel()  # and its owner cancels it too, before it has run again
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await transport.aclose()
+
+
+async def test_the_sweeper_stops_when_nothing_is_watched(silent_url: str) -> None:
+    transport = AiohttpTransport()
+    deadlines = transport._deadlines
+    assert deadlines is not None
+    try:
+        with pytest.raises(RequestTimeoutError):
+            await transport.handle(_request(silent_url, 0.1))
+        await asyncio.sleep(deadlines.tick * 3)
+        assert deadlines._sweeper is None
+    finally:
+        await transport.aclose()
