@@ -26,27 +26,27 @@ _TICKS_PER_LIMIT = 20
 class Deadlines:
     """Deadlines (on the loop's clock) of the exchanges in progress, by the task running each.
 
-    The transport writes ``due[task] = deadline`` when an exchange starts, calls
-    :meth:`sweep_soon` once it has, and deletes the entry when the exchange ends, however it
-    ends; on a ``CancelledError`` it asks :meth:`expired`.
+    The transport writes ``due[task] = deadline`` when an exchange starts, calls :meth:`sweep`
+    if no :attr:`sweeper` runs, and deletes the entry when the exchange ends, however it ends;
+    on a ``CancelledError`` it asks :meth:`expired`.
     """
 
-    __slots__ = ("_expired", "_sweeper", "due", "tick")
+    __slots__ = ("_expired", "due", "sweeper", "tick")
 
     def __init__(self) -> None:
         self.due: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
+        self.sweeper: asyncio.Task[None] | None = None
         self.tick = _MAX_TICK
 
     def limit_in_use(self, total: float) -> None:
         """A limit of ``total`` seconds will be watched: sweep often enough for it."""
         self.tick = min(self.tick, max(0.001, total / _TICKS_PER_LIMIT))
 
-    def sweep_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Make sure the sweeper runs (cheap when it already does)."""
-        if self._sweeper is None:
-            self._sweeper = loop.create_task(self._sweep(loop), name="omc-deadlines")
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the sweeper (it stops by itself once nothing is watched)."""
+        if self.sweeper is None:
+            self.sweeper = loop.create_task(self._sweep(loop), name="omc-deadlines")
 
     def expired(self, task: asyncio.Task[Any]) -> bool:
         """Whether ``task``'s cancellation is its deadline's and nobody else's (the cancel
@@ -73,11 +73,11 @@ class Deadlines:
                 await asyncio.sleep(self.tick)
                 self.cancel_overdue(loop.time())
         finally:
-            self._sweeper = None
+            self.sweeper = None
 
     async def aclose(self) -> None:
         """Stop the sweeper (the transport is closing)."""
-        sweeper, self._sweeper = self._sweeper, None
+        sweeper, self.sweeper = self.sweeper, None
         if sweeper is not None and not sweeper.done():
             sweeper.cancel()
             try:

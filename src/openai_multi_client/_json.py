@@ -31,34 +31,30 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
+# One encoder for every call: json.dumps() with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _stdlib_dumps(value: Any) -> bytes:
     """Compact, strict JSON; ``ValueError`` for non-finite floats and lone surrogates."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _ENCODER.encode(value)
     return text.encode()  # UnicodeEncodeError (a ValueError) on a lone surrogate
-
-
-def _orjson_dumps(value: Any) -> bytes | None:
-    """orjson's encoding when it is exactly what the stdlib would accept, else ``None``.
-
-    orjson writes ``NaN`` and infinities as ``null`` without a word, so an output that holds
-    ``null`` is checked for them; it refuses integers beyond 64 bits and lone surrogates,
-    which the stdlib path then handles."""
-    try:
-        encoded: bytes = _orjson.dumps(value)
-    except _orjson.JSONEncodeError:
-        return None
-    if b"null" in encoded and _has_non_finite(value):
-        return None
-    return encoded
 
 
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON, strictly standard. Raises ``TypeError`` for values JSON cannot
     represent and ``ValueError`` for non-finite floats and lone surrogates."""
     if _orjson is not None:
-        encoded = _orjson_dumps(value)
-        if encoded is not None:
-            return encoded
+        # orjson's encoding when it is exactly what the stdlib would accept: orjson writes NaN
+        # and infinities as null without a word, so an output holding null is checked for
+        # them; it refuses integers beyond 64 bits and lone surrogates (the stdlib decides).
+        try:
+            encoded: bytes = _orjson.dumps(value)
+        except _orjson.JSONEncodeError:
+            pass
+        else:
+            if b"null" not in encoded or not _has_non_finite(value):
+                return encoded
     try:
         return _stdlib_dumps(value)
     except RecursionError:

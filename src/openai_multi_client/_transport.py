@@ -178,7 +178,8 @@ class AiohttpTransport:
             task = asyncio.current_task()
             assert task is not None  # aiohttp runs in a task
             deadlines.due[task] = loop.time() + request.timeout.total
-            deadlines.sweep_soon(loop)
+            if deadlines.sweeper is None:
+                deadlines.sweep(loop)
         try:
             async with session.request(
                 request.method,

@@ -97,6 +97,6 @@ async def test_the_sweeper_stops_when_nothing_is_watched(silent_url: str) -> Non
         with pytest.raises(RequestTimeoutError):
             await transport.handle(_request(silent_url, 0.1))
         await asyncio.sleep(deadlines.tick * 3)
-        assert deadlines._sweeper is None
+        assert deadlines.sweeper is None
     finally:
         await transport.aclose()

@@ -234,6 +234,9 @@ class KeyPool:
         # A reserve() found no room since the last lease renewal (at first: nothing is known
         # yet, so a client asks for whole keys).
         self._waited = True
+        # A reserve() found no room since the last release told the listeners: only then may
+        # somebody be waiting for one (so most releases tell nobody).
+        self._blocked = False
         self._measured_at = -math.inf  # when lease_claims() last measured the use of the keys
         self._largest_cost: float | None = None  # cached; reset when limits change
         # Called (on whatever thread) when capacity may have come back; copied on write so
@@ -326,7 +329,7 @@ class KeyPool:
             if not usable:
                 return None
             if best is None:
-                self._waited = True
+                self._waited = self._blocked = True
                 return soonest
             self._turn = (self._turn + 1) % count
             if best.group.requests_limiter is not None:
@@ -378,7 +381,9 @@ class KeyPool:
                     state.group.adaptive.on_overload(now)
                 elif not failed:
                     state.group.adaptive.on_success()
-        self._changed()
+            blocked, self._blocked = self._blocked, False
+        if blocked:
+            self._changed()
 
     def _learn(
         self, state: _KeyState, headers: Mapping[str, str], used_tokens: int, now: float
