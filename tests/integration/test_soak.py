@@ -132,7 +132,13 @@ async def test_fault_soak_accounts_for_every_request_once(mock_openai_factory: F
         assert stats.faults_by_kind[kind] > 0.03 * SOAK_REQUESTS, stats.faults_by_kind
     assert stats.faults_by_kind["hang"] > 0.005 * SOAK_REQUESTS
     assert len(failed) < 0.001 * SOAK_REQUESTS, Counter(type(r.error).__name__ for r in failed)
-    assert statistics.attempts == stats.total_requests
+    # Every attempt the server saw was the client's. The client may count a few more: those
+    # that timed out, or found their pooled connection closed, before the server read them
+    # (seen on a loaded machine: 5 of 12,846); each of those is a timeout or a closed
+    # connection it retried.
+    unseen = statistics.attempts - stats.total_requests
+    closed = statistics.retries_by_reason.get("ConnectionClosedError", 0)
+    assert 0 <= unseen <= lost + closed, (unseen, lost, statistics.retries_by_reason)
     print(
         f"\nsoak: {SOAK_REQUESTS} requests, {stats.total_requests} attempts, "
         f"{len(succeeded)} succeeded, {len(failed)} failed, faults {stats.faults_by_kind}, "
