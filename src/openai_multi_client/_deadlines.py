@@ -73,19 +73,15 @@ class Deadlines:
                 await asyncio.sleep(self.tick)
                 self.cancel_overdue(loop.time())
         finally:
-            self.sweeper = None
+            if self.sweeper is asyncio.current_task():  # not a newer one, after close()
+                self.sweeper = None
 
-    async def aclose(self) -> None:
-        """Stop the sweeper (the transport is closing)."""
+    def close(self) -> None:
+        """Stop the sweeper (the transport is closing). Not awaited: a shutdown being
+        cancelled must still get to close the connections, and the sweeper holds nothing."""
         sweeper, self.sweeper = self.sweeper, None
-        if sweeper is not None and not sweeper.done():
+        if sweeper is not None:
             sweeper.cancel()
-            try:
-                await sweeper
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():  # type: ignore[attr-defined,unused-ignore]
-                    raise  # aclose() itself was cancelled
 
     def __repr__(self) -> str:
         return f"Deadlines(watched={len(self.due)}, tick={self.tick:g} s)"

@@ -220,7 +220,7 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         if self._deadlines is not None:
-            await self._deadlines.aclose()
+            self._deadlines.close()
         session, self._session = self._session, None
         if session is not None:
             await session.close()

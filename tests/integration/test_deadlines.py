@@ -100,3 +100,20 @@ async def test_the_sweeper_stops_when_nothing_is_watched(silent_url: str) -> Non
         assert deadlines.sweeper is None
     finally:
         await transport.aclose()
+
+
+async def test_closing_with_exchanges_in_flight_stops_the_sweeper(silent_url: str) -> None:
+    transport = AiohttpTransport()
+    deadlines = transport._deadlines
+    assert deadlines is not None
+    task = asyncio.create_task(transport.handle(_request(silent_url, 30)))
+    await asyncio.sleep(0.1)
+    sweeper = deadlines.sweeper
+    assert sweeper is not None
+    task.cancel()  # as a shutdown does: the attempt first, then the transport
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await transport.aclose()
+    await asyncio.sleep(0)
+    assert sweeper.cancelled()
+    assert deadlines.sweeper is None
