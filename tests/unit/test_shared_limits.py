@@ -8,6 +8,7 @@ import asyncio
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from time import monotonic
 
 import pytest
@@ -25,7 +26,8 @@ from openai_multi_client import (
     Result,
     _json,
 )
-from openai_multi_client._limits import Claim, allocate, fair_level
+from openai_multi_client._limits import Claim, Grant, KeyPool, allocate, fair_level
+from openai_multi_client._limits.keeper import LeaseKeeper
 from openai_multi_client.testing import FakeClock, MockTransport, error_response, json_response
 
 
@@ -417,3 +419,31 @@ async def test_a_cool_down_capped_by_a_whole_number_is_shared(fake_clock: FakeCl
     assert statistics is not None
     assert statistics.failures == 0
     assert shared._cooling_until  # the key's rest reached the shared limits
+
+
+async def test_work_during_the_renewal_that_gave_the_shares_up_asks_again_at_once(
+    fake_clock: FakeClock,
+) -> None:
+    """drained(), a renewal asking for nothing, and busy() while that renewal is on its way:
+    the keeper renews again at once, asking for the whole key, not a renew_interval later."""
+
+    class Slow(InMemoryLimits):
+        async def lease(self, client: str, claims: Mapping[str, Claim]) -> dict[str, Grant]:
+            await asyncio.sleep(0.05)  # a round trip
+            return await super().lease(client, claims)
+
+    pool = KeyPool([Key("sk-s1", requests_per_minute=600)])
+    keeper = LeaseKeeper(pool, Slow(clock=fake_clock), fake_clock)
+    await keeper.start()
+    renewals = asyncio.ensure_future(keeper.run())
+    assert pool.statistics(fake_clock.now()).keys[0].share == 1.0
+    keeper.drained()
+    await asyncio.sleep(0.12)  # at 0.05 + 0.1 the renewal went out, for 0.05 s ...
+    keeper.busy()  # ... and work came while it was on its way (0.17)
+    await asyncio.sleep(0.04)
+    assert pool.statistics(fake_clock.now()).keys[0].share == 0.0  # it asked for nothing
+    await asyncio.sleep(0.05)  # the next renewal went at once, asking for the whole key
+    assert pool.statistics(fake_clock.now()).keys[0].share == 1.0
+    keeper.close()
+    renewals.cancel()
+    await asyncio.gather(renewals, return_exceptions=True)

@@ -168,7 +168,8 @@ class LeaseKeeper:
             self._failing = self._local = False
         now = self._clock.now()
         self._pool.apply_grants(grants, now)
-        self._next_renewal = now + self._renew_in(claims, grants)
+        # (busy() during the round trip: ask again at once.)
+        self._next_renewal = now if self._wanting else now + self._renew_in(claims, grants)
 
     def _renew_in(self, claims: Mapping[str, Claim], grants: Mapping[str, Grant]) -> float:
         """Seconds to the next renewal: the interval; a quarter of it while a share is below
