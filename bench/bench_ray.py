@@ -4,6 +4,7 @@ against the mock server (which enforces the limits as OpenAI does; latency 0.2-0
     python bench/bench_ray.py             # the run recorded in docs/benchmarks.md
     python bench/bench_ray.py --rows 240  # quicker
     python bench/bench_ray.py --record    # also append the results to docs/benchmarks.md
+    python bench/bench_ray.py --only-ours # ours only, printed (no Ray no-op, no Ray HTTP stage)
 
 Two scenarios on one local Ray cluster (``ray.init(num_cpus=2)``), each with a fresh mock
 server: openai_multi_client.ray's ``build_processor`` with ``shared_limits`` in a fresh
@@ -192,6 +193,24 @@ def row_of(name: str, rows: int, run: dict[str, Any]) -> str:
     )
 
 
+def summary(rows: int, mine: dict[str, Any]) -> str:
+    """Ours in one paragraph: the wall, split into start-up, sending and the last answers."""
+    limit = len(KEYS) * RPM / 60
+    ideal = rows / limit
+    rate = (rows - 1) / mine["sending"]
+    stats = mine["stats"]
+    limited = sum(stats.rate_limited_by_type.values())
+    return (
+        f"openai_multi_client.ray's wall of {mine['wall']:.1f} s ({mine['wall'] / ideal:.3f}x "
+        f"the ideal; {limited} 429s of {stats.total_requests:,} attempts): first request "
+        f"{mine['first_request']:.2f} s after the call; first to last request "
+        f"{mine['sending']:.2f} s ({rate:.2f} requests/s, {rate / limit:.3f}x "
+        f"the keys' limits); last answers {mine['last_answers']:.2f} s. First request to the end: "
+        f"{mine['sending'] + mine['last_answers']:.1f} s, "
+        f"{(mine['sending'] + mine['last_answers']) / ideal:.3f}x the ideal."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1200)
@@ -202,12 +221,23 @@ def main() -> None:
         help="run a no-op pipeline first, as a cluster that has run one before has (Ray's "
         "worker processes already started); its start is reported as Ray's cold start",
     )
+    parser.add_argument(
+        "--only-ours",
+        action="store_true",
+        help="run only openai_multi_client.ray's stage and print its figures (quick, for "
+        "iterating; cannot be recorded)",
+    )
     args = parser.parse_args()
+    if args.only_ours and args.record:
+        parser.error("--only-ours cannot be recorded")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         cold = rays_startup(args.rows) if args.warm else None
         mine = ours(args.rows)
+        if args.only_ours:
+            print(summary(args.rows, mine))
+            return
         noop = rays_startup(args.rows)
         theirs = rays_own(args.rows)
     finally:
@@ -226,16 +256,8 @@ def main() -> None:
             ),
         ]
     )
-    limit = len(KEYS) * RPM / 60
-    ideal = args.rows / limit
-    rate = (args.rows - 1) / mine["sending"]
     table += (
-        f"\n\nopenai_multi_client.ray's wall of {mine['wall']:.1f} s: first request "
-        f"{mine['first_request']:.2f} s after the call; first to last request "
-        f"{mine['sending']:.2f} s ({rate:.2f} requests/s, {rate / limit:.3f}x "
-        f"the keys' limits); last answers {mine['last_answers']:.2f} s. First request to the end: "
-        f"{mine['sending'] + mine['last_answers']:.1f} s, "
-        f"{(mine['sending'] + mine['last_answers']) / ideal:.3f}x the ideal. Ray's own start-up, "
+        f"\n\n{summary(args.rows, mine)} Ray's own start-up, "
         f"a no-op stage on the same pool ({ACTORS} actors) in the same session: first batch "
         f"{noop['first_batch']:.2f} s after the call, whole pipeline of {args.rows:,} rows "
         f"{noop['wall']:.2f} s."

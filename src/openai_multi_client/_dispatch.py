@@ -199,6 +199,8 @@ class Dispatcher:
         while True:
             request = self._peek()
             if request is None:
+                if not self._ready and not self.intake:
+                    keys.drained()  # with shared limits, the shares go to who has work
                 await self._wait(None)
                 continue
             if request.tokens > keys.largest_cost():

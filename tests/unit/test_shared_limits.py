@@ -8,6 +8,7 @@ import asyncio
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from time import monotonic
 
 import pytest
@@ -22,8 +23,11 @@ from openai_multi_client import (
     InMemoryLimits,
     Key,
     LimitsBackend,
+    Result,
+    _json,
 )
-from openai_multi_client._limits import Claim, allocate, fair_level
+from openai_multi_client._limits import Claim, Grant, KeyPool, allocate, fair_level
+from openai_multi_client._limits.keeper import LeaseKeeper
 from openai_multi_client.testing import FakeClock, MockTransport, error_response, json_response
 
 
@@ -257,6 +261,72 @@ async def test_a_client_that_leaves_gives_its_share_to_the_others(fake_clock: Fa
     assert fake_clock.now() <= 220 / 10 * 1.15
 
 
+async def test_a_client_with_nothing_to_send_gives_its_share_up_at_once(
+    fake_clock: FakeClock,
+) -> None:
+    """A client whose requests are all sent, but which stays open for more (a Ray actor at the
+    end of its dataset), gives its share to the client with work after a tenth of the renewal
+    interval and the lease's hold, not after renewals that measure its use falling; and asks
+    for a share again at once when work comes."""
+    sent: dict[str, list[float]] = defaultdict(list)
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        text = _json.loads(request.content)["messages"][0]["content"]
+        sent[text[0]].append(fake_clock.now())
+        await asyncio.sleep(0.3)
+        return reply()
+
+    transport = MockTransport(handler)
+    shared = InMemoryLimits(clock=fake_clock)
+    keys = [Key("sk-s1", requests_per_minute=600)]
+    short, long = (worker(transport, shared, fake_clock, keys) for _ in range(2))
+    shares: dict[float, float] = {}
+    results: dict[str, list[Result]] = defaultdict(list)
+
+    async def sample() -> None:
+        while True:
+            shares[round(fake_clock.now(), 2)] = long.statistics().keys.keys[0].share
+            await asyncio.sleep(0.05)
+
+    have = {"s": asyncio.Event()}  # set when short's results reach wanted["s"]
+    wanted = {"s": 30}
+
+    async def read(client: AsyncMultiClient, name: str) -> None:
+        async for result in client:
+            results[name].append(result)
+            if name in have and len(results[name]) == wanted[name]:
+                have[name].set()
+
+    async def send(client: AsyncMultiClient, prefix: str, count: int) -> None:
+        for n in range(count):
+            await client.request({"messages": [{"role": "user", "content": f"{prefix}{n}"}]})
+
+    tasks = [asyncio.ensure_future(job) for job in (sample(), read(short, "s"), read(long, "l"))]
+    await asyncio.gather(send(short, "s", 30), send(long, "l", 60))  # short stays open
+    await have["s"].wait()
+    dry = max(sent["s"])  # its last request went out
+    await send(long, "l", 100)
+    await asyncio.sleep(3.0)
+    taken = min(at for at, share in shares.items() if at > dry and share == 1.0)
+    # A tenth of renew_interval, the hold (1.1 s), then the other's catch-up renewal (0.25 s).
+    assert taken - dry <= 0.1 + 1.1 + 0.25 + 0.05
+    # Work again: the quiet client takes a share back without waiting for a regular renewal.
+    again = fake_clock.now()
+    have["s"].clear()
+    wanted["s"] = 35
+    await send(short, "t", 5)
+    await have["s"].wait()
+    assert min(sent["t"]) - again < 1.5
+    short.close()
+    long.close()
+    await asyncio.gather(*tasks[1:])
+    tasks[0].cancel()
+    await short.aclose()
+    await long.aclose()
+    assert not any(result.failed for name in "sl" for result in results[name])
+    assert max_in_any_second(sent["s"] + sent["l"] + sent["t"]) <= 10
+
+
 async def test_a_key_retired_or_cooled_by_one_client_rests_in_the_others(
     fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -286,11 +356,12 @@ async def test_a_key_retired_or_cooled_by_one_client_rests_in_the_others(
     )
     with caplog.at_level(logging.WARNING, logger="openai_multi_client"):
         assert await run_worker(first, 10) == 0
+        tried = by_key["sk-dead"]  # by the first client, before its first answer came back
         await asyncio.sleep(1.0)  # one renewal of the second client's lease
         assert await run_worker(second, 10) == 0
     await first.aclose()
     await second.aclose()
-    assert by_key["sk-dead"] == 1  # the second client never tried it
+    assert by_key["sk-dead"] == tried  # the second client never tried it
     assert "retired by another process" in caplog.text
     assert "sk-dead" not in caplog.text
 
@@ -348,3 +419,31 @@ async def test_a_cool_down_capped_by_a_whole_number_is_shared(fake_clock: FakeCl
     assert statistics is not None
     assert statistics.failures == 0
     assert shared._cooling_until  # the key's rest reached the shared limits
+
+
+async def test_work_during_the_renewal_that_gave_the_shares_up_asks_again_at_once(
+    fake_clock: FakeClock,
+) -> None:
+    """drained(), a renewal asking for nothing, and busy() while that renewal is on its way:
+    the keeper renews again at once, asking for the whole key, not a renew_interval later."""
+
+    class Slow(InMemoryLimits):
+        async def lease(self, client: str, claims: Mapping[str, Claim]) -> dict[str, Grant]:
+            await asyncio.sleep(0.05)  # a round trip
+            return await super().lease(client, claims)
+
+    pool = KeyPool([Key("sk-s1", requests_per_minute=600)])
+    keeper = LeaseKeeper(pool, Slow(clock=fake_clock), fake_clock)
+    await keeper.start()
+    renewals = asyncio.ensure_future(keeper.run())
+    assert pool.statistics(fake_clock.now()).keys[0].share == 1.0
+    keeper.drained()
+    await asyncio.sleep(0.12)  # at 0.05 + 0.1 the renewal went out, for 0.05 s ...
+    keeper.busy()  # ... and work came while it was on its way (0.17)
+    await asyncio.sleep(0.04)
+    assert pool.statistics(fake_clock.now()).keys[0].share == 0.0  # it asked for nothing
+    await asyncio.sleep(0.05)  # the next renewal went at once, asking for the whole key
+    assert pool.statistics(fake_clock.now()).keys[0].share == 1.0
+    keeper.close()
+    renewals.cancel()
+    await asyncio.gather(renewals, return_exceptions=True)

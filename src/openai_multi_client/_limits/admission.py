@@ -79,6 +79,10 @@ class KeyAdmission(Protocol):
         """The client has nothing left to send."""
         ...
 
+    def drained(self) -> None:
+        """The client has nothing to send for now (the next :meth:`reserve` says it has)."""
+        ...
+
     @property
     def exhausted(self) -> bool: ...
 
@@ -145,6 +149,7 @@ class _PoolAdmission:
                 self._owned = backend
             self._keeper = LeaseKeeper(pool, backend, clock)
         self._keeper_started = False
+        self._drained = False  # told the keeper there is nothing to send
         self._renewals: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
         self._wake: Callable[[], None] | None = None
@@ -193,6 +198,10 @@ class _PoolAdmission:
     ) -> Reservation | float | None:
         if self._broken is not None:
             raise self._broken
+        if self._drained:  # work came: with shared limits, take shares again if given up
+            self._drained = False
+            assert self._keeper is not None
+            self._keeper.busy()
         return self._pool.reserve(tokens, now, model)
 
     def cool_down(self, key: Key, seconds: float, now: float) -> None:
@@ -214,6 +223,11 @@ class _PoolAdmission:
     def idle(self) -> None:
         if self._keeper is not None:
             self._keeper.idle()  # its shares go to the clients with work
+
+    def drained(self) -> None:
+        if self._keeper is not None and not self._drained:
+            self._drained = True
+            self._keeper.drained()
 
     @property
     def exhausted(self) -> bool:

@@ -27,6 +27,9 @@ logger = logging.getLogger("openai_multi_client")
 _CATCH_UP = 0.25
 # A client wanting more looks again this long after another lease would expire.
 _AFTER_EXPIRY = 0.01
+# A client with nothing to send gives its shares up after this long (of renew_interval) without
+# work: at once would cost a round trip at every short gap between a producer's requests.
+_DRAINED_AFTER = 0.1
 
 
 class LeaseHolder(Protocol):
@@ -86,6 +89,9 @@ class LeaseKeeper:
         self._failing = False
         self._local = False
         self._idle = False
+        self._drained = False  # nothing to send for now (drained(); until busy())
+        self._gave_up = False  # a renewal asked for nothing while drained
+        self._wanting = False  # busy() after giving up: the next renewal asks for everything
         self._closing = False
         self._round_trips = 0
         self._failures = 0
@@ -138,8 +144,12 @@ class LeaseKeeper:
     async def _renew(self) -> None:
         backend = self._backend
         claims = self._pool.lease_claims(self._clock.now(), backend.renew_interval)
-        if self._idle:
+        if self._idle or self._drained:
             claims = {key: Claim(0.0, claim.slots) for key, claim in claims.items()}
+            self._gave_up = True
+        elif self._wanting:
+            claims = {key: Claim(1.0, claim.slots) for key, claim in claims.items()}
+        self._wanting = False
         if not claims:  # every key is retired
             self._next_renewal = math.inf
             return
@@ -158,7 +168,8 @@ class LeaseKeeper:
             self._failing = self._local = False
         now = self._clock.now()
         self._pool.apply_grants(grants, now)
-        self._next_renewal = now + self._renew_in(claims, grants)
+        # (busy() during the round trip: ask again at once.)
+        self._next_renewal = now if self._wanting else now + self._renew_in(claims, grants)
 
     def _renew_in(self, claims: Mapping[str, Claim], grants: Mapping[str, Grant]) -> float:
         """Seconds to the next renewal: the interval; a quarter of it while a share is below
@@ -184,6 +195,28 @@ class LeaseKeeper:
             self._idle = True
             self._next_renewal = self._clock.now()
             self._event.set()
+
+    def drained(self) -> None:
+        """This client has nothing to send for now: unless work comes within a tenth of the
+        renewal interval, renew asking for nothing, so that its shares go to the clients with
+        work at once instead of after a renewal or two that measure its use falling."""
+        if not self._drained and not self._idle:
+            self._drained = True
+            soon = self._clock.now() + self._backend.renew_interval * _DRAINED_AFTER
+            if soon < self._next_renewal:
+                self._next_renewal = soon
+                self._event.set()
+
+    def busy(self) -> None:
+        """Work came after :meth:`drained`: if the shares were given up, renew at once asking
+        for the whole keys (as a client whose requests wait does)."""
+        if self._drained:
+            self._drained = False
+            if self._gave_up:
+                self._gave_up = False
+                self._wanting = True
+                self._next_renewal = self._clock.now()
+                self._event.set()
 
     def cooled_down(self, key: str, seconds: float) -> None:
         self._cool_downs.append((key, float(seconds)))
