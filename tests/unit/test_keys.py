@@ -134,15 +134,6 @@ def test_a_key_learns_its_limits_from_its_first_response() -> None:
     assert pool.reserve(0, 0.1) == pytest.approx(1.1)
 
 
-def test_a_key_with_configured_limits_bursts_from_its_first_request() -> None:
-    # Its limits are known: no request goes alone, no slow start waits for the first answer.
-    pool = KeyPool([Key("sk-a", requests_per_minute=600)], concurrency=50)
-    held = [reserve(pool, 0.0) for _ in range(10)]  # the whole window at once
-    assert pool.reserve(0, 0.0) == pytest.approx(1.0)  # then paced by the limit
-    pool.release(held.pop(), 0.3, overloaded=True, failed=True)  # a 503: AIMD still halves
-    assert pool.statistics(0.3).keys[0].concurrency_limit == 25
-
-
 def test_a_server_without_headers_gets_adaptive_concurrency() -> None:
     pool = KeyPool([Key.keyless()], concurrency=8)
     first = reserve(pool, 0.0)

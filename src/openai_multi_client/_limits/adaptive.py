@@ -11,19 +11,15 @@ class AdaptiveConcurrency:
     Like TCP: a slow start from 1 doubles the limit every round trip (+1 per success) until the
     first overload; from then on each success adds ``1 / limit`` (about +1 per round trip) and a
     429, 503 or timeout halves the limit, at most once per ``cooldown`` seconds so that a burst
-    of failures from one overload counts once. Between 1 and ``maximum``. ``start_at_maximum``
-    skips the slow start (a key whose limits the user configured is paced by them from its
-    first request; the AIMD still halves on overload).
+    of failures from one overload counts once. Between 1 and ``maximum``.
     """
 
     __slots__ = ("_last_decrease", "cooldown", "limit", "maximum", "slow_start")
 
-    def __init__(
-        self, maximum: int, cooldown: float = 1.0, *, start_at_maximum: bool = False
-    ) -> None:
+    def __init__(self, maximum: int, cooldown: float = 1.0) -> None:
         self.maximum = maximum
-        self.limit = float(maximum) if start_at_maximum else 1.0
-        self.slow_start = not start_at_maximum
+        self.limit = 1.0
+        self.slow_start = True
         self.cooldown = cooldown
         self._last_decrease = -math.inf
 

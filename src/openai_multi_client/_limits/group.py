@@ -70,15 +70,12 @@ class GroupLimits:
             RateLimiter(key.requests_per_minute) if key.requests_per_minute else None
         )
         self.tokens_limiter = RateLimiter(key.tokens_per_minute) if key.tokens_per_minute else None
-        configured = bool(key.requests_per_minute or key.tokens_per_minute)
-        # Until the server shows limit headers; a key with configured limits is paced by them
-        # from its first request, so its concurrency starts whole (no slow start).
-        self.adaptive = (
-            AdaptiveConcurrency(concurrency, start_at_maximum=configured) if concurrency else None
-        )
+        self.adaptive = AdaptiveConcurrency(concurrency) if concurrency else None
         # With no configured limit and a server to learn from, the first request goes alone:
         # its response headers tell the limits before a burst can overrun them.
-        self.probing = concurrency is not None and not configured
+        self.probing = concurrency is not None and not (
+            key.requests_per_minute or key.tokens_per_minute
+        )
         self.headers_seen = False
         self.limits_seen: tuple[str | None, str | None] = (None, None)
         self.lowered: set[str] = set()  # "requests", "tokens": configured limits the server lowered
