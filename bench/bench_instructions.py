@@ -3,6 +3,7 @@ to run on a shared machine where CPU times vary by a third (needs ``apt-get inst
 
     python bench/bench_instructions.py                        # bare-aiohttp, omc-async, omc-sync
     python bench/bench_instructions.py --contenders omc-async --uvloop
+    python bench/bench_instructions.py --rounds 3     # alternating, medians
 
 Each contender runs ``_engine_child.py`` under ``valgrind --tool=cachegrind --cache-sim=no``
 twice, with ``--small`` and ``--large`` requests against one zero-latency mock server; the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -54,18 +56,34 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=4000)
     parser.add_argument("--uvloop", action="store_true", help="every loop is uvloop's")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every contender this many times, alternating; report the medians (the "
+        "count moves by a few percent with the machine's load: how many answers one turn of "
+        "the event loop handles)",
+    )
     args = parser.parse_args()
-    counts: dict[str, float] = {}
+    contenders = args.contenders.split(",")
+    counts: dict[str, list[float]] = {contender: [] for contender in contenders}
     with mock_server("--latency", "0") as url:
-        for contender in args.contenders.split(","):
-            small = instructions(contender, url, args.small, args.uvloop)
-            large = instructions(contender, url, args.large, args.uvloop)
-            counts[contender] = (large - small) / (args.large - args.small)
-            print(f"{contender}: {counts[contender]:,.0f} instructions per request", flush=True)
-    base = counts.get("bare-aiohttp")
-    if base:
-        for contender, count in counts.items():
-            print(f"{contender}: {count / base:.2f}x bare-aiohttp")
+        for round_number in range(1, args.rounds + 1):
+            for contender in contenders:
+                small = instructions(contender, url, args.small, args.uvloop)
+                large = instructions(contender, url, args.large, args.uvloop)
+                count = (large - small) / (args.large - args.small)
+                counts[contender].append(count)
+                print(
+                    f"round {round_number}: {contender}: {count:,.0f} instructions per request",
+                    flush=True,
+                )
+    medians = {contender: statistics.median(values) for contender, values in counts.items()}
+    base = medians.get("bare-aiohttp")
+    for contender, median in medians.items():
+        low, high = min(counts[contender]), max(counts[contender])
+        ratio = f", {median / base:.2f}x bare-aiohttp" if base else ""
+        print(f"{contender}: median {median:,.0f} ({low:,.0f} to {high:,.0f}){ratio}")
 
 
 if __name__ == "__main__":

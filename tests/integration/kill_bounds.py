@@ -19,6 +19,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,14 +84,34 @@ def reported_in_doubt(stderr: str) -> int:
 
 
 def kill_after(args: list[str], journal: Path, delay: float) -> tuple[Kill, int]:
-    """Start ``omc run``, SIGKILL it after ``delay`` s; the kill and what the run reported on
-    resuming the previous one."""
+    """Start ``omc run``, SIGKILL it ``delay`` s after it started working (for a resume: after
+    it said what it resumes, so that a slow start on a loaded machine is never killed before
+    it reports); the kill and what the run reported on resuming the previous one."""
+    resuming = journal.exists()
     started = time.monotonic()
     process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines: list[str] = []
+    said_resuming = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("omc run: resuming"):
+                said_resuming.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if resuming:
+        assert said_resuming.wait(60), "".join(lines)
     time.sleep(delay)
     at = time.monotonic()
     process.send_signal(signal.SIGKILL)
-    _, stderr = process.communicate(timeout=60)
+    process.wait(60)
+    reader.join(60)
+    process.stderr.close()
+    stderr = "".join(lines)
     assert process.returncode == -signal.SIGKILL, stderr  # it was still running
     sent, done = journal_states(journal)
     return Kill(started, at, sent, done), reported_in_doubt(stderr)
