@@ -310,13 +310,27 @@ async def test_a_client_with_nothing_to_send_gives_its_share_up_at_once(
     taken = min(at for at, share in shares.items() if at > dry and share == 1.0)
     # A tenth of renew_interval, the hold (1.1 s), then the other's catch-up renewal (0.25 s).
     assert taken - dry <= 0.1 + 1.1 + 0.25 + 0.05
-    # Work again: the quiet client takes a share back without waiting for a regular renewal.
+    # Work again: the quiet client asks for a share back at once, without waiting for a
+    # regular renewal; it gets one once the other's next renewal shrank it and the hold passed
+    # (whenever in the other's renewal interval the work came).
+    renewals: list[tuple[str, float]] = []
+    lease = shared.lease
+
+    async def logged(client: str, claims: Mapping[str, Claim]) -> dict[str, Grant]:
+        renewals.append((client, fake_clock.now()))
+        return await lease(client, claims)
+
+    shared.lease = logged  # type: ignore[method-assign]
+    quiet = short.statistics().shared_limits
+    assert quiet is not None
     again = fake_clock.now()
     have["s"].clear()
     wanted["s"] = 35
     await send(short, "t", 5)
     await have["s"].wait()
-    assert min(sent["t"]) - again < 1.5
+    asked = min(at for client, at in renewals if client == quiet.client)
+    assert asked - again <= 0.01
+    assert min(sent["t"]) - again <= 1.0 + 1.1 + 0.25 + 0.05
     short.close()
     long.close()
     await asyncio.gather(*tasks[1:])
