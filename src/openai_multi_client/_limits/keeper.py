@@ -12,7 +12,7 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Protocol
 
@@ -40,7 +40,12 @@ class LeaseHolder(Protocol):
         """The redacted ids of every key."""
         ...
 
-    def lease_claims(self, now: float, interval: float) -> dict[str, Claim]: ...
+    def lease_claims(self, now: float, interval: float) -> dict[str, Claim]:
+        """The claims of a renewal; clamps each key's share to its ``used`` until
+        :meth:`apply_grants` or :meth:`unclamp`."""
+        ...
+
+    def unclamp(self) -> None: ...
 
     def set_shares(self, share: float) -> None: ...
 
@@ -145,10 +150,10 @@ class LeaseKeeper:
         backend = self._backend
         claims = self._pool.lease_claims(self._clock.now(), backend.renew_interval)
         if self._idle or self._drained:
-            claims = {key: Claim(0.0, claim.slots) for key, claim in claims.items()}
+            claims = {key: replace(claim, demand=0.0) for key, claim in claims.items()}
             self._gave_up = True
         elif self._wanting:
-            claims = {key: Claim(1.0, claim.slots) for key, claim in claims.items()}
+            claims = {key: replace(claim, demand=1.0) for key, claim in claims.items()}
         self._wanting = False
         if not claims:  # every key is retired
             self._next_renewal = math.inf
@@ -156,8 +161,10 @@ class LeaseKeeper:
         self._round_trips += 1
         try:
             grants = await backend.lease(self.client, claims)
-        except SharedLimitsError:
-            self._failures += 1
+        except BaseException as exc:
+            self._pool.unclamp()  # keep the shares as they were (never grow them)
+            if isinstance(exc, SharedLimitsError):
+                self._failures += 1
             raise
         if self._failing or self._local:
             logger.warning(
