@@ -4,6 +4,7 @@ renewal, and the safety of the two together on virtual time."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Mapping, Sequence
 
@@ -12,7 +13,7 @@ import pytest
 from openai_multi_client import InMemoryLimits, Key, SharedLimitsError
 from openai_multi_client._limits import Claim, Grant, KeyPool, Reservation
 from openai_multi_client._limits.keeper import LeaseKeeper
-from openai_multi_client._limits.lease import OnUnavailable
+from openai_multi_client._limits.lease import DEFAULT_HOLD, OnUnavailable
 from openai_multi_client.testing import FakeClock
 
 
@@ -152,8 +153,93 @@ async def test_a_failed_renewal_gives_the_shares_back_as_they_were() -> None:
     with pytest.raises(SharedLimitsError):
         await keeper._renew()
     assert failing.shares == [pytest.approx(0.2)]  # clamped to its use during the call
-    assert share_of(pool, 0.5) == 1.0  # and back as it was: neither grown nor clamped
-    assert admit(pool, 0.5) == 8
+    time.advance(DEFAULT_HOLD - 0.01)
+    keeper._unclamp_if_due()
+    assert share_of(pool, time.now()) == pytest.approx(0.2)  # for the backend's hold
+    time.advance(0.01)
+    keeper._unclamp_if_due()
+    assert share_of(pool, time.now()) == 1.0  # then as it was: neither grown nor clamped
+    assert admit(pool, time.now()) == 10
+
+
+class _LostAnswers(InMemoryLimits):
+    """Applies every renewal but, once ``lose`` is set, loses the answers (a timeout);
+    records when it did."""
+
+    def __init__(self, *, clock: FakeClock, hold: float = DEFAULT_HOLD) -> None:
+        super().__init__(hold=hold, clock=clock)
+        self.lose = False
+        self.lost_at: list[float] = []
+
+    async def lease(self, client: str, claims: Mapping[str, Claim]) -> dict[str, Grant]:
+        grants = await super().lease(client, claims)
+        if not self.lose:
+            return grants
+        self.lost_at.append(self._clock.now())
+        raise SharedLimitsError("shared limits: timed out")
+
+
+async def test_after_a_lost_answer_the_shares_stay_clamped_for_the_backends_hold(
+    fake_clock: FakeClock,
+) -> None:
+    """The backend applied the renewal (a shrink holding only what the client used) but its
+    answer was lost: for the backend's hold the client stays within its clamp, so that it
+    never uses what the backend may grant others; then it gets its old share back. Renewals
+    failing meanwhile neither clamp again nor move the end of the clamp."""
+    backend = _LostAnswers(hold=1.5, clock=fake_clock)
+    pool = KeyPool([Key("sk-a", requests_per_minute=600)])
+    keeper = LeaseKeeper(pool, backend, fake_clock)
+    await keeper.start()
+    renewals = asyncio.ensure_future(keeper.run())
+    try:
+        assert share_of(pool, fake_clock.now()) == 1.0
+        await asyncio.sleep(0.5)
+        assert admit(pool, fake_clock.now(), 2) == 2
+        await backend.lease("other", {pool.key_ids[0]: Claim(1.0, 10)})  # wants it all: none yet
+        backend.lose = True
+        await asyncio.sleep(0.6)  # the renewal at 1.0 was applied; its answer was lost
+        lost = backend.lost_at[0]
+        key = pool.key_ids[0]
+        grants = await InMemoryLimits.lease(backend, "other", {key: Claim(1.0, 10)})
+        assert grants[key].share == pytest.approx(0.7)  # it holds 0.3 for this client now
+        await asyncio.sleep(lost + 1.5 - 0.01 - fake_clock.now())
+        assert len(backend.lost_at) == 2  # another lost at 2.0: it moved nothing
+        assert share_of(pool, fake_clock.now()) == pytest.approx(0.2)  # 0.2 + 0.7 <= 1
+        await asyncio.sleep(0.02)
+        assert share_of(pool, fake_clock.now()) == 1.0
+    finally:
+        keeper.close()
+        renewals.cancel()
+        await asyncio.gather(renewals, return_exceptions=True)
+
+
+async def test_an_answer_within_the_hold_ends_the_clamp_with_its_grants(
+    fake_clock: FakeClock,
+) -> None:
+    backend = _LostAnswers(clock=fake_clock)
+    pool = KeyPool([Key("sk-a", requests_per_minute=600)])
+    keeper = LeaseKeeper(pool, backend, fake_clock)
+    await keeper.start()
+    renewals = asyncio.ensure_future(keeper.run())
+    try:
+        await asyncio.sleep(0.5)
+        assert admit(pool, fake_clock.now(), 2) == 2
+        backend.lose = True
+        await asyncio.sleep(0.6)  # the renewal at 1.0 lost its answer
+        assert backend.lost_at == [pytest.approx(1.0)]
+        backend.lose = False
+        await backend.lease("other", {pool.key_ids[0]: Claim(0.5, 10)})
+        await asyncio.sleep(0.4)
+        assert admit(pool, fake_clock.now()) == 2  # within the clamp
+        await asyncio.sleep(0.6)  # the renewal at 2.0 answers: its grant ends the clamp
+        leases = backend._leases[pool.key_ids[0]]
+        assert 0.2 < share_of(pool, fake_clock.now()) == leases[keeper.client].share < 1.0
+        await asyncio.sleep(0.5)  # past when the lost answer's clamp would have ended (2.1)
+        assert share_of(pool, fake_clock.now()) == leases[keeper.client].share < 1.0
+    finally:
+        keeper.close()
+        renewals.cancel()
+        await asyncio.gather(renewals, return_exceptions=True)
 
 
 Pending = list[tuple[float, int, "dict[str, Claim] | dict[str, Grant]"]]

@@ -535,9 +535,11 @@ class KeyPool:
 
         Each claim also carries ``used``, the fraction of the key admitted within the last
         window, and the key's share is clamped to it (never raised) until :meth:`apply_grants`
-        or :meth:`unclamp`: a shrinking lease then holds no more than that at the backend."""
+        or :meth:`unclamp`: a shrinking lease then holds no more than that at the backend.
+        While a failed renewal's clamp stands (until :meth:`unclamp`), no key is clamped again:
+        each claims ``used`` 1.0 (hold the whole old share), and unclamp() restores the first."""
         with self._lock:
-            self._unclamped = {}
+            clamped = bool(self._unclamped)  # a failed renewal's clamp stands
             waited, self._waited = self._waited, False
             elapsed = now - self._measured_at
             measure = elapsed >= interval / 2
@@ -551,8 +553,8 @@ class KeyPool:
                         state.demand = demand_for(used if used is not None else 1.0, waited)
                     elif waited:
                         state.demand = 1.0
-                    in_window = state.used_in_window(now)
-                    if in_window is None:  # limits unknown: hold the whole old share
+                    in_window = None if clamped else state.used_in_window(now)
+                    if in_window is None:  # limits unknown or clamped: hold the whole old share
                         claims[state.key.id] = Claim(state.demand, state.slots())
                         continue
                     self._unclamped[state.key.id] = state.share
@@ -561,7 +563,7 @@ class KeyPool:
             return claims
 
     def unclamp(self) -> None:
-        """A renewal failed: give the keys back the shares :meth:`lease_claims` clamped."""
+        """Give the keys back the shares :meth:`lease_claims` clamped (a renewal failed)."""
         with self._lock:
             unclamped, self._unclamped = self._unclamped, {}
             for key_id, share in unclamped.items():
