@@ -12,14 +12,14 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Protocol
 
 from .._clock import Clock, wait_event
 from .._errors import SharedLimitsError
 from .._logfields import log_fields
-from .lease import Claim, Grant, LimitsBackend
+from .lease import DEFAULT_HOLD, Claim, Grant, LimitsBackend
 
 logger = logging.getLogger("openai_multi_client")
 
@@ -40,7 +40,14 @@ class LeaseHolder(Protocol):
         """The redacted ids of every key."""
         ...
 
-    def lease_claims(self, now: float, interval: float) -> dict[str, Claim]: ...
+    def lease_claims(self, now: float, interval: float) -> dict[str, Claim]:
+        """The claims of a renewal; clamps each key's share to its ``used`` until
+        :meth:`apply_grants` or :meth:`unclamp` (not again while a clamp stands)."""
+        ...
+
+    def unclamp(self) -> None:
+        """Restore the shares from before the clamp."""
+        ...
 
     def set_shares(self, share: float) -> None: ...
 
@@ -69,6 +76,12 @@ class LeaseKeeper:
     ``on_unavailable`` decides: ``"fail"`` raises :class:`SharedLimitsError`, ``"local"`` warns
     and runs on the whole of every key. When it fails later, the pool keeps its last shares
     (never growing them), warns once, and the keeper tries again every ``renew_interval``.
+
+    A renewal clamps the pool's shares to their use (see :meth:`LeaseHolder.lease_claims`).
+    When it fails, the backend may have applied it and only the answer was lost: the shares
+    stay clamped for the backend's ``hold`` (what the backend then holds for this client),
+    and only then return to what they were before (never growing), unless a renewal answers
+    first.
     """
 
     def __init__(
@@ -86,6 +99,7 @@ class LeaseKeeper:
         self._retirements: list[tuple[str, str]] = []  # key id, redacted reason
         self._event = asyncio.Event()
         self._next_renewal = 0.0
+        self._unclamp_at = math.inf  # when a failed renewal's clamp ends
         self._failing = False
         self._local = False
         self._idle = False
@@ -106,6 +120,7 @@ class LeaseKeeper:
             if self._backend.on_unavailable == "fail":
                 raise
             self._local = True
+            self._unclamp_at = math.inf
             self._pool.set_shares(1.0)
             logger.warning(
                 "%s; running on local limits: processes sharing these keys may together "
@@ -120,9 +135,10 @@ class LeaseKeeper:
         # Until close(): a backend may swallow the task's cancellation (a Redis client caught
         # mid-command has been seen to), so the loop does not rely on it alone.
         while not self._closing:
-            delay = self._next_renewal - clock.now()
+            delay = min(self._next_renewal, self._unclamp_at) - clock.now()
             if delay > 0 and not (self._cool_downs or self._retirements):
                 await self._wait(delay)
+            self._unclamp_if_due()
             await self._send_events()
             if clock.now() >= self._next_renewal:
                 try:
@@ -145,10 +161,10 @@ class LeaseKeeper:
         backend = self._backend
         claims = self._pool.lease_claims(self._clock.now(), backend.renew_interval)
         if self._idle or self._drained:
-            claims = {key: Claim(0.0, claim.slots) for key, claim in claims.items()}
+            claims = {key: replace(claim, demand=0.0) for key, claim in claims.items()}
             self._gave_up = True
         elif self._wanting:
-            claims = {key: Claim(1.0, claim.slots) for key, claim in claims.items()}
+            claims = {key: replace(claim, demand=1.0) for key, claim in claims.items()}
         self._wanting = False
         if not claims:  # every key is retired
             self._next_renewal = math.inf
@@ -156,9 +172,15 @@ class LeaseKeeper:
         self._round_trips += 1
         try:
             grants = await backend.lease(self.client, claims)
-        except SharedLimitsError:
-            self._failures += 1
+        except BaseException as exc:
+            # The backend may have applied it: keep the clamp while the backend's hold of it
+            # lasts (a renewal while it stands does not clamp again, nor move this).
+            hold = float(getattr(backend, "hold", DEFAULT_HOLD))
+            self._unclamp_at = min(self._unclamp_at, self._clock.now() + hold)
+            if isinstance(exc, SharedLimitsError):
+                self._failures += 1
             raise
+        self._unclamp_at = math.inf  # the grants replace any clamp
         if self._failing or self._local:
             logger.warning(
                 "shared limits are back: %r answers again",
@@ -170,6 +192,12 @@ class LeaseKeeper:
         self._pool.apply_grants(grants, now)
         # (busy() during the round trip: ask again at once.)
         self._next_renewal = now if self._wanting else now + self._renew_in(claims, grants)
+
+    def _unclamp_if_due(self) -> None:
+        """Give the pool its shares from before a failed renewal once its hold has run out."""
+        if self._clock.now() >= self._unclamp_at:
+            self._unclamp_at = math.inf
+            self._pool.unclamp()
 
     def _renew_in(self, claims: Mapping[str, Claim], grants: Mapping[str, Grant]) -> float:
         """Seconds to the next renewal: the interval; a quarter of it while a share is below

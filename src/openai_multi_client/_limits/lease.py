@@ -18,8 +18,10 @@ The algorithm (after Google's Doorman, simplified to fractions of a key):
 * the backend splits each key among the live leases by max-min fairness (water-filling): nobody
   gets more than it asks for, and the rest is split evenly among those who ask for more;
 * a share is granted only out of what the other leases do not hold. A lease that shrinks keeps
-  holding its old share for ``hold`` seconds (one limiter window), because what it sent during
-  the last window still counts at the server;
+  holding, for ``hold`` seconds (one limiter window), what it may still have in the server's
+  window: its old share at most, and no more than the ``used`` its claim reports (the fraction
+  of the key its client admitted within the last window; the client admits no more than that
+  until it has applied the answer);
 * a lease not renewed within ``ttl`` seconds expires, so a process that died gives its share back
   within ``ttl``. ``ttl >= renew_interval + hold``: by the time a lease expires, its owner's
   last sends have left the server's window.
@@ -75,10 +77,14 @@ class Grant:
 class Claim:
     """What a client asks of one key at a renewal: its ``demand`` (a fraction of the key, 0 to
     1) and the key's ``slots``, the whole requests one limiter window holds (shares are
-    granted in such whole units, so that no process is left with a fraction of a request)."""
+    granted in such whole units, so that no process is left with a fraction of a request).
+    ``used``: the fraction of the key the client admitted within the last limiter window when
+    it made the claim, and will not exceed until it applies the answer; a shrinking lease holds
+    no more than that (default 1.0: its whole old share)."""
 
     demand: float
     slots: int
+    used: float = 1.0
 
 
 @runtime_checkable
@@ -199,8 +205,8 @@ def _renew(
     share = min(fair, free) / slots
     held, held_until = 0.0, 0.0
     if mine is not None:
-        if share < mine.share:  # a shrink: what it had still counts for `hold` seconds
-            held, held_until = mine.holding(now), now + hold
+        if share < mine.share:  # a shrink: what it has in the window counts for `hold` seconds
+            held, held_until = max(share, min(mine.holding(now), claim.used)), now + hold
         elif mine.held_until > now:  # an earlier shrink's hold runs its course
             held, held_until = mine.held, mine.held_until
     leases[client] = _Lease(share, held, held_until, now + ttl, claim.demand)

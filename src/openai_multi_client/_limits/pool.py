@@ -152,6 +152,30 @@ class _KeyState:
         self.leased_requests, self.leased_tokens = self.requests, self.tokens
         return used
 
+    def used_in_window(self, now: float) -> float | None:
+        """The fraction of the key admitted within the last window, the most of its requests
+        and tokens (None: limits unknown)."""
+        used: float | None = None
+        for limiter in (self.group.requests_limiter, self.group.tokens_limiter):
+            if limiter is not None:
+                fraction = limiter.used_of_whole(now)
+                used = fraction if used is None else max(used, fraction)
+        return used
+
+    def clamp_share(self, used: float) -> None:
+        """Admit no more than ``used`` of the key in any window (never more than the share):
+        a share whose window holds less than one request is none, as a request larger than
+        the window would pass once the window is empty."""
+        clamp = min(self.share, used)
+        limiter = self.group.requests_limiter
+        if (
+            clamp < self.share
+            and limiter is not None
+            and clamp * limiter.limit_per_minute / 60.0 * limiter.window < 1.0
+        ):
+            clamp = 0.0
+        self.set_share(clamp)
+
     def delay(self, tokens: int, now: float) -> float:
         """Seconds until this key could take a request of ``tokens`` (inf: not by time)."""
         if self.group.cooling_until is not None:
@@ -238,6 +262,8 @@ class KeyPool:
         # somebody be waiting for one (so most releases tell nobody).
         self._blocked = False
         self._measured_at = -math.inf  # when lease_claims() last measured the use of the keys
+        # Key id -> its share before lease_claims() clamped it, until the renewal's end.
+        self._unclamped: dict[str, float] = {}
         self._largest_cost: float | None = None  # cached; reset when limits change
         # Called (on whatever thread) when capacity may have come back; copied on write so
         # that a release reads it without the lock.
@@ -329,7 +355,9 @@ class KeyPool:
             if not usable:
                 return None
             if best is None:
-                self._waited = self._blocked = True
+                self._blocked = True
+                if not self._unclamped:  # (a renewal's clamp is no sign of wanting more)
+                    self._waited = True
                 return soonest
             self._turn = (self._turn + 1) % count
             if best.group.requests_limiter is not None:
@@ -503,8 +531,15 @@ class KeyPool:
         all of it when requests waited for capacity since the last call; else the fraction
         used since the last measure, with a margin, measured over at least half of the renewal
         ``interval`` (a renewal sooner than that repeats the last demand: a few milliseconds
-        without a request say nothing)."""
+        without a request say nothing).
+
+        Each claim also carries ``used``, the fraction of the key admitted within the last
+        window, and the key's share is clamped to it (never raised) until :meth:`apply_grants`
+        or :meth:`unclamp`: a shrinking lease then holds no more than that at the backend.
+        While a failed renewal's clamp stands (until :meth:`unclamp`), no key is clamped again:
+        each claims ``used`` 1.0 (hold the whole old share), and unclamp() restores the first."""
         with self._lock:
+            clamped = bool(self._unclamped)  # a failed renewal's clamp stands
             waited, self._waited = self._waited, False
             elapsed = now - self._measured_at
             measure = elapsed >= interval / 2
@@ -518,12 +553,27 @@ class KeyPool:
                         state.demand = demand_for(used if used is not None else 1.0, waited)
                     elif waited:
                         state.demand = 1.0
-                    claims[state.key.id] = Claim(state.demand, state.slots())
+                    in_window = None if clamped else state.used_in_window(now)
+                    if in_window is None:  # limits unknown or clamped: hold the whole old share
+                        claims[state.key.id] = Claim(state.demand, state.slots())
+                        continue
+                    self._unclamped[state.key.id] = state.share
+                    state.clamp_share(in_window)
+                    claims[state.key.id] = Claim(state.demand, state.slots(), in_window)
             return claims
+
+    def unclamp(self) -> None:
+        """Give the keys back the shares :meth:`lease_claims` clamped (a renewal failed)."""
+        with self._lock:
+            unclamped, self._unclamped = self._unclamped, {}
+            for key_id, share in unclamped.items():
+                self._by_id[key_id].set_share(share)
+        self._changed()
 
     def set_shares(self, share: float) -> None:
         """Give every key the same share: 0.0 before the first lease, 1.0 to run alone."""
         with self._lock:
+            self._unclamped = {}
             if share < 1.0:
                 self._groups.shared = True  # other processes use the keys too
             for state in self._states:
@@ -534,6 +584,9 @@ class KeyPool:
         """Take the shares, cool-downs and retirements a lease renewal brought."""
         retired: list[tuple[Key, str]] = []
         with self._lock:
+            unclamped, self._unclamped = self._unclamped, {}
+            for key_id in unclamped.keys() - grants.keys():  # not renewed: as if it failed
+                self._by_id[key_id].set_share(unclamped[key_id])
             self._groups.shared = True  # leased: other processes use the keys too
             for key_id, grant in grants.items():
                 state = self._by_id.get(key_id)

@@ -46,7 +46,7 @@ end
 # One renewal of every key of one lease holder; mirrors lease._renew.
 # KEYS: per key, its lease hash, cool-down and retirement keys.
 # ARGV: holder, now in ms ('' for the server's clock), ttl ms, hold ms, then per key its
-# demand and slots (a Claim).
+# demand, slots and used (a Claim).
 # Returns per key: share, fair share (as strings), cool-down left in ms, retirement reason (''),
 # ms until the first other lease expires (-1: none).
 _LEASE = (
@@ -57,7 +57,8 @@ local ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for k = 1, #KEYS / 3 do
   local hash = KEYS[3 * k - 2]
-  local demand, slots = tonumber(ARGV[3 + 2 * k]), tonumber(ARGV[4 + 2 * k])
+  local demand, slots = tonumber(ARGV[2 + 3 * k]), tonumber(ARGV[3 + 3 * k])
+  local used = tonumber(ARGV[4 + 3 * k])
   local raw = redis.call('HGETALL', hash)
   local claims, held_by_others, mine, expiry = {}, 0, nil, nil
   for i = 1, #raw, 2 do
@@ -116,7 +117,7 @@ for k = 1, #KEYS / 3 do
   local held, held_until = 0, 0
   if mine ~= nil then
     if share < mine.share then
-      held, held_until = mine.holding, now + hold
+      held, held_until = math.max(share, math.min(mine.holding, used)), now + hold
     elseif mine.held_until > now then
       held, held_until = mine.held, mine.held_until
     end
@@ -285,7 +286,11 @@ class RedisLimits:
             self._now_ms(),
             round(self.ttl * 1000),
             round(self.hold * 1000),
-            *(value for key in keys for value in (repr(claims[key].demand), claims[key].slots)),
+            *(
+                value
+                for key in keys
+                for value in (repr(claims[key].demand), claims[key].slots, repr(claims[key].used))
+            ),
         ]
         try:
             reply = await self._lease(keys=redis_keys, args=argv)

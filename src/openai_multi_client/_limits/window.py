@@ -120,6 +120,12 @@ class RateLimiter:
         self._expire(now)
         return max(0.0, 1.0 - self._used / self.capacity)
 
+    def used_of_whole(self, now: float) -> float:
+        """The units admitted within the last window, as a fraction of what one window of the
+        whole limit (share 1) holds."""
+        self._expire(now)
+        return self._used / (self.limit_per_minute / 60.0 * self.window)
+
     def available(self, now: float) -> float:
         """Units available at ``now``."""
         return self.headroom(now) * self.capacity
