@@ -134,18 +134,6 @@ def test_a_key_learns_its_limits_from_its_first_response() -> None:
     assert pool.reserve(0, 0.1) == pytest.approx(1.1)
 
 
-def test_a_key_with_configured_limits_starts_at_ten_in_flight() -> None:
-    # Its limits pace it from the first request, no request goes alone; but they may be too
-    # high, so until the headers confirm them it starts at ten in flight, not all of them.
-    pool = KeyPool([Key("sk-a", requests_per_minute=6000)], concurrency=50)
-    held = [reserve(pool, 0.0) for _ in range(10)]
-    assert pool.reserve(0, 0.0) == math.inf  # the eleventh waits for an answer
-    pool.release(held.pop(), 0.3)  # a success without headers: the slow start goes on
-    assert pool.statistics(0.3).keys[0].concurrency_limit == 11
-    pool.release(held.pop(), 0.3, headers={**LIMIT_HEADERS, "x-ratelimit-limit-requests": "6000"})
-    assert pool.statistics(0.3).keys[0].concurrency_limit is None  # paced by the limits now
-
-
 def test_a_server_without_headers_gets_adaptive_concurrency() -> None:
     pool = KeyPool([Key.keyless()], concurrency=8)
     first = reserve(pool, 0.0)

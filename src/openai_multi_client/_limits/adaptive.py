@@ -8,18 +8,17 @@ import math
 class AdaptiveConcurrency:
     """Concurrency found by AIMD for servers that publish no limits (vLLM, Ollama, ...).
 
-    Like TCP: a slow start from ``initial`` (1 unless told) doubles the limit every round trip
-    (+1 per success) until the first overload; from then on each success adds ``1 / limit``
-    (about +1 per round trip) and a 429, 503 or timeout halves the limit, at most once per
-    ``cooldown`` seconds so that a burst of failures from one overload counts once. Between 1
-    and ``maximum``.
+    Like TCP: a slow start from 1 doubles the limit every round trip (+1 per success) until the
+    first overload; from then on each success adds ``1 / limit`` (about +1 per round trip) and a
+    429, 503 or timeout halves the limit, at most once per ``cooldown`` seconds so that a burst
+    of failures from one overload counts once. Between 1 and ``maximum``.
     """
 
     __slots__ = ("_last_decrease", "cooldown", "limit", "maximum", "slow_start")
 
-    def __init__(self, maximum: int, cooldown: float = 1.0, *, initial: int = 1) -> None:
+    def __init__(self, maximum: int, cooldown: float = 1.0) -> None:
         self.maximum = maximum
-        self.limit = float(max(1, min(maximum, initial)))
+        self.limit = 1.0
         self.slow_start = True
         self.cooldown = cooldown
         self._last_decrease = -math.inf

@@ -32,11 +32,6 @@ from .adaptive import AdaptiveConcurrency
 from .key import Key
 from .window import RateLimiter
 
-# The concurrency a key with configured limits starts at, before the server's headers confirm
-# them (TCP's initial window is 10 segments, RFC 6928; 10 requests is one second of a
-# 600-requests-a-minute key).
-CONFIGURED_START = 10
-
 logger = logging.getLogger("openai_multi_client")
 
 ORGANIZATION_HEADER = "openai-organization"
@@ -75,18 +70,11 @@ class GroupLimits:
             RateLimiter(key.requests_per_minute) if key.requests_per_minute else None
         )
         self.tokens_limiter = RateLimiter(key.tokens_per_minute) if key.tokens_per_minute else None
-        configured = bool(key.requests_per_minute or key.tokens_per_minute)
-        # Until the first headers. With no configured limit and a server to learn from, the
-        # first request goes alone: its headers tell the limits before a burst can overrun them.
-        # A key with configured limits is paced by them from the start, but they may be wrong
-        # (too high): its concurrency starts at CONFIGURED_START, not the whole of it, so a
-        # wrong limit costs at most that many 429s before the headers correct it, while a
-        # right one is not kept waiting a round trip for its first answer.
-        self.probing = concurrency is not None and not configured
-        self.adaptive = (
-            AdaptiveConcurrency(concurrency, initial=CONFIGURED_START if configured else 1)
-            if concurrency
-            else None
+        self.adaptive = AdaptiveConcurrency(concurrency) if concurrency else None
+        # With no configured limit and a server to learn from, the first request goes alone:
+        # its response headers tell the limits before a burst can overrun them.
+        self.probing = concurrency is not None and not (
+            key.requests_per_minute or key.tokens_per_minute
         )
         self.headers_seen = False
         self.limits_seen: tuple[str | None, str | None] = (None, None)
